@@ -1,0 +1,211 @@
+"""`TrialConfig`: every hyperparameter of one training run, typed, documented and validated.
+
+CLI options and search-space keys are derived from the fields below; nothing restates them.
+Build configs with `make_config`, which fills in the reference defaults of the chosen loss
+(the dataclass defaults are those of the default loss, WGAN-GP).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOSSES = ("bce", "bce-ns", "wgan-clip", "wgan-gp")
+OPTIMIZERS = ("adam", "rmsprop")
+FID_BACKENDS = ("auto", "classifier", "inception")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """A user error in a config: the message is one line that names the problem and the fix."""
+
+
+def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+       lo_open: bool = False, hi_open: bool = False, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its one-line doc and its allowed range or choices."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+            "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One GAN training run. Fields are validated on construction."""
+
+    loss: str = _f("wgan-gp", "GAN loss: bce (minimax), bce-ns (non-saturating), wgan-clip, "
+                   "wgan-gp.", choices=LOSSES)
+    dataset: str = _f("ring8", "Dataset name (see `sweeper datasets`).")
+    steps: int = _f(2000, "Generator iterations to train for.", lo=1, hi=10_000_000)
+    batch_size: int = _f(256, "Samples per batch, real and fake alike.", lo=1, hi=65_536)
+    n_critic: int = _f(5, "Critic steps per generator step.", lo=1, hi=100)
+    gp_lambda: float = _f(10.0, "Gradient-penalty weight lambda (wgan-gp only).", lo=0, hi=1e6)
+    clip_value: float = _f(0.01, "Critic weights are clamped to [-c, c] (wgan-clip only).",
+                           lo=0, hi=1e3, lo_open=True)
+    optimizer: str = _f("adam", "Optimizer for both nets: adam or rmsprop.", choices=OPTIMIZERS)
+    lr_g: float = _f(1e-4, "Generator learning rate.", lo=0, hi=1, lo_open=True)
+    lr_d: float = _f(1e-4, "Critic learning rate.", lo=0, hi=1, lo_open=True)
+    beta1: float = _f(0.5, "Adam beta1 (ignored by rmsprop).", lo=0, hi=1, hi_open=True)
+    beta2: float = _f(0.9, "Adam beta2 (ignored by rmsprop).", lo=0, hi=1, hi_open=True)
+    z_dim: int = _f(16, "Latent dimension of the generator's Gaussian noise.", lo=1, hi=4096)
+    hidden: int = _f(128, "Width of the networks (MLP units; conv base channels for images).",
+                     lo=1, hi=8192)
+    depth: int = _f(3, "Hidden layers of each MLP (2D data).", lo=1, hi=16)
+    seed: int = _f(0, "Random seed; a run is deterministic for a given seed on CPU.",
+                   lo=0, hi=2**31 - 1)
+    eval_every: int = _f(250, "Evaluate every this many generator steps (and at the end).",
+                         lo=1, hi=10_000_000)
+    eval_samples: int = _f(2500, "Generated samples per evaluation (PacGAN protocol: 2,500).",
+                           lo=2, hi=1_000_000)
+    dataset_scale: float = _f(1.0, "Scale of the 2D mixtures (1 = PacGAN protocol).",
+                              lo=0, hi=1e6, lo_open=True)
+    device: str = _f("auto", "auto (CUDA if available), cpu, cuda, cuda:N or mps.")
+    data_root: str = _f("", "Folder of downloaded datasets (default: $GAN_SWEEPER_DATA).")
+    download: bool = _f(False, "Allow downloading a missing torchvision dataset.")
+    fid_backend: str = _f("auto", "Features for FID on images: classifier (domain FID) or "
+                          "inception (needs local weights); auto = classifier.",
+                          choices=FID_BACKENDS)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
+        from trainers.data import DATASETS  # late: data imports this module
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
+                              f"{', '.join(sorted(DATASETS))}")
+        if not _DEVICE_RE.match(self.device):
+            raise ConfigError(f"device {self.device!r} is not valid; use auto, cpu, cuda, "
+                              "cuda:N or mps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        return make_config({**self.to_dict(), **changes}, fill_loss_defaults=False)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrialConfig)}
+
+# Reference defaults per loss; each line cites where it comes from (see shared protocols.md).
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Goodfellow et al. 2014 train D and G alternately (k = 1); Adam 2e-4, beta1 0.5 is DCGAN's
+    # setting (Radford et al. 2015), the usual default for BCE GANs.
+    "bce": {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+            "n_critic": 1},
+    "bce-ns": {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+               "n_critic": 1},
+    # WGAN, Arjovsky et al. 2017 (arXiv 1701.07875), Algorithm 1: RMSProp 5e-5, c = 0.01, 5.
+    "wgan-clip": {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip_value": 0.01,
+                  "n_critic": 5},
+    # WGAN-GP, Gulrajani et al. 2017 (arXiv 1704.00028): Adam 1e-4, lambda 10, n_critic 5;
+    # betas (0.5, 0.9) as in its released MNIST/CIFAR/toy code (the paper says (0, 0.9)).
+    "wgan-gp": {"optimizer": "adam", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9,
+                "gp_lambda": 10.0, "n_critic": 5},
+}
+
+
+def describe_range(f: dataclasses.Field) -> str:
+    """Human-readable allowed values of a field, for error messages and `--help`."""
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(m["choices"])
+    lo, hi = m.get("lo"), m.get("hi")
+    if lo is None and hi is None:
+        return _type_name(f)
+    left = "(" if m.get("lo_open") else "["
+    right = ")" if m.get("hi_open") else "]"
+    return f"{_type_name(f)} in {left}{lo:g}, {hi:g}{right}"
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return {"int": "an integer", "float": "a number", "str": "a string",
+            "bool": "true or false"}[str(f.type)]
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    kind = str(f.type)
+    ok_type = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, float),
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if not ok_type:
+        raise ConfigError(f"{f.name} must be {describe_range(f)}, got {value!r}")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+    m = f.metadata
+    if m["choices"] and value not in m["choices"]:
+        raise ConfigError(f"{f.name} must be {describe_range(f)}, got {value!r}")
+    lo, hi = m["lo"], m["hi"]
+    if lo is not None and (value < lo or (m["lo_open"] and value == lo)):
+        raise ConfigError(f"{f.name} must be {describe_range(f)}, got {value!r}")
+    if hi is not None and (value > hi or (m["hi_open"] and value == hi)):
+        raise ConfigError(f"{f.name} must be {describe_range(f)}, got {value!r}")
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type; strings like '1e-4' or '5' are accepted."""
+    f = FIELDS[name]
+    kind = str(f.type)
+    try:
+        if kind == "float" and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "int" and isinstance(value, str):
+            return int(value)
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if kind == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{name} must be {describe_range(f)}, got {value!r}") from None
+    return value
+
+
+def check_keys(keys: Any, where: str = "config") -> None:
+    """Reject unknown keys, listing the valid ones."""
+    unknown = sorted(str(k) for k in keys if k not in FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid keys: "
+                          f"{', '.join(FIELDS)}")
+
+
+def make_config(values: Mapping[str, Any] | None = None, *,
+                fill_loss_defaults: bool = True) -> TrialConfig:
+    """Build a validated config; unset optimiser fields take the loss's reference defaults."""
+    values = dict(values or {})
+    check_keys(values)
+    loss = values.get("loss", TrialConfig.loss)
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    merged = dict(LOSS_DEFAULTS[loss]) if fill_loss_defaults else {}
+    merged.update(values)
+    return TrialConfig(**{k: coerce(k, v) for k, v in merged.items()})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of TrialConfig fields (as written by `sweeper stable --export`)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {_one_line(e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must be a mapping of field: value")
+    check_keys(data, where=f"config file {p}")
+    return data
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

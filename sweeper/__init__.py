@@ -1,0 +1,1 @@
+"""Orchestration around the pure trainer: CLI, Ray Tune wiring, MLflow tracking, analysis."""

@@ -1,0 +1,121 @@
+"""One training run from the CLI (`sweeper train`) and evaluation of a samples file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sweeper import tracking
+from sweeper.errors import UserError
+from trainers import names
+from trainers.config import TrialConfig, make_config
+from trainers.data import build_dataset
+from trainers.loop import Trainer, set_threads
+
+# Curves reach MLflow every this many evaluations (and at the end): live enough to watch in
+# the UI, few enough calls that logging never shows up in a trial's cost.
+FLUSH_EVERY_EVALS = 5
+
+
+def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
+               checkpoint: str | None = None, resume: bool = False,
+               samples_out: str | None = None) -> dict[str, float]:
+    """Train `cfg` (optionally resuming a checkpoint), log it to MLflow, return final metrics."""
+    logger = _start_tracking(cfg, tracking_uri, experiment) if tracking_uri else None
+    set_threads()
+    if resume and checkpoint and Path(checkpoint).exists():
+        trainer = Trainer.load(checkpoint, device=cfg.device)
+        if trainer.config.replace(device=cfg.device) != cfg:
+            raise UserError(f"checkpoint {checkpoint} was made with another config; drop "
+                            "--resume to start over or pass the same options")
+        print(f"resuming from step {trainer.step}", file=sys.stderr)
+    else:
+        trainer = Trainer(cfg)
+    evals = 0
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        nonlocal evals
+        from sweeper.cli import format_metrics
+
+        print(format_metrics(metrics), file=sys.stderr, flush=True)
+        if checkpoint:
+            trainer.save(checkpoint)
+        if logger:
+            evals += 1
+            logger.log_metrics(step, metrics)
+            if evals % FLUSH_EVERY_EVALS == 0:
+                logger.flush()
+
+    final = trainer.run(report)
+    samples = trainer.sample().cpu().numpy()
+    if samples_out:
+        np.save(samples_out, samples)
+    if logger:
+        from sweeper.plots import sample_figure
+
+        logger.log_figure(sample_figure(trainer.data, samples, _title(cfg, final)),
+                          "plots/samples_final.png")
+        logger.close("diverged" if final.get(names.DIVERGED) else "finished")
+        print(f"mlflow run {logger.run_id} in experiment {experiment!r} ({tracking_uri})",
+              file=sys.stderr)
+    return final
+
+
+def _start_tracking(cfg: TrialConfig, uri: str, experiment: str) -> tracking.RunLogger:
+    tracking.check_tracking_uri(uri)
+    client = tracking.client(uri)
+    exp_id = tracking.experiment_id(client, experiment)
+    name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
+    run = client.create_run(exp_id, run_name=name, tags={tracking.TAG_KIND: "train"})
+    logger = tracking.RunLogger(client, run.info.run_id)
+    logger.log_params(cfg.to_dict())
+    return logger
+
+
+def _title(cfg: TrialConfig, m: dict[str, float]) -> str:
+    from sweeper.cli import format_metrics
+
+    return f"{cfg.loss} on {cfg.dataset}, seed {cfg.seed}\n{format_metrics(m)}"
+
+
+def load_samples(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Read an .npy of samples and check it, with one clear line for each way it can be bad."""
+    p = Path(path)
+    try:
+        x = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"samples file {p} does not exist") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise UserError(f"samples file {p} is not a readable .npy array ({_short(e)}); save "
+                        "it with numpy.save") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        raise UserError(f"samples file {p} holds {x.dtype} values; it must hold numbers")
+    want = "N x " + " x ".join(str(s) for s in shape)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+        raise UserError(f"samples file {p} has shape {x.shape}; this dataset needs {want}")
+    if len(x) < 2:
+        raise UserError(f"samples file {p} has {len(x)} samples; at least 2 are needed")
+    bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
+    if bad:
+        raise UserError(f"samples file {p} has {bad} samples with NaN or inf values; drop "
+                        "them (they usually mean the generator diverged)")
+    return x.astype(np.float32)
+
+
+def evaluate_file(path: str | Path, values: dict[str, Any]) -> dict[str, float]:
+    """Data-side metrics of a samples file, with the real set drawn at the same N."""
+    set_threads()
+    probe = make_config({**values, "eval_samples": 2})
+    shape = build_dataset(probe, torch.device("cpu")).shape
+    x = load_samples(path, shape)
+    cfg = make_config({**values, "eval_samples": len(x), "device": "cpu"})
+    data = build_dataset(cfg, torch.device("cpu"))
+    return data.evaluate(torch.from_numpy(x))
+
+
+def _short(e: Exception) -> str:
+    return " ".join(str(e).split())[:160]

@@ -1,0 +1,223 @@
+"""Search spaces: small YAML files turned into Optuna define-by-run functions.
+
+    description: WGAN-GP on ring8          # one line, shown by `sweeper spaces`
+    fixed:                                 # constant TrialConfig fields
+      dataset: ring8
+      steps: 1500
+    params:                                # sampled, in this order; keys are TrialConfig fields
+      loss: {choice: [bce-ns, wgan-clip, wgan-gp]}
+      gp_lambda: {log_uniform: [0.1, 100], when: {loss: wgan-gp}}
+      clip_value: {log_uniform: [0.001, 1], when: {loss: wgan-clip}}
+      n_critic: {int: [1, 10]}
+
+Kinds: choice, uniform, log_uniform, int, log_int. `when` makes a parameter conditional on
+an earlier categorical one: it is suggested only when that parameter takes one of the values
+given, so TPE never wastes a dimension on a lambda that a clipped WGAN ignores.
+Every key and every bound is checked against TrialConfig before Ray starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeper.errors import UserError, one_line
+from trainers.config import FIELDS, ConfigError, coerce, describe_range, make_config
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_SPACE = "default"
+KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
+_TOP_KEYS = ("description", "fixed", "params")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    values: tuple[Any, ...]  # choices, or (low, high)
+    when: tuple[str, tuple[Any, ...]] | None = None  # (parent param, values that enable it)
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.name, list(self.values))
+        low, high = self.values
+        if self.kind in ("int", "log_int"):
+            return trial.suggest_int(self.name, int(low), int(high), log=self.kind == "log_int")
+        return trial.suggest_float(self.name, float(low), float(high),
+                                   log=self.kind == "log_uniform")
+
+    def describe(self) -> str:
+        body = (f"{{{', '.join(map(str, self.values))}}}" if self.kind == "choice"
+                else f"{self.kind} [{self.values[0]:g}, {self.values[1]:g}]")
+        if self.when:
+            body += f" when {self.when[0]} in {{{', '.join(map(str, self.when[1]))}}}"
+        return f"{self.name}: {body}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed space; calling it with an Optuna trial is the define-by-run function."""
+
+    name: str
+    source: str  # path of the YAML file
+    text: str  # the YAML as written, logged with the sweep
+    description: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    params: tuple[Param, ...] = ()
+
+    def __call__(self, trial) -> dict[str, Any]:
+        """Only suggest_* calls, as OptunaSearch requires; returns the fixed values."""
+        chosen: dict[str, Any] = {}
+        for p in self.params:
+            if p.when is None or chosen.get(p.when[0]) in p.when[1]:
+                chosen[p.name] = p.suggest(trial)
+        return dict(self.fixed)
+
+    def sampled_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A shipped space by name (`wgan-gp`) or any YAML file by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not p.is_file():
+            raise UserError(f"search space file {p} does not exist")
+        return p
+    shipped = SPACES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise UserError(f"unknown search space {name_or_path!r}; shipped spaces: "
+                        f"{', '.join(shipped_spaces())} (or pass a path to a .yaml file)")
+    return shipped
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    path = resolve_space_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read search space {path}: {one_line(e)}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"search space {path} is not valid YAML: {one_line(e)}") from None
+    try:
+        return parse_space(doc, name=path.stem, source=str(path), text=text)
+    except (UserError, ConfigError) as e:
+        raise UserError(f"search space {path}: {one_line(e)}") from None
+
+
+def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
+                text: str = "") -> SearchSpace:
+    """Validate a YAML document against TrialConfig; raises UserError with one line."""
+    if not isinstance(doc, dict):
+        raise UserError("must be a mapping with keys " + ", ".join(_TOP_KEYS))
+    for k in doc:
+        if k not in _TOP_KEYS:
+            raise UserError(f"unknown top-level key {k!r}; allowed: {', '.join(_TOP_KEYS)}")
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        raise UserError("description must be a string")
+    fixed_raw = doc.get("fixed") or {}
+    params_raw = doc.get("params") or {}
+    if not isinstance(fixed_raw, dict) or not isinstance(params_raw, dict):
+        raise UserError("'fixed' and 'params' must be mappings of TrialConfig field: value")
+    if not params_raw:
+        raise UserError("'params' is empty; a sweep needs at least one sampled parameter")
+    fixed = {_field_name(k, "fixed"): coerce(k, v) for k, v in fixed_raw.items()}
+    for k in ("seed",):
+        if k in params_raw:
+            raise UserError(f"{k!r} cannot be sampled; seeds come from --seeds")
+    params: list[Param] = []
+    for k, spec in params_raw.items():
+        key = _field_name(k, "params")
+        if key in fixed:
+            raise UserError(f"{key!r} is both fixed and sampled; keep one")
+        params.append(_parse_param(key, spec, params, fixed))
+    _check_values(fixed, params)
+    return SearchSpace(name=name, source=source, text=text, description=description,
+                       fixed=fixed, params=tuple(params))
+
+
+def _field_name(k: Any, where: str) -> str:
+    if not isinstance(k, str) or k not in FIELDS:
+        raise UserError(f"unknown key {k!r} in '{where}'; valid keys are TrialConfig fields: "
+                        f"{', '.join(FIELDS)}")
+    return k
+
+
+def _parse_param(key: str, spec: Any, earlier: list[Param], fixed: dict[str, Any]) -> Param:
+    if not isinstance(spec, dict):
+        raise UserError(f"param {key!r} must be a mapping like {{log_uniform: [lo, hi]}}")
+    kinds = [k for k in spec if k in KINDS]
+    extra = [k for k in spec if k not in KINDS and k != "when"]
+    if len(kinds) != 1 or extra:
+        raise UserError(f"param {key!r} needs exactly one of {', '.join(KINDS)} (and "
+                        f"optionally 'when'); got {', '.join(map(str, spec)) or 'nothing'}")
+    kind = kinds[0]
+    raw = spec[kind]
+    ftype = str(FIELDS[key].type)
+    if kind == "choice":
+        if not isinstance(raw, list) or not raw:
+            raise UserError(f"param {key!r}: choice needs a non-empty list of values")
+        values = tuple(coerce(key, v) for v in raw)
+        if len(set(map(repr, values))) != len(values):
+            raise UserError(f"param {key!r}: choice lists a value twice")
+    else:
+        if (not isinstance(raw, list) or len(raw) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
+            raise UserError(f"param {key!r}: {kind} needs [low, high] numbers")
+        if ftype not in ("int", "float") or (kind in ("int", "log_int") and ftype != "int"):
+            raise UserError(f"param {key!r} is {describe_range(FIELDS[key])}; {kind} does "
+                            "not fit it")
+        low, high = (float(v) for v in raw)
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise UserError(f"param {key!r}: need finite low < high, got [{raw[0]}, {raw[1]}]")
+        if kind.startswith("log") and low <= 0:
+            raise UserError(f"param {key!r}: {kind} needs low > 0, got {raw[0]}")
+        if kind in ("int", "log_int"):
+            if not (low.is_integer() and high.is_integer()):
+                raise UserError(f"param {key!r}: {kind} bounds must be whole numbers")
+            values = (int(low), int(high))
+        else:
+            values = (low, high)
+    when = _parse_when(key, spec.get("when"), earlier, fixed) if "when" in spec else None
+    return Param(key, kind, values, when)
+
+
+def _parse_when(key: str, raw: Any, earlier: list[Param],
+                fixed: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise UserError(f"param {key!r}: 'when' must be one mapping like {{loss: wgan-gp}}")
+    ((parent, wanted),) = raw.items()
+    choices = {p.name: p for p in earlier if p.kind == "choice"}
+    if parent not in choices:
+        raise UserError(f"param {key!r}: 'when' must name an earlier choice parameter; "
+                        f"{parent!r} is not one")
+    wanted = tuple(wanted) if isinstance(wanted, list) else (wanted,)
+    for w in wanted:
+        if w not in choices[parent].values:
+            raise UserError(f"param {key!r}: 'when' value {w!r} is not a choice of {parent!r} "
+                            f"({', '.join(map(str, choices[parent].values))})")
+    return parent, wanted
+
+
+def _check_values(fixed: dict[str, Any], params: list[Param]) -> None:
+    """Every choice and both ends of every range must make a valid TrialConfig."""
+    make_config(fixed)
+    for p in params:
+        for v in p.values:
+            base = dict(fixed)
+            if p.when:
+                base[p.when[0]] = p.when[1][0]
+            try:
+                make_config({**base, p.name: v})
+            except ConfigError as e:
+                raise UserError(f"param {p.name!r}: {e}") from None

@@ -1,0 +1,233 @@
+"""MLflow tracking: reachability checks, idempotent runs found by a stable key, batched logging.
+
+Every run we create carries the tag `gan_sweeper.key`, a stable identity (sweep, trial, seed).
+Looking a run up by that key before creating one is what keeps a resumed sweep from logging
+a trial twice. Metrics are buffered and sent with `log_batch`; if the tracking server is down,
+the buffer is kept and retried at the next flush, and a run that could never deliver is left
+with its metrics in a local JSONL file (see `RunLogger.close`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sweeper.errors import UserError, one_line
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+TAG_KEY = "gan_sweeper.key"  # stable identity: sweep/<name>, trial/<sweep>/<id>, seed/.../<n>
+TAG_KIND = "gan_sweeper.kind"  # sweep | trial | seed | train
+TAG_SWEEP = "gan_sweeper.sweep"  # the sweep (experiment) a run belongs to
+TAG_TRIAL = "gan_sweeper.trial_id"  # Ray Tune trial id
+TAG_SEED = "gan_sweeper.seed"
+TAG_NODE = "gan_sweeper.node"  # Ray node IP (or hostname) the run trained on
+TAG_STATUS = "gan_sweeper.status"  # finished | diverged | stopped_early | error | incomplete
+TAG_LAST_STEP = "gan_sweeper.last_step"  # last step whose metrics reached MLflow
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI shows the tree)
+
+# log_batch accepts at most 1000 metrics per call (MLflow's documented REST limit).
+_BATCH_LIMIT = 1000
+# Keys are built only from these characters so they can sit in a filter string unescaped.
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_./:-]+$")
+# During a tracking-server outage, MLflow's default of 7 retries with exponential backoff
+# would stall a trial for minutes per call; our own buffer retries instead.
+_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def quiet_http_retries() -> None:
+    for k, v in _HTTP_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
+    """Fail fast, with one line, when the tracking store cannot be used. Returns the URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                if r.status == 200:
+                    return uri
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = one_line(getattr(e, "reason", e))
+            raise UserError(
+                f"cannot reach the MLflow tracking server at {uri} ({reason}); start it "
+                "(mlflow server --host 127.0.0.1 --port 5000 ...), fix --tracking-uri, or use "
+                "--tracking-uri sqlite:///mlflow.db") from None
+        raise UserError(f"MLflow tracking server at {uri} is not healthy; check its log")
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):]
+        if path in ("", ":memory:"):
+            return uri
+        db = Path(path).expanduser().resolve()
+        folder = db.parent
+        if not folder.is_dir():
+            raise UserError(f"tracking database folder {folder} does not exist; create it or "
+                            "pass another --tracking-uri")
+        target = db if db.exists() else folder
+        if not os.access(target, os.W_OK):
+            raise UserError(f"tracking database {db} is not writable; fix its permissions or "
+                            "pass another --tracking-uri")
+        return uri
+    if parsed.scheme in ("", "file"):
+        raise UserError(f"tracking URI {uri!r} is a file store, which MLflow 3.17 refuses; use "
+                        "--tracking-uri sqlite:///mlflow.db or an http:// server")
+    return uri
+
+
+def client(uri: str):
+    """An MlflowClient for `uri` (imported late: MLflow takes ~1 s to import)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlflow_client, name: str, *, create: bool = True) -> str | None:
+    """Id of the experiment called `name` (created if missing). Never builds a filter string
+    from the name, so quotes or unicode in it are harmless."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment {name!r} is deleted; restore it in the UI or "
+                            "pick another --experiment")
+        return exp.experiment_id
+    if not create:
+        return None
+    return mlflow_client.create_experiment(name)
+
+
+def find_run(mlflow_client, exp_id: str, key: str):
+    """The run carrying tag gan_sweeper.key == key, or None."""
+    if not _SAFE_KEY.match(key):
+        raise ValueError(f"unsafe run key {key!r}")
+    runs = mlflow_client.search_runs([exp_id], filter_string=f"tags.`{TAG_KEY}` = '{key}'",
+                                     max_results=2)
+    return runs[0] if runs else None
+
+
+def find_or_create_run(mlflow_client, exp_id: str, key: str, *, name: str,
+                       tags: Mapping[str, str] | None = None,
+                       parent_run_id: str | None = None) -> tuple[str, bool]:
+    """(run_id, existed): the run with this key, created on first use only."""
+    run = find_run(mlflow_client, exp_id, key)
+    if run is not None:
+        return run.info.run_id, True
+    all_tags = {TAG_KEY: key, **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = mlflow_client.create_run(exp_id, run_name=name, tags=all_tags)
+    return run.info.run_id, False
+
+
+def safe_key(*parts: object) -> str:
+    """Join parts into a key made only of filter-safe characters."""
+    return "/".join(re.sub(r"[^A-Za-z0-9_.:-]", "_", str(p)) for p in parts)
+
+
+class RunLogger:
+    """Buffered, outage-tolerant logging into one existing MLflow run.
+
+    `skip_through` makes re-logging idempotent: a trial that restarts (after a crash or a
+    resume) re-computes steps it already logged; those are dropped instead of duplicated.
+    """
+
+    def __init__(self, mlflow_client, run_id: str, *, skip_through: int = -1,
+                 spool: Path | None = None) -> None:
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.skip_through = skip_through
+        self.spool = spool
+        self._metrics: list[Any] = []
+        self._last_step = skip_through
+        self.failures = 0
+
+    @classmethod
+    def last_logged_step(cls, run) -> int:
+        return int(run.data.tags.get(TAG_LAST_STEP, -1)) if run is not None else -1
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        self._call(self.client.log_batch, self.run_id, params=items)
+
+    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        """Buffer one step's metrics (non-finite values are dropped, never logged as NaN)."""
+        from mlflow.entities import Metric
+
+        if step <= self.skip_through:
+            return
+        ts = int(time.time() * 1000)
+        for k, v in values.items():
+            v = float(v)
+            if v == v and abs(v) != float("inf"):
+                self._metrics.append(Metric(k, v, ts, int(step)))
+        self._last_step = max(self._last_step, int(step))
+
+    def flush(self) -> bool:
+        """Send buffered metrics; on failure keep them for the next flush. True if all sent."""
+        while self._metrics:
+            chunk = self._metrics[:_BATCH_LIMIT]
+            if not self._call(self.client.log_batch, self.run_id, metrics=chunk):
+                return False
+            del self._metrics[: len(chunk)]
+        self._call(self.client.set_tag, self.run_id, TAG_LAST_STEP, str(self._last_step))
+        return True
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call(self.client.log_batch, self.run_id,
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_figure(self, fig, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        try:
+            self._call(self.client.log_figure, self.run_id, fig, artifact_file)
+        finally:
+            plt.close(fig)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._call(self.client.log_text, self.run_id, text, artifact_file)
+
+    def close(self, status: str) -> bool:
+        """Flush, tag the final status and end the run. If MLflow stays unreachable, the
+        metrics go to the local spool file and the run is left marked incomplete."""
+        delivered = self.flush()
+        if delivered:
+            self.set_tags({TAG_STATUS: status})
+            state = "FAILED" if status == "error" else "FINISHED"
+            self._call(self.client.set_terminated, self.run_id, state)
+            return True
+        self._spool_unsent(status)
+        return False
+
+    def _spool_unsent(self, status: str) -> None:
+        if self.spool is None:
+            return
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"run_id": self.run_id, "status": status}) + "\n")
+            for m in self._metrics:
+                f.write(json.dumps({"key": m.key, "value": m.value, "step": m.step,
+                                    "timestamp": m.timestamp}) + "\n")
+        # Best effort: if the server is back for this one call, flag the run as incomplete.
+        self._call(self.client.set_tag, self.run_id, TAG_STATUS, "incomplete")
+
+    def _call(self, fn, *args, **kwargs) -> bool:
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception:  # noqa: BLE001 - any tracking failure must not kill training
+            self.failures += 1
+            return False

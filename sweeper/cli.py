@@ -129,6 +129,112 @@ def datasets() -> None:
         click.echo(f"{spec.name:<16} {spec.doc}")
 
 
+# ---------------------------------------------------------------------------- sweeps
+SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
+
+
+@cli.command()
+@click.option("--space", default="default", show_default=True,
+              help="Shipped space name (see `sweeper spaces`) or path to a YAML file.")
+@click.option("--experiment", default=None, help="Sweep name = MLflow experiment "
+              "[default: SPACE-DATE-TIME]. Reuse it with --resume.")
+@click.option("--num-samples", type=int, default=16, show_default=True,
+              help="Settings (trials) to try.")
+@click.option("--max-concurrent", type=int, default=0, show_default=True,
+              help="Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
+@click.option("--seeds", type=int, default=2, show_default=True,
+              help="Seeds per setting; the objective aggregates them (see README).")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+              help="GPU share per trial, e.g. 0.25 packs four trials on a GPU.")
+@click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
+              help="MLflow tracking URI (sqlite:///FILE or http://HOST:PORT).")
+@click.option("--sweep-dir", default="sweeps", show_default=True,
+              type=click.Path(file_okay=False), help="Where Tune and Optuna keep sweep state "
+              "(must be shared by all nodes of a cluster).")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto or "
+              "HOST:6379); default: a private local Ray.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep (--experiment, "
+              "or the latest in --sweep-dir). Reads pickled state: only resume sweep "
+              "directories you trust.")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
+              help="ASHA early stopping on the running objective.")
+@click.option("--grace", type=float, default=0.25, show_default=True,
+              help="ASHA grace period, as a fraction of the step budget.")
+@click.option("--reduction-factor", type=int, default=3, show_default=True,
+              help="ASHA keeps the best 1/N of trials at each rung.")
+@click.option("--max-failures", type=int, default=2, show_default=True,
+              help="Retries of a failed trial (from its last checkpoint).")
+@click.option("--reuse-actors/--no-reuse-actors", default=False, show_default=True,
+              help="Reuse trial worker processes (see benchmarks/sweep_overhead.py).")
+@click.option("--sampler-seed", type=int, default=None, help="Seed of the TPE sampler.")
+@click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
+def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
+        gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
+        reduction_factor, max_failures, reuse_actors, sampler_seed, smoke_test) -> None:
+    """Sweep a search space: Ray Tune + Optuna TPE + ASHA, recorded in MLflow."""
+    import dataclasses as dc
+    import time
+    from pathlib import Path
+
+    from sweeper import sweep
+    from sweeper.spaces import load_space
+
+    if smoke_test:
+        num_samples, seeds = SMOKE_SWEEP["num_samples"], SMOKE_SWEEP["seeds"]
+    for name, value, low in (("--num-samples", num_samples, 1), ("--seeds", seeds, 1),
+                             ("--max-concurrent", max_concurrent, 0),
+                             ("--reduction-factor", reduction_factor, 2),
+                             ("--max-failures", max_failures, 0)):
+        if value < low:
+            raise UserError(f"{name} must be at least {low}, got {value}")
+    if cpus_per_trial <= 0 or gpus_per_trial < 0:
+        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if not 0 < grace <= 1:
+        raise UserError(f"--grace must be in (0, 1], got {grace}")
+    space_obj = load_space(space)
+    if smoke_test:
+        space_obj = dc.replace(space_obj, fixed={**space_obj.fixed, **SMOKE})
+    sweep_root = Path(sweep_dir).resolve()
+    if resume and experiment is None:
+        experiment = sweep.latest_sweep(sweep_root)
+        if experiment is None:
+            raise UserError(f"nothing to resume in {sweep_root}; pass --experiment NAME")
+    experiment = experiment or f"{space_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    opts = sweep.SweepOptions(
+        space=space_obj, name=experiment, num_samples=num_samples,
+        max_concurrent=max_concurrent, seeds=seeds, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, tracking_uri=tracking_uri, sweep_dir=sweep_root,
+        address=address, early_stop=early_stop, grace_fraction=grace,
+        reduction_factor=reduction_factor, max_failures=max_failures,
+        reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line())
+    click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
+               f"{seeds} seeds", err=True)
+    rows = sweep.run_sweep(opts, resume=resume)
+    click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
+               "m/(1+m), m = median FID; lower is better):")
+    click.echo(sweep.format_table(rows, top=10))
+    click.echo(f"\n{len(rows)} trials. Compare them in MLflow: mlflow ui --backend-store-uri "
+               f"{tracking_uri}  (experiment {experiment!r})" if tracking_uri.startswith(
+                   "sqlite") else f"\n{len(rows)} trials. MLflow: {tracking_uri}, "
+               f"experiment {experiment!r}")
+
+
+@cli.command()
+def spaces() -> None:
+    """List the shipped search spaces and their parameters."""
+    from sweeper.spaces import SPACES_DIR, load_space, shipped_spaces
+
+    for name in shipped_spaces():
+        s = load_space(name)
+        click.echo(f"{name}: {s.description}")
+        fixed = ", ".join(f"{k}={v}" for k, v in s.fixed.items())
+        click.echo(f"    fixed: {fixed or '-'}")
+        for p in s.params:
+            click.echo(f"    {p.describe()}")
+    click.echo(f"(files in {SPACES_DIR})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click usage errors and our user errors exit 2 with one line."""
     try:

@@ -66,7 +66,7 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
 
 
 def _start_tracking(cfg: TrialConfig, uri: str, experiment: str) -> tracking.RunLogger:
-    tracking.check_tracking_uri(uri)
+    uri = tracking.check_tracking_uri(uri)
     client = tracking.client(uri)
     exp_id = tracking.experiment_id(client, experiment)
     name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"

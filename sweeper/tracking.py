@@ -50,7 +50,11 @@ def quiet_http_retries() -> None:
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
-    """Fail fast, with one line, when the tracking store cannot be used. Returns the URI."""
+    """Fail fast, with one line, when the tracking store cannot be used.
+
+    Returns the URI to use everywhere else: a relative sqlite path is made absolute, because
+    Ray runs each trial in its own working directory.
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
@@ -77,7 +81,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
         if not os.access(target, os.W_OK):
             raise UserError(f"tracking database {db} is not writable; fix its permissions or "
                             "pass another --tracking-uri")
-        return uri
+        return f"sqlite:///{db}"
     if parsed.scheme in ("", "file"):
         raise UserError(f"tracking URI {uri!r} is a file store, which MLflow 3.17 refuses; use "
                         "--tracking-uri sqlite:///mlflow.db or an http:// server")

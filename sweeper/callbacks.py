@@ -1,0 +1,49 @@
+"""Driver-side Tune callback: marks trials that ASHA stopped, or that errored, in MLflow.
+
+A stopped trial's actor may be torn down before its own code can say so, so the driver does
+it. The callback only tags runs that already exist (found by id), so replaying it on
+`Tuner.restore` cannot create or duplicate anything.
+"""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+
+from sweeper import tracking
+from trainers import names
+
+
+class TrialStatusCallback(Callback):
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client = None
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if names.OBJECTIVE not in (trial.last_result or {}):
+            self._mark(trial, "stopped_early", "KILLED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._mark(trial, "error", "FAILED")
+
+    def _mark(self, trial, status: str, state: str) -> None:
+        from sweeper.trial import RUN_ID
+
+        run_id = (trial.last_result or {}).get(RUN_ID)
+        if not run_id:
+            return
+        try:
+            if self._client is None:
+                self._client = tracking.client(self.tracking_uri)
+            children = self._client.search_runs(
+                [self._client.get_run(run_id).info.experiment_id],
+                filter_string=f"tags.`{tracking.PARENT_TAG}` = '{run_id}'")
+            for rid in [run_id, *(c.info.run_id for c in children)]:
+                if self._client.get_run(rid).data.tags.get(tracking.TAG_STATUS) == "diverged":
+                    continue
+                self._client.set_tag(rid, tracking.TAG_STATUS, status)
+                self._client.set_terminated(rid, state)
+        except Exception:  # noqa: BLE001 - bookkeeping must never stop the sweep
+            pass
+
+    def __getstate__(self):
+        return {"tracking_uri": self.tracking_uri, "_client": None}

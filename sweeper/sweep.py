@@ -1,0 +1,288 @@
+"""`sweeper run`: Ray Tune schedules the trials, Optuna (TPE) proposes them, ASHA stops the
+hopeless ones early, and MLflow records everything. All Ray Tune calls live here and in
+`trial.py`, so an API change in Ray touches two files.
+
+Sweep directory layout (default ./sweeps):
+    <sweep-dir>/<name>/            Ray Tune's experiment (restored by --resume)
+    <sweep-dir>/<name>/optuna.db   the Optuna study (RDBStorage, written by the driver only)
+    <sweep-dir>/<name>/unsent/     metrics a trial could not deliver to MLflow
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeper import tracking
+from sweeper.errors import UserError, one_line
+from sweeper.spaces import SearchSpace
+from trainers import names
+
+# How long `--address` may take to answer before we give up with a clear error.
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    space: SearchSpace
+    name: str
+    num_samples: int
+    max_concurrent: int
+    seeds: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    tracking_uri: str
+    sweep_dir: Path
+    address: str | None
+    early_stop: bool
+    grace_fraction: float
+    reduction_factor: int
+    max_failures: int
+    reuse_actors: bool
+    sampler_seed: int | None
+    command: str
+
+
+def sweep_path(sweep_dir: Path, name: str) -> Path:
+    """A filesystem-safe folder for a sweep name (names may hold quotes, spaces, unicode)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+    if safe != name:
+        safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return sweep_dir / safe
+
+
+def latest_sweep(sweep_dir: Path) -> str | None:
+    """Name of the most recently modified sweep in sweep_dir (for `--resume` alone)."""
+    found = sorted((p.stat().st_mtime, p) for p in sweep_dir.glob("*/sweep_name.txt"))
+    return found[-1][1].read_text(encoding="utf-8").strip() if found else None
+
+
+def check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write the sweep directory {path} ({e.strerror}); pass a "
+                        "writable --sweep-dir") from None
+
+
+def connect_ray(address: str | None, opts: SweepOptions) -> None:
+    """ray.init with bounded, one-line failures, then check the cluster can fit a trial."""
+    import ray
+
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)),
+                                     timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError):
+            raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray "
+                            "start --head` (see README) or fix --address") from None
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=True, configure_logging=True)
+    except ConnectionError as e:
+        raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
+                        "cluster or fix --address") from None
+    except Exception as e:  # auth failures come as several Ray-specific types
+        if "auth" in str(e).lower() or "token" in str(e).lower():
+            raise UserError(f"the Ray cluster at {address} refused this driver ({one_line(e)[:120]}"
+                            "); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (see README)") from None
+        raise
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if opts.cpus_per_trial > cpus:
+        ray.shutdown()
+        raise UserError(f"--cpus-per-trial {opts.cpus_per_trial:g} is more than the cluster "
+                        f"has ({cpus:g} CPUs); lower it or add nodes")
+    if opts.gpus_per_trial > gpus:
+        ray.shutdown()
+        raise UserError(f"--gpus-per-trial {opts.gpus_per_trial:g} but the cluster has "
+                        f"{gpus:g} GPUs; pass --gpus-per-trial 0 or add GPU nodes")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
+    """(experiment_id, parent_run_id, sweep_key): the sweep's parent run, found or created."""
+    client = tracking.client(opts.tracking_uri)
+    exp_id = tracking.experiment_id(client, opts.name)
+    sweep_key = tracking.safe_key("sweep", hashlib.sha1(opts.name.encode()).hexdigest()[:16])
+    run_id, existed = tracking.find_or_create_run(
+        client, exp_id, sweep_key, name=f"sweep-{opts.space.name}",
+        tags={tracking.TAG_KIND: "sweep", tracking.TAG_SWEEP: opts.name,
+              "gan_sweeper.space": opts.space.name, "gan_sweeper.command": opts.command,
+              "gan_sweeper.git_commit": _git_commit()})
+    if not existed:
+        logger = tracking.RunLogger(client, run_id)
+        logger.log_params({"space": opts.space.name, "num_samples": opts.num_samples,
+                           "seeds": opts.seeds, "max_concurrent": opts.max_concurrent,
+                           "cpus_per_trial": opts.cpus_per_trial,
+                           "gpus_per_trial": opts.gpus_per_trial,
+                           "early_stop": opts.early_stop, **{
+                               f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
+        logger.log_text(opts.space.text, "space.yaml")
+    else:
+        client.set_tag(run_id, "gan_sweeper.resumed_with", opts.command)
+    return exp_id, run_id, sweep_key
+
+
+def _optuna_search(opts: SweepOptions, path: Path):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinalOnlyOptunaSearch(OptunaSearch):
+        """Optuna hears only final objectives. A trial stopped early by ASHA never reports
+        `objective`, so Ray tells Optuna it was PRUNED (not COMPLETE with a truncated value)
+        and TPE fits its model to finished trials only."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            return None
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
+    sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed)
+    return FinalOnlyOptunaSearch(space=opts.space, metric=names.OBJECTIVE, mode="min",
+                                 sampler=sampler, study_name=opts.name, storage=storage)
+
+
+def _scheduler(opts: SweepOptions):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not opts.early_stop:
+        return FIFOScheduler()
+    steps = int(opts.space.fixed.get("steps", 2000))
+    return ASHAScheduler(time_attr=names.STEP, metric=names.RUNNING_OBJECTIVE, mode="min",
+                         max_t=steps, grace_period=max(1, int(steps * opts.grace_fraction)),
+                         reduction_factor=opts.reduction_factor)
+
+
+def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
+    """Run (or resume) a sweep; returns the ranked rows of the results table."""
+    from ray import tune
+
+    from sweeper.callbacks import TrialStatusCallback
+    from sweeper.trial import TrialContext, run_trial
+
+    # The scheduler's metric (running_objective) is in every result but the searcher's
+    # (objective) only in final ones, by design (see trial.py); Tune's strict check would
+    # reject that.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # One checkpoint per evaluation is what lets a lost trial resume mid-run; Tune's warning
+    # about frequent experiment snapshots is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    opts = dataclasses.replace(opts, tracking_uri=tracking.check_tracking_uri(opts.tracking_uri))
+    path = sweep_path(opts.sweep_dir, opts.name)
+    check_writable(opts.sweep_dir)
+    from ray.tune import Tuner
+
+    can_restore = Tuner.can_restore(str(path))
+    if resume and not can_restore:
+        raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
+                        "it without --resume first")
+    if not resume and (can_restore or (path / "sweep_name.txt").exists()):
+        raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
+                        "it with --resume or pick another --experiment")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "sweep_name.txt").write_text(opts.name, encoding="utf-8")
+    connect_ray(opts.address, opts)
+    exp_id, parent_id, sweep_key = open_parent_run(opts)
+    ctx = TrialContext(sweep=opts.name, sweep_key=sweep_key, fixed=dict(opts.space.fixed),
+                       seeds=tuple(int(opts.space.fixed.get("seed", 0)) + j
+                                   for j in range(opts.seeds)),
+                       tracking_uri=opts.tracking_uri, experiment_id=exp_id,
+                       parent_run_id=parent_id, cpus_per_trial=opts.cpus_per_trial,
+                       spool_dir=str(path / "unsent"))
+    resources = {"cpu": opts.cpus_per_trial}
+    if opts.gpus_per_trial:
+        resources["gpu"] = opts.gpus_per_trial
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    callbacks = [TrialStatusCallback(opts.tracking_uri)]
+    t0 = time.time()
+    if resume:
+        print(f"resuming sweep {opts.name!r} from {path}", file=sys.stderr)
+        tuner = Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                              resume_errored=True)
+    else:
+        tuner = Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=_optuna_search(opts, path), scheduler=_scheduler(opts),
+                num_samples=opts.num_samples,
+                max_concurrent_trials=opts.max_concurrent or None,
+                reuse_actors=opts.reuse_actors),
+            run_config=tune.RunConfig(
+                name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
+        )
+    grid = tuner.fit()
+    rows = result_rows(grid, opts.space.sampled_names())
+    client = tracking.client(opts.tracking_uri)
+    logger = tracking.RunLogger(client, parent_id)
+    logger.log_text(format_table(rows), "results.md")
+    logger.log_metrics(0, {"wall_seconds": time.time() - t0, "trials": float(len(rows))})
+    logger.close("finished" if len(rows) >= opts.num_samples else "incomplete")
+    return rows
+
+
+def result_rows(grid, sampled: list[str]) -> list[dict[str, Any]]:
+    """One row per trial, best first: finished trials by objective, then the rest."""
+    from sweeper.trial import RUN_ID
+
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
+        status = ("error" if r.error else "finished" if names.OBJECTIVE in m
+                  else f"stopped@{int(m.get(names.STEP, 0))}" if m else "not started")
+        rows.append({"trial_id": m.get("trial_id", ""), "status": status, "params": cfg,
+                     "objective": m.get(names.OBJECTIVE), "success_rate":
+                     m.get(names.SUCCESS_RATE), "fid_median": m.get("fid_median"),
+                     "modes": m.get("modes_covered_mean"), "hq": m.get("hq_fraction_mean"),
+                     "run_id": m.get(RUN_ID, "")})
+    rows.sort(key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
+    """A markdown table of trials: rank, status, objective, success, FID, modes, params."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| # | trial | status | objective | success | median FID | modes | HQ | params "
+             "| MLflow run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows[:top] if top else rows, 1):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
+        lines.append(f"| {i} | {r['trial_id']} | {r['status']} | {f(r['objective'], '.4f')} | "
+                     f"{f(r['success_rate'], '.2f')} | {f(r['fid_median'], '.4g')} | "
+                     f"{f(r['modes'], '.1f')} | {f(r['hq'], '.2f')} | {params} | "
+                     f"{r['run_id'][:12]} |")
+    return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["sweeper", *sys.argv[1:]])

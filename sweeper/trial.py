@@ -1,0 +1,232 @@
+"""One Tune trial = one proposed setting, trained with k seeds in lockstep.
+
+The seeds advance together from one evaluation step to the next, so every Tune report (and so
+every ASHA decision) sees the setting's aggregate over all its seeds at the same step. The
+final report alone carries `objective`: a trial that ASHA stops early never reports it, and
+Optuna is told the trial was PRUNED instead of learning from a truncated value.
+
+MLflow layout: the sweep's parent run -> one run per trial (aggregates) -> one run per seed
+(the full config, curves, sample plots). Runs are found again by a stable key, and steps that
+were already logged are skipped, so a retried or resumed trial never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sweeper import objective, tracking
+from sweeper.errors import one_line
+from trainers import names
+from trainers.config import make_config
+from trainers.loop import Trainer, set_threads
+
+# Curves (and sample plots) go to MLflow every this many evaluations, and at the end.
+FLUSH_EVERY_EVALS = 4
+# The result key carrying the trial's MLflow run id to the driver.
+RUN_ID = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides the sampled params (picklable, sent once)."""
+
+    sweep: str  # sweep (MLflow experiment) name
+    sweep_key: str  # filter-safe key of the sweep
+    fixed: dict[str, Any]
+    seeds: tuple[int, ...]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    cpus_per_trial: float
+    spool_dir: str  # where metrics go if MLflow stays unreachable
+
+
+def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune function trainable."""
+    tracking.quiet_http_retries()
+    set_threads(max(1, int(ctx.cpus_per_trial)))
+    trial_id = tune.get_context().get_trial_id()
+    values = {**ctx.fixed, **params}
+    if "device" not in ctx.fixed:
+        # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
+        values["device"] = "cuda" if _ray_gpu_ids() else "cpu"
+    configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        trainers = [Trainer(c) for c in configs]
+    else:  # retried after a failure, or resumed: continue every seed where it stopped
+        with checkpoint.as_directory() as d:
+            trainers = [Trainer.load(Path(d) / f"seed{j}.pt", device=values["device"])
+                        for j in range(len(configs))]
+    log = _TrialLogs(ctx, trial_id, params, configs)
+    latest: list[dict[str, float]] = [{} for _ in trainers]
+    evals = 0
+    try:
+        while True:
+            pending = [t for t in trainers if not t.done]
+            target = min((t.next_eval_step() for t in pending), default=None)
+            for j, t in enumerate(trainers):
+                if not t.done:
+                    t.train_until(target)
+                    latest[j] = t.evaluate()
+                    log.seed_metrics(j, t.step, latest[j])
+                elif not latest[j]:  # finished before a restart: re-measure its final state
+                    latest[j] = t.evaluate()
+            evals += 1
+            done = all(t.done for t in trainers)
+            step = max(t.step for t in trainers)
+            agg = {**objective.aggregate(latest), names.STEP: float(step)}
+            if done:
+                agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
+            log.trial_metrics(step, agg, flush=done or evals % FLUSH_EVERY_EVALS == 0,
+                              trainers=trainers)
+            if done:
+                # Close the runs before the final report: once Tune has the last result it
+                # may end this actor at once (ASHA stops trials that reach max_t).
+                log.close(latest, status="finished")
+            with tempfile.TemporaryDirectory() as d:
+                for j, t in enumerate(trainers):
+                    t.save(Path(d) / f"seed{j}.pt")
+                tune.report({**agg, RUN_ID: log.trial_run_id or ""},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+            if done:
+                return
+    except Exception as e:
+        log.close(latest, status="error", error=e)
+        raise
+
+
+def _ray_gpu_ids() -> list:
+    import ray
+
+    try:
+        return list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - outside a Ray worker there are no GPUs assigned
+        return []
+
+
+class _TrialLogs:
+    """The trial's MLflow runs (setting + one per seed), created once, resumed by key."""
+
+    def __init__(self, ctx: TrialContext, trial_id: str, params: dict[str, Any],
+                 configs: list) -> None:
+        self.ctx = ctx
+        self.client = tracking.client(ctx.tracking_uri)
+        node = os.environ.get("RAY_NODE_IP_ADDRESS") or _node_ip()
+        key = tracking.safe_key("trial", ctx.sweep_key, trial_id)
+        base_tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
+                     tracking.TAG_NODE: node}
+        spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
+        self.trial_run_id, self.trial_logger = self._open(
+            key, _run_name(params, trial_id), {**base_tags, tracking.TAG_KIND: "trial"},
+            ctx.parent_run_id, {**configs[0].to_dict(), "seeds": len(configs)}, spool)
+        self.seed_loggers = []
+        for cfg in configs:
+            _, logger = self._open(
+                tracking.safe_key(key, "seed", cfg.seed), f"{trial_id}-seed{cfg.seed}",
+                {**base_tags, tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
+                self.trial_run_id, cfg.to_dict(), spool)
+            self.seed_loggers.append(logger)
+
+    def _open(self, key, name, tags, parent, params, spool):
+        try:
+            run_id, existed = tracking.find_or_create_run(
+                self.client, self.ctx.experiment_id, key, name=name, tags=tags,
+                parent_run_id=parent)
+            skip = -1
+            if existed:
+                skip = tracking.RunLogger.last_logged_step(self.client.get_run(run_id))
+        except Exception as e:  # noqa: BLE001 - tracking down at trial start: train anyway
+            print(f"warning: MLflow unreachable at trial start ({one_line(e)[:200]}); metrics "
+                  f"go to {spool}", file=sys.stderr)
+            return None, _OfflineLogger(spool)
+        logger = tracking.RunLogger(self.client, run_id, skip_through=skip, spool=spool)
+        if not existed:
+            logger.log_params(params)
+        logger.set_tags({tracking.TAG_STATUS: "running", tracking.TAG_NODE: tags[
+            tracking.TAG_NODE]})
+        return run_id, logger
+
+    def seed_metrics(self, j: int, step: int, metrics: dict[str, float]) -> None:
+        self.seed_loggers[j].log_metrics(step, metrics)
+
+    def trial_metrics(self, step: int, metrics: dict[str, float], *, flush: bool,
+                      trainers: list[Trainer]) -> None:
+        """Buffer the aggregate; on a flush also send everything and plot each seed's samples
+        (a few plots per trial show how collapse develops, at a cost of ~0.1 s each)."""
+        self.trial_logger.log_metrics(step, metrics)
+        if not flush:
+            return
+        from sweeper.plots import sample_figure
+
+        for t, logger in zip(trainers, self.seed_loggers, strict=True):
+            fig = sample_figure(t.data, t.sample().cpu().numpy(),
+                                f"{t.config.loss}, seed {t.config.seed}, step {t.step}")
+            logger.log_figure(fig, f"plots/samples_step{t.step:07d}.png")
+            logger.flush()
+        self.trial_logger.flush()
+
+    def close(self, latest: list[dict[str, float]], *, status: str,
+              error: Exception | None = None) -> None:
+        for m, logger in zip(latest, self.seed_loggers, strict=True):
+            logger.close("diverged" if m.get(names.DIVERGED) else status)
+        if error is not None:
+            self.trial_logger.log_text("".join(traceback.format_exception(error)), "error.txt")
+        self.trial_logger.close(status)
+
+
+class _OfflineLogger:
+    """Stands in for a RunLogger when MLflow was unreachable at trial start: metrics go to the
+    local spool file so nothing measured is lost."""
+
+    run_id = None
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.rows: list[dict] = []
+
+    def log_metrics(self, step, values):
+        self.rows.append({"step": step, **values})
+
+    def flush(self):
+        return False
+
+    def log_figure(self, fig, artifact_file):
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def log_text(self, text, artifact_file):
+        pass
+
+    def close(self, status):
+        import json
+
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8") as f:
+            for r in self.rows:
+                f.write(json.dumps({**r, "status": status}) + "\n")
+        return False
+
+
+def _run_name(params: dict[str, Any], trial_id: str) -> str:
+    loss = params.get("loss")
+    return f"{trial_id}-{loss}" if loss else trial_id
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001
+        return socket.gethostname()

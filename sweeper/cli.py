@@ -142,7 +142,7 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
               help="Settings (trials) to try.")
 @click.option("--max-concurrent", type=int, default=0, show_default=True,
               help="Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
-@click.option("--seeds", type=int, default=2, show_default=True,
+@click.option("--seeds", type=int, default=3, show_default=True,
               help="Seeds per setting; the objective aggregates them (see README).")
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
 @click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,

@@ -1,0 +1,156 @@
+"""`sweeper train` and `sweeper eval` as a user runs them: real trainer, real MLflow (sqlite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sweeper.cli import main
+from trainers.config import make_config
+from trainers.data import build_dataset
+
+SWEEPER = str(Path(sys.executable).with_name("sweeper"))
+
+
+def run_cli(args, capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_train_json_last_line_and_mlflow_run(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code, out, err = run_cli(["train", "--loss", "bce-ns", "--dataset", "grid25", "--json",
+                              "--smoke-test", "--tracking-uri", uri, "--hidden", "16"], capsys)
+    assert code == 0, err
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["step"] == 40 and final["num_modes"] == 25 and final["diverged"] == 0
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("gan-sweeper-train")
+    (run,) = c.search_runs([exp.experiment_id])
+    assert run.data.params["loss"] == "bce-ns" and run.data.params["hidden"] == "16"
+    hist = c.get_metric_history(run.info.run_id, "fid")
+    assert [m.step for m in hist] == [20, 40]  # one value per evaluation, no duplicates
+    assert [a.path for a in c.list_artifacts(run.info.run_id, "plots")] == [
+        "plots/samples_final.png"]
+    assert run.info.status == "FINISHED"
+
+
+def test_config_file_is_loaded_and_options_override_it(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"loss": "wgan-clip", "clip_value": 0.05, "hidden": 8,
+                                   "steps": 10, "eval_every": 10}))
+    out = tmp_path / "gen.npy"
+    code, stdout, err = run_cli(["train", "--config", str(cfg), "--clip-value", "0.02",
+                                 "--no-track", "--json", "--samples-out", str(out),
+                                 "--eval-samples", "300"], capsys)
+    assert code == 0, err
+    assert np.load(out).shape == (300, 2)
+    assert json.loads(stdout.splitlines()[-1])["step"] == 10
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, capsys):
+    common = ["train", "--no-track", "--json", "--hidden", "16", "--eval-every", "10",
+              "--eval-samples", "200", "--seed", "3"]
+    _, full, _ = run_cli([*common, "--steps", "30"], capsys)
+    ck = str(tmp_path / "ck.pt")
+    run_cli([*common, "--steps", "30", "--checkpoint", ck, "--smoke-test"], capsys)  # other cfg
+    code, _, err = run_cli([*common, "--steps", "30", "--checkpoint", ck, "--resume"], capsys)
+    assert code == 2 and "another config" in err
+    ck2 = str(tmp_path / "ck2.pt")
+    # An interrupted run: the trainer checkpoints at step 20 of 30, then the CLI resumes it.
+    from trainers import Trainer
+
+    t = Trainer(make_config({"hidden": 16, "eval_every": 10, "eval_samples": 200, "seed": 3,
+                             "steps": 30}))
+    t.train_until(20)
+    t.evaluate()
+    t.save(ck2)
+    code, resumed, err = run_cli([*common, "--steps", "30", "--checkpoint", ck2, "--resume"],
+                                 capsys)
+    assert code == 0 and "resuming from step 20" in err
+    a, b = json.loads(full.splitlines()[-1]), json.loads(resumed.splitlines()[-1])
+    for key in ("fid", "modes_covered", "hq_fraction", "w_distance", "grad_norm"):
+        assert a[key] == b[key], key
+
+
+def test_eval_true_samples_give_all_modes(tmp_path, capsys):
+    data = build_dataset(make_config({"dataset": "ring8", "eval_samples": 2}), torch.device("cpu"))
+    x = data.sample(2500, torch.Generator().manual_seed(9)).numpy()
+    np.save(tmp_path / "real.npy", x)
+    code, out, err = run_cli(["eval", "--dataset", "ring8", "--samples",
+                              str(tmp_path / "real.npy"), "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["modes_covered"] == 8 and m["mode_kl"] < 0.01 and m["fid_n"] == 2500
+    assert m["fid"] < 1e-3
+
+
+def _bad_files(tmp_path):
+    good = np.zeros((100, 2), np.float32)
+    np.save(tmp_path / "g.npy", good)
+    raw = (tmp_path / "g.npy").read_bytes()
+    (tmp_path / "truncated.npy").write_bytes(raw[: len(raw) // 2])
+    np.save(tmp_path / "shape.npy", np.zeros((100, 3), np.float32))
+    np.save(tmp_path / "dtype.npy", np.array([["a", "b"]] * 10))
+    nan = good.copy()
+    nan[5, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    (tmp_path / "text.npy").write_text("not numpy")
+    return {"truncated.npy": "not a readable .npy", "shape.npy": "needs N x 2",
+            "dtype.npy": "must hold numbers", "nan.npy": "1 samples with NaN",
+            "text.npy": "not a readable .npy", "missing.npy": "does not exist"}
+
+
+def test_eval_bad_files_get_one_line_and_exit_2(tmp_path, capsys):
+    for name, needle in _bad_files(tmp_path).items():
+        code, out, err = run_cli(["eval", "--dataset", "ring8", "--samples",
+                                  str(tmp_path / name)], capsys)
+        assert code == 2, name
+        assert needle in err, (name, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--gp-lambda", "-1"], "gp_lambda must be a number in [0"),
+    (["train", "--n-critic", "0"], "n_critic must be an integer in [1"),
+    (["train", "--lr-d", "0"], "lr_d must be a number in (0"),
+    (["train", "--clip-value", "0"], "clip_value must be"),
+    (["train", "--dataset", "mnist8"], "unknown dataset 'mnist8'"),
+    (["train", "--loss", "hinge"], "loss must be one of"),
+    (["train", "--lr-g", "nan"], "lr_g must be a finite number"),
+    (["train", "--config", "/nonexistent.yaml"], "cannot read config file"),
+    (["train", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking"),
+    (["train", "--tracking-uri", "sqlite:////nonexistent/dir/m.db"], "does not exist"),
+    (["eval", "--dataset", "nope", "--samples", "x.npy"], "unknown dataset 'nope'"),
+])
+def test_bad_input_one_line_exit_2(args, needle, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert needle in err, err
+    assert "Traceback" not in err and err.strip().count("\n") <= 2  # click usage adds a hint
+
+
+def test_console_script_diverging_run_exits_0_and_reports_it():
+    # An unconstrained (lambda = 0) deep critic at lr 1 overflows to inf/NaN within 25 steps
+    # for seed 0; the run must end early, exit 0 and report diverged = 1 with no NaN.
+    p = subprocess.run([SWEEPER, "train", "--loss", "wgan-gp", "--gp-lambda", "0", "--lr-d",
+                        "1", "--lr-g", "1", "--depth", "8", "--hidden", "32", "--seed", "0",
+                        "--steps", "300", "--eval-every", "50", "--no-track", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "nan" not in p.stdout.lower()
+    final = json.loads(p.stdout.strip().splitlines()[-1])
+    assert final["diverged"] == 1 and final["step"] < 300
+    assert final["modes_covered"] == 0 and "fid" not in final and "DIVERGED" in p.stderr

@@ -1,0 +1,95 @@
+"""Search spaces: every shipped file is valid, conditionals work, bad files get one line."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from sweeper.errors import UserError
+from sweeper.spaces import load_space, parse_space, shipped_spaces
+from trainers.config import FIELDS, make_config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+REQUIRED = {"default", "wgan-gp", "wgan-clip", "bce", "compare"}
+
+
+def test_required_spaces_are_shipped():
+    assert REQUIRED <= set(shipped_spaces())
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_every_shipped_space_makes_valid_configs(name):
+    space = load_space(name)
+    assert all(k in FIELDS for k in space.fixed)
+    assert all(p.name in FIELDS for p in space.params)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        fixed = space(trial)
+        cfg = make_config({**fixed, **trial.params})  # raises if any sampled value is invalid
+        assert cfg.dataset == fixed.get("dataset", cfg.dataset)
+        study.tell(trial, 0.0)
+
+
+def test_conditional_parameters_only_with_their_loss():
+    space = load_space("compare")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(60):
+        t = study.ask()
+        space(t)
+        loss = t.params["loss"]
+        seen.add(loss)
+        assert ("gp_lambda" in t.params) == (loss == "wgan-gp")
+        assert ("clip_value" in t.params) == (loss == "wgan-clip")
+        study.tell(t, 0.0)
+    assert seen == {"bce", "bce-ns", "wgan-clip", "wgan-gp"}
+
+
+BASE = {"fixed": {"dataset": "ring8"}, "params": {"gp_lambda": {"log_uniform": [0.1, 10]}}}
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({**BASE, "extra": 1}, "unknown top-level key 'extra'"),
+    ({"fixed": {"lamda": 1}, "params": BASE["params"]}, "unknown key 'lamda'"),
+    ({"params": {"n_critc": {"int": [1, 5]}}}, "unknown key 'n_critc'"),
+    ({"params": {"gp_lambda": {"log_uniform": [0, 10]}}}, "needs low > 0"),
+    ({"params": {"gp_lambda": {"uniform": [-1, 10]}}}, "gp_lambda must be"),
+    ({"params": {"n_critic": {"int": [0, 5]}}}, "n_critic must be"),
+    ({"params": {"loss": {"choice": []}}}, "non-empty list"),
+    ({"params": {"loss": {"choice": ["bce", "hinge"]}}}, "loss must be one of"),
+    ({"params": {"lr_d": {"uniform": [1e-3, 1e-4]}}}, "low < high"),
+    ({"params": {"lr_d": {"int": [1, 2]}}}, "does not fit"),
+    ({"params": {"gp_lambda": {"log_uniform": [0.1, 1], "when": {"loss": "wgan-gp"}}}},
+     "earlier choice parameter"),
+    ({"params": {"loss": {"choice": ["bce", "wgan-gp"]},
+                 "gp_lambda": {"log_uniform": [0.1, 1], "when": {"loss": "wgan-clip"}}}},
+     "is not a choice of 'loss'"),
+    ({"params": {}}, "'params' is empty"),
+    ({"fixed": {"steps": 10}, "params": {"steps": {"int": [1, 5]}}}, "both fixed and sampled"),
+    ({"params": {"seed": {"int": [0, 5]}}}, "cannot be sampled"),
+    ([1, 2], "must be a mapping"),
+])
+def test_bad_spaces_get_one_clear_line(doc, needle):
+    with pytest.raises(UserError) as e:
+        parse_space(doc)
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_bad_file_error_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"params": {"gp_lamda": {"log_uniform": [0.1, 1]}}}))
+    with pytest.raises(UserError, match=r"search space .*bad.yaml: unknown key 'gp_lamda'"):
+        load_space(str(p))
+    p.write_text("params: {gp_lambda: [unclosed")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_space(str(p))
+
+
+def test_unknown_space_name_lists_shipped_ones():
+    with pytest.raises(UserError, match="unknown search space 'nope'; shipped spaces: .*default"):
+        load_space("nope")

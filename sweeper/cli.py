@@ -180,8 +180,6 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
     from sweeper import sweep
     from sweeper.spaces import load_space
 
-    if smoke_test:
-        num_samples, seeds = SMOKE_SWEEP["num_samples"], SMOKE_SWEEP["seeds"]
     for name, value, low in (("--num-samples", num_samples, 1), ("--seeds", seeds, 1),
                              ("--max-concurrent", max_concurrent, 0),
                              ("--reduction-factor", reduction_factor, 2),
@@ -194,6 +192,8 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         raise UserError(f"--grace must be in (0, 1], got {grace}")
     space_obj = load_space(space)
     if smoke_test:
+        num_samples = min(num_samples, SMOKE_SWEEP["num_samples"])
+        seeds = min(seeds, SMOKE_SWEEP["seeds"])
         space_obj = dc.replace(space_obj, fixed={**space_obj.fixed, **SMOKE})
     sweep_root = Path(sweep_dir).resolve()
     if resume and experiment is None:

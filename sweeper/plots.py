@@ -32,8 +32,29 @@ def points_figure(data, samples: np.ndarray, title: str = "") -> Figure:
     return fig
 
 
-# Dataset kind -> figure builder. Image datasets register theirs here ("image").
-SAMPLE_FIGURES: dict[str, Callable[..., Figure]] = {"points": points_figure}
+def image_figure(data, samples: np.ndarray, title: str = "", max_images: int = 64) -> Figure:
+    """The first `max_images` samples as one grid (torchvision's make_grid), [-1, 1] -> [0, 1].
+
+    Grey images are drawn grey; stacked digits show their three digits as R, G and B.
+    """
+    import torch
+    from torchvision.utils import make_grid
+
+    x = torch.as_tensor(np.asarray(samples, dtype=np.float32)[:max_images])
+    x = ((torch.nan_to_num(x, nan=-1.0) + 1) / 2).clamp(0, 1)
+    nrow = max(1, int(np.ceil(np.sqrt(len(x)))))
+    grid = make_grid(x, nrow=nrow, padding=1, pad_value=1.0)  # (3, H', W'), grey repeated
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# Dataset kind -> figure builder.
+SAMPLE_FIGURES: dict[str, Callable[..., Figure]] = {"points": points_figure,
+                                                    "image": image_figure}
 
 
 def sample_figure(data, samples: np.ndarray, title: str = "") -> Figure:

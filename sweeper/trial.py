@@ -12,6 +12,7 @@ were already logged are skipped, so a retried or resumed trial never duplicates 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -29,8 +30,9 @@ from trainers import names
 from trainers.config import make_config
 from trainers.loop import Trainer, set_threads
 
-# Curves (and sample plots) go to MLflow every this many evaluations, and at the end.
-FLUSH_EVERY_EVALS = 4
+# Sample plots go to MLflow at the first evaluation (so a trial that ASHA stops early still
+# has one), then every this many evaluations, and at the end.
+PLOT_EVERY_EVALS = 4
 # The result key carrying the trial's MLflow run id to the driver.
 RUN_ID = "mlflow_run_id"
 
@@ -53,6 +55,9 @@ class TrialContext:
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable."""
     tracking.quiet_http_retries()
+    # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that drowns
+    # the progress table.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     set_threads(max(1, int(ctx.cpus_per_trial)))
     trial_id = tune.get_context().get_trial_id()
     values = {**ctx.fixed, **params}
@@ -87,7 +92,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             agg = {**objective.aggregate(latest), names.STEP: float(step)}
             if done:
                 agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
-            log.trial_metrics(step, agg, flush=done or evals % FLUSH_EVERY_EVALS == 0,
+            log.trial_metrics(step, agg, plots=done or evals % PLOT_EVERY_EVALS == 1,
                               trainers=trainers)
             if done:
                 # Close the runs before the final report: once Tune has the last result it
@@ -159,21 +164,24 @@ class _TrialLogs:
     def seed_metrics(self, j: int, step: int, metrics: dict[str, float]) -> None:
         self.seed_loggers[j].log_metrics(step, metrics)
 
-    def trial_metrics(self, step: int, metrics: dict[str, float], *, flush: bool,
+    def trial_metrics(self, step: int, metrics: dict[str, float], *, plots: bool,
                       trainers: list[Trainer]) -> None:
-        """Buffer the aggregate; on a flush also send everything and plot each seed's samples
-        (a few plots per trial show how collapse develops, at a cost of ~0.1 s each)."""
-        self.trial_logger.log_metrics(step, metrics)
-        if not flush:
-            return
-        from sweeper.plots import sample_figure
+        """Send this evaluation's metrics (one log_batch per run) and, every few evaluations,
+        a sample plot per seed (~0.1 s each) that shows how collapse develops.
 
-        for t, logger in zip(trainers, self.seed_loggers, strict=True):
-            fig = sample_figure(t.data, t.sample().cpu().numpy(),
-                                f"{t.config.loss}, seed {t.config.seed}, step {t.step}")
-            logger.log_figure(fig, f"plots/samples_step{t.step:07d}.png")
+        Metrics are sent before every Tune report, never held across one: once Tune has a
+        result, ASHA may end this actor, and a buffer would die with it.
+        """
+        self.trial_logger.log_metrics(step, metrics)
+        if plots:
+            from sweeper.plots import sample_figure
+
+            for t, logger in zip(trainers, self.seed_loggers, strict=True):
+                fig = sample_figure(t.data, t.sample().cpu().numpy(),
+                                    f"{t.config.loss}, seed {t.config.seed}, step {t.step}")
+                logger.log_figure(fig, f"plots/samples_step{t.step:07d}.png")
+        for logger in (*self.seed_loggers, self.trial_logger):
             logger.flush()
-        self.trial_logger.flush()
 
     def close(self, latest: list[dict[str, float]], *, status: str,
               error: Exception | None = None) -> None:

@@ -1,0 +1,168 @@
+"""`sweeper run` end to end on a real local Ray, a real Optuna study and real MLflow (sqlite).
+
+One small sweep (4 settings x 2 seeds, run one at a time so ASHA has something to compare)
+is shared by the tests below; then the same sweep is resumed and must add nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweeper import tracking
+from trainers import names
+
+pytestmark = pytest.mark.slow
+
+SWEEPER = str(Path(sys.executable).with_name("sweeper"))
+SPACE = {
+    "description": "tiny compare space for tests",
+    "fixed": {"dataset": "ring8", "steps": 60, "eval_every": 10, "eval_samples": 300,
+              "hidden": 16, "depth": 2, "batch_size": 64},
+    "params": {
+        "loss": {"choice": ["bce-ns", "wgan-clip", "wgan-gp"]},
+        "gp_lambda": {"log_uniform": [0.1, 100], "when": {"loss": "wgan-gp"}},
+        "clip_value": {"log_uniform": [0.001, 1.0], "when": {"loss": "wgan-clip"}},
+        "lr_d": {"log_uniform": [1e-4, 1e-2]},
+    },
+}
+NUM, SEEDS = 4, 2
+
+
+def sweeper(*args, cwd, timeout=600, env=None):
+    return subprocess.run([SWEEPER, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                                                **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    args = ["--space", "space.yaml", "--experiment", "it's a \"test\" sweep",
+            "--num-samples", str(NUM), "--seeds", str(SEEDS), "--max-concurrent", "1",
+            "--grace", "0.2", "--reduction-factor", "2", "--sampler-seed", "0"]
+    t0 = time.time()
+    p = sweeper("run", *args, cwd=root)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return {"root": root, "args": args, "stdout": p.stdout, "stderr": p.stderr,
+            "uri": f"sqlite:///{root}/mlflow.db", "name": "it's a \"test\" sweep",
+            "wall": time.time() - t0}
+
+
+def runs_of(sweep):
+    c = tracking.client(sweep["uri"])
+    exp = c.get_experiment_by_name(sweep["name"])  # quotes in the name: looked up, not spliced
+    assert exp is not None
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    by_kind = {}
+    for r in runs:
+        by_kind.setdefault(r.data.tags.get(tracking.TAG_KIND), []).append(r)
+    return c, by_kind
+
+
+def study_of(sweep):
+    from sweeper.sweep import sweep_path
+
+    path = sweep_path(sweep["root"] / "sweeps", sweep["name"]) / "optuna.db"
+    return optuna.load_study(study_name=sweep["name"], storage=f"sqlite:///{path}")
+
+
+def test_every_trial_and_seed_has_one_mlflow_run(sweep):
+    c, kinds = runs_of(sweep)
+    (parent,) = kinds["sweep"]
+    trials, seeds = kinds["trial"], kinds["seed"]
+    assert len(trials) == NUM and len(seeds) == NUM * SEEDS
+    assert len({r.data.tags[tracking.TAG_TRIAL] for r in trials}) == NUM
+    for t in trials:
+        assert t.data.tags[tracking.PARENT_TAG] == parent.info.run_id
+        assert t.data.params["dataset"] == "ring8" and "loss" in t.data.params
+        assert t.data.tags[tracking.TAG_NODE]
+        assert names.RUNNING_OBJECTIVE in t.data.metrics
+    for s in seeds:
+        parent_trial = [t for t in trials if t.info.run_id == s.data.tags[tracking.PARENT_TAG]]
+        assert len(parent_trial) == 1
+        assert s.data.params["seed"] == s.data.tags[tracking.TAG_SEED]
+        hist = c.get_metric_history(s.info.run_id, names.FID)
+        steps = [m.step for m in hist]
+        assert steps == sorted(set(steps)) and steps[0] == 10  # a curve, no duplicate steps
+        assert any(a.path.startswith("plots/samples_step")
+                   for a in c.list_artifacts(s.info.run_id, "plots"))
+    assert "space.yaml" in [a.path for a in c.list_artifacts(parent.info.run_id)]
+    assert parent.data.tags["gan_sweeper.git_commit"]
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
+    c, kinds = runs_of(sweep)
+    status = {r.data.tags[tracking.TAG_TRIAL]: r for r in kinds["trial"]}
+    study = study_of(sweep)
+    states = [t.state for t in study.trials]
+    assert len(study.trials) == NUM
+    assert optuna.trial.TrialState.PRUNED in states, "ASHA stopped nothing: test is vacuous"
+    finished = [r for r in status.values() if r.data.tags[tracking.TAG_STATUS] == "finished"]
+    stopped = [r for r in status.values()
+               if r.data.tags[tracking.TAG_STATUS] == "stopped_early"]
+    assert len(finished) + len(stopped) == NUM and stopped
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(finished)
+    complete_values = sorted(t.value for t in study.trials
+                             if t.state == optuna.trial.TrialState.COMPLETE)
+    final_objectives = sorted(r.data.metrics[names.OBJECTIVE] for r in finished)
+    assert complete_values == pytest.approx(final_objectives)
+    assert all(math.isfinite(v) for v in complete_values)
+    for r in stopped:  # a truncated trial never logged a final objective
+        assert names.OBJECTIVE not in r.data.metrics
+        assert r.data.metrics[names.STEP] < SPACE["fixed"]["steps"]
+        assert r.info.status == "KILLED"
+
+
+def test_final_table_ranks_finished_trials_first(sweep):
+    out = sweep["stdout"]
+    assert "Best settings of sweep" in out and "mlflow ui --backend-store-uri" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "trial" not in line]
+    assert len(rows) == NUM
+    assert "finished" in rows[0]
+
+
+def test_resume_of_a_finished_sweep_adds_nothing(sweep):
+    before = {k: len(v) for k, v in runs_of(sweep)[1].items()}
+    p = sweeper("run", *sweep["args"], "--resume", cwd=sweep["root"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    after = {k: len(v) for k, v in runs_of(sweep)[1].items()}
+    assert after == before
+    assert len(study_of(sweep).trials) == NUM
+
+
+def test_rerun_without_resume_is_refused(sweep):
+    p = sweeper("run", *sweep["args"], cwd=sweep["root"])
+    assert p.returncode == 2
+    assert "already exists" in p.stderr and "--resume" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--num-samples", "0"], "--num-samples must be at least 1"),
+    (["--space", "nope"], "unknown search space 'nope'"),
+    (["--space", "bad.yaml"], "unknown key 'gp_lamda'"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
+    (["--address", "127.0.0.1:9"], "cannot reach a Ray cluster at 127.0.0.1:9"),
+    (["--cpus-per-trial", "64"], "more than the cluster has"),
+    (["--resume", "--experiment", "never-ran"], "no sweep named 'never-ran' to resume"),
+])
+def test_bad_sweep_input_one_line_exit_2_before_any_trial(tmp_path, args, needle):
+    (tmp_path / "bad.yaml").write_text("params: {gp_lamda: {log_uniform: [0.1, 1]}}\n")
+    t0 = time.time()
+    p = sweeper("run", "--smoke-test", *args, cwd=tmp_path, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and needle in last, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert time.time() - t0 < 90
+    assert not list(tmp_path.glob("sweeps/*/run_trial_*"))  # no trial started

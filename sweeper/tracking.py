@@ -30,6 +30,7 @@ TAG_SWEEP = "gan_sweeper.sweep"  # the sweep (experiment) a run belongs to
 TAG_TRIAL = "gan_sweeper.trial_id"  # Ray Tune trial id
 TAG_SEED = "gan_sweeper.seed"
 TAG_NODE = "gan_sweeper.node"  # Ray node IP (or hostname) the run trained on
+TAG_NODE_ID = "gan_sweeper.node_id"  # Ray node id (nodes on one host share an IP)
 TAG_STATUS = "gan_sweeper.status"  # finished | diverged | stopped_early | error | incomplete
 TAG_LAST_STEP = "gan_sweeper.last_step"  # last step whose metrics reached MLflow
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI shows the tree)

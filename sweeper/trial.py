@@ -13,7 +13,6 @@ were already logged are skipped, so a retried or resumed trial never duplicates 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import tempfile
@@ -126,10 +125,10 @@ class _TrialLogs:
                  configs: list) -> None:
         self.ctx = ctx
         self.client = tracking.client(ctx.tracking_uri)
-        node = os.environ.get("RAY_NODE_IP_ADDRESS") or _node_ip()
+        node_ip, node_id = _node()
         key = tracking.safe_key("trial", ctx.sweep_key, trial_id)
         base_tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
-                     tracking.TAG_NODE: node}
+                     tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id}
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
         self.trial_run_id, self.trial_logger = self._open(
             key, _run_name(params, trial_id), {**base_tags, tracking.TAG_KIND: "trial"},
@@ -157,8 +156,9 @@ class _TrialLogs:
         logger = tracking.RunLogger(self.client, run_id, skip_through=skip, spool=spool)
         if not existed:
             logger.log_params(params)
+        # Node tags are rewritten on every (re)start: a retried trial may run elsewhere.
         logger.set_tags({tracking.TAG_STATUS: "running", tracking.TAG_NODE: tags[
-            tracking.TAG_NODE]})
+            tracking.TAG_NODE], tracking.TAG_NODE_ID: tags[tracking.TAG_NODE_ID]})
         return run_id, logger
 
     def seed_metrics(self, j: int, step: int, metrics: dict[str, float]) -> None:
@@ -231,10 +231,11 @@ def _run_name(params: dict[str, Any], trial_id: str) -> str:
     return f"{trial_id}-{loss}" if loss else trial_id
 
 
-def _node_ip() -> str:
+def _node() -> tuple[str, str]:
+    """(node IP, Ray node id). Nodes on one host share an IP; the id tells them apart."""
     try:
         import ray
 
-        return ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001
-        return socket.gethostname()
+        return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (never in a sweep): fall back to the host
+        return socket.gethostname(), "local"

@@ -235,7 +235,12 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        import ray
+
+        ray.shutdown()
     rows = result_rows(grid, opts.space.sampled_names())
     client = tracking.client(opts.tracking_uri)
     logger = tracking.RunLogger(client, parent_id)

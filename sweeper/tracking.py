@@ -139,25 +139,50 @@ def safe_key(*parts: object) -> str:
 
 
 class RunLogger:
-    """Buffered, outage-tolerant logging into one existing MLflow run.
+    """Buffered, outage-tolerant logging into one MLflow run.
 
+    The run may be opened lazily: pass `open_run`, a function returning (run_id, existed),
+    and the run is found or created at the first flush that reaches the server. Until then
+    (and during any later outage) metrics stay in the buffer and are retried at each flush.
     `skip_through` makes re-logging idempotent: a trial that restarts (after a crash or a
     resume) re-computes steps it already logged; those are dropped instead of duplicated.
     """
 
-    def __init__(self, mlflow_client, run_id: str, *, skip_through: int = -1,
+    def __init__(self, mlflow_client, run_id: str | None = None, *, open_run=None,
+                 params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, Any] | None = None, skip_through: int = -1,
                  spool: Path | None = None) -> None:
         self.client = mlflow_client
         self.run_id = run_id
+        self.open_run = open_run
+        self._params = dict(params or {})
+        self._tags = dict(tags or {})
         self.skip_through = skip_through
         self.spool = spool
         self._metrics: list[Any] = []
         self._last_step = skip_through
         self.failures = 0
+        self.resumed = False  # True when the run already existed (a retry or a resume)
 
-    @classmethod
-    def last_logged_step(cls, run) -> int:
-        return int(run.data.tags.get(TAG_LAST_STEP, -1)) if run is not None else -1
+    def ensure_run(self) -> bool:
+        """Open the run if it is not open yet; False while MLflow is unreachable."""
+        if self.run_id is not None:
+            return True
+        try:
+            run_id, existed = self.open_run()
+            if existed:
+                self.resumed = True
+                self.skip_through = max(self.skip_through,
+                                        self.last_logged_step(self.client.get_run(run_id)))
+        except Exception:  # noqa: BLE001 - any tracking failure must not kill training
+            self.failures += 1
+            return False
+        self.run_id = run_id
+        if not existed and self._params:
+            self.log_params(self._params)
+        if self._tags:
+            self.set_tags(self._tags)
+        return True
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -180,6 +205,9 @@ class RunLogger:
 
     def flush(self) -> bool:
         """Send buffered metrics; on failure keep them for the next flush. True if all sent."""
+        if not self.ensure_run():
+            return False
+        self._metrics = [m for m in self._metrics if m.step > self.skip_through]
         while self._metrics:
             chunk = self._metrics[:_BATCH_LIMIT]
             if not self._call(self.client.log_batch, self.run_id, metrics=chunk):
@@ -191,19 +219,25 @@ class RunLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
+        if self.run_id is None:  # applied when the run opens
+            self._tags.update(tags)
+            return
         self._call(self.client.log_batch, self.run_id,
                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_figure(self, fig, artifact_file: str) -> None:
+        """Upload a figure now if the run is reachable; a plot is not worth buffering."""
         import matplotlib.pyplot as plt
 
         try:
-            self._call(self.client.log_figure, self.run_id, fig, artifact_file)
+            if self.ensure_run():
+                self._call(self.client.log_figure, self.run_id, fig, artifact_file)
         finally:
             plt.close(fig)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._call(self.client.log_text, self.run_id, text, artifact_file)
+        if self.ensure_run():
+            self._call(self.client.log_text, self.run_id, text, artifact_file)
 
     def close(self, status: str) -> bool:
         """Flush, tag the final status and end the run. If MLflow stays unreachable, the
@@ -222,12 +256,15 @@ class RunLogger:
             return
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         with self.spool.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"run_id": self.run_id, "status": status}) + "\n")
+            f.write(json.dumps({"run_id": self.run_id, "tags": self._tags,
+                                "params": {k: str(v) for k, v in self._params.items()},
+                                "status": status}) + "\n")
             for m in self._metrics:
                 f.write(json.dumps({"key": m.key, "value": m.value, "step": m.step,
                                     "timestamp": m.timestamp}) + "\n")
         # Best effort: if the server is back for this one call, flag the run as incomplete.
-        self._call(self.client.set_tag, self.run_id, TAG_STATUS, "incomplete")
+        if self.run_id is not None:
+            self._call(self.client.set_tag, self.run_id, TAG_STATUS, "incomplete")
 
     def _call(self, fn, *args, **kwargs) -> bool:
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from typing import Any
 from ray import tune
 
 from sweeper import objective, tracking
-from sweeper.errors import one_line
 from trainers import names
 from trainers.config import make_config
 from trainers.loop import Trainer, set_threads
@@ -34,6 +32,8 @@ from trainers.loop import Trainer, set_threads
 PLOT_EVERY_EVALS = 4
 # The result key carrying the trial's MLflow run id to the driver.
 RUN_ID = "mlflow_run_id"
+# Tag on a trial run restarted from a checkpoint: the step it continued from.
+TAG_RESTORED_FROM = "gan_sweeper.restored_from_step"
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         with checkpoint.as_directory() as d:
             trainers = [Trainer.load(Path(d) / f"seed{j}.pt", device=values["device"])
                         for j in range(len(configs))]
-    log = _TrialLogs(ctx, trial_id, params, configs)
+    log = _TrialLogs(ctx, trial_id, params, configs,
+                     restored_step=trainers[0].step if checkpoint is not None else None)
     latest: list[dict[str, float]] = [{} for _ in trainers]
     evals = 0
     try:
@@ -119,47 +120,54 @@ def _ray_gpu_ids() -> list:
 
 
 class _TrialLogs:
-    """The trial's MLflow runs (setting + one per seed), created once, resumed by key."""
+    """The trial's MLflow runs (setting + one per seed), found by key or created on first
+    contact with the server. During an outage everything stays buffered (see RunLogger)."""
 
     def __init__(self, ctx: TrialContext, trial_id: str, params: dict[str, Any],
-                 configs: list) -> None:
-        self.ctx = ctx
+                 configs: list, restored_step: int | None) -> None:
         self.client = tracking.client(ctx.tracking_uri)
         node_ip, node_id = _node()
         key = tracking.safe_key("trial", ctx.sweep_key, trial_id)
-        base_tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
-                     tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id}
+        # Node and status tags are rewritten at every (re)start: a retry may run elsewhere.
+        tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
+                tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id,
+                tracking.TAG_STATUS: "running"}
+        if restored_step is not None:
+            tags[TAG_RESTORED_FROM] = str(restored_step)
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
-        self.trial_run_id, self.trial_logger = self._open(
-            key, _run_name(params, trial_id), {**base_tags, tracking.TAG_KIND: "trial"},
-            ctx.parent_run_id, {**configs[0].to_dict(), "seeds": len(configs)}, spool)
-        self.seed_loggers = []
-        for cfg in configs:
-            _, logger = self._open(
-                tracking.safe_key(key, "seed", cfg.seed), f"{trial_id}-seed{cfg.seed}",
-                {**base_tags, tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
-                self.trial_run_id, cfg.to_dict(), spool)
-            self.seed_loggers.append(logger)
 
-    def _open(self, key, name, tags, parent, params, spool):
-        try:
-            run_id, existed = tracking.find_or_create_run(
-                self.client, self.ctx.experiment_id, key, name=name, tags=tags,
-                parent_run_id=parent)
-            skip = -1
-            if existed:
-                skip = tracking.RunLogger.last_logged_step(self.client.get_run(run_id))
-        except Exception as e:  # noqa: BLE001 - tracking down at trial start: train anyway
-            print(f"warning: MLflow unreachable at trial start ({one_line(e)[:200]}); metrics "
-                  f"go to {spool}", file=sys.stderr)
-            return None, _OfflineLogger(spool)
-        logger = tracking.RunLogger(self.client, run_id, skip_through=skip, spool=spool)
-        if not existed:
-            logger.log_params(params)
-        # Node tags are rewritten on every (re)start: a retried trial may run elsewhere.
-        logger.set_tags({tracking.TAG_STATUS: "running", tracking.TAG_NODE: tags[
-            tracking.TAG_NODE], tracking.TAG_NODE_ID: tags[tracking.TAG_NODE_ID]})
-        return run_id, logger
+        def opener(run_key, name, kind_tags, parent):
+            def open_run():
+                parent_id = parent() if callable(parent) else parent
+                if parent_id is None:
+                    raise ConnectionError("parent run not open yet")
+                return tracking.find_or_create_run(
+                    self.client, ctx.experiment_id, run_key, name=name,
+                    tags={**tags, **kind_tags}, parent_run_id=parent_id)
+            return open_run
+
+        self.trial_logger = tracking.RunLogger(
+            self.client, open_run=opener(key, _run_name(params, trial_id),
+                                         {tracking.TAG_KIND: "trial"}, ctx.parent_run_id),
+            params={**configs[0].to_dict(), "seeds": len(configs)}, tags=tags, spool=spool)
+        self.seed_loggers = [
+            tracking.RunLogger(
+                self.client,
+                open_run=opener(tracking.safe_key(key, "seed", cfg.seed),
+                                f"{trial_id}-seed{cfg.seed}",
+                                {tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
+                                self._trial_run_id),
+                params=cfg.to_dict(), tags={**tags, tracking.TAG_SEED: str(cfg.seed)},
+                spool=spool)
+            for cfg in configs]
+        self.trial_logger.ensure_run()  # early, so the run id reaches Tune's first report
+
+    def _trial_run_id(self) -> str | None:
+        return self.trial_logger.run_id if self.trial_logger.ensure_run() else None
+
+    @property
+    def trial_run_id(self) -> str | None:
+        return self.trial_logger.run_id
 
     def seed_metrics(self, j: int, step: int, metrics: dict[str, float]) -> None:
         self.seed_loggers[j].log_metrics(step, metrics)
@@ -190,40 +198,6 @@ class _TrialLogs:
         if error is not None:
             self.trial_logger.log_text("".join(traceback.format_exception(error)), "error.txt")
         self.trial_logger.close(status)
-
-
-class _OfflineLogger:
-    """Stands in for a RunLogger when MLflow was unreachable at trial start: metrics go to the
-    local spool file so nothing measured is lost."""
-
-    run_id = None
-
-    def __init__(self, spool: Path) -> None:
-        self.spool = spool
-        self.rows: list[dict] = []
-
-    def log_metrics(self, step, values):
-        self.rows.append({"step": step, **values})
-
-    def flush(self):
-        return False
-
-    def log_figure(self, fig, artifact_file):
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-
-    def log_text(self, text, artifact_file):
-        pass
-
-    def close(self, status):
-        import json
-
-        self.spool.parent.mkdir(parents=True, exist_ok=True)
-        with self.spool.open("a", encoding="utf-8") as f:
-            for r in self.rows:
-                f.write(json.dumps({**r, "status": status}) + "\n")
-        return False
 
 
 def _run_name(params: dict[str, Any], trial_id: str) -> str:

@@ -1,0 +1,242 @@
+"""What the Trainer costs on top of the math: step time, evaluation share, thread setting.
+
+Prints, side by side and as ratios:
+  (a) the Trainer's time per generator step against a minimal hand-written PyTorch loop with
+      the same models (a deep copy, so identical weights), batch, n_critic and random stream;
+      the two are checked to stay bit-identical, so both really do the same math (target <= 1.10);
+  (b) one evaluation at the default schedule (every `eval_every` steps, `eval_samples` fakes)
+      as a fraction of the training time between two evaluations (target <= 0.10);
+  (c) that `trainers.loop.set_threads` sets torch's threads from the CPUs the process is given.
+
+Measurements are interleaved (trainer, minimal, minimal, trainer, ...) and repeated; the table
+shows medians of CPU time (process_time), which other processes on a shared machine do not
+inflate, with the wall-time ratio beside it. Timing runs on `--threads` torch threads
+(default 1, as on a shared machine).
+
+    python benchmarks/trainer_overhead.py               # reference models, ~1 minute
+    python benchmarks/trainer_overhead.py --smoke-test  # tiny models, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainers.config import TrialConfig, make_config  # noqa: E402
+from trainers.loop import Trainer, set_threads  # noqa: E402
+
+TARGET_STEP_RATIO = 1.10
+TARGET_EVAL_FRACTION = 0.10
+
+
+class MinimalLoop:
+    """The leanest loop with the Trainer's math: no strategies, no bookkeeping, no checks.
+
+    It draws from its own generator in exactly the Trainer's order (real batch, noise, eps for
+    the penalty; then noise for G), so with the same seed the two stay bit-identical.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        cfg = trainer.config
+        self.G, self.D = copy.deepcopy(trainer.G), copy.deepcopy(trainer.D)
+        # fresh optimisers of the same class and settings (Adam or RMSprop) on the copies
+        self.opt_g = type(trainer.opt_g)(self.G.parameters(), **trainer.opt_g.defaults)
+        self.opt_d = type(trainer.opt_d)(self.D.parameters(), **trainer.opt_d.defaults)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen.set_state(trainer.gen.get_state())
+        self.centres = trainer.data.centres
+        self.sigma = trainer.data.sigma
+        self.k = len(self.centres)
+        self.batch, self.z_dim, self.n_critic = cfg.batch_size, cfg.z_dim, cfg.n_critic
+        self.gp_lambda = cfg.gp_lambda
+        self.step = {"wgan-gp": self._wgan_gp_step, "bce-ns": self._bce_ns_step}[cfg.loss]
+
+    def _real(self) -> Tensor:
+        idx = torch.randint(self.k, (self.batch,), generator=self.gen)
+        return self.centres[idx] + self.sigma * torch.randn(self.batch, 2, generator=self.gen)
+
+    def _z(self) -> Tensor:
+        return torch.randn(self.batch, self.z_dim, generator=self.gen)
+
+    def _wgan_gp_step(self) -> None:
+        G, D = self.G, self.D
+        for _ in range(self.n_critic):
+            real = self._real()
+            with torch.no_grad():
+                fake = G(self._z())
+            wgan = D(fake).mean() - D(real).mean()
+            eps = torch.rand(self.batch, 1, generator=self.gen)
+            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            out = D(x_hat)
+            (grad,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
+            loss_d = wgan + self.gp_lambda * ((grad.norm(2, dim=1) - 1) ** 2).mean()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        D.requires_grad_(False)
+        loss_g = -D(G(self._z())).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+
+    def _bce_ns_step(self) -> None:
+        G, D = self.G, self.D
+        for _ in range(self.n_critic):
+            real = self._real()
+            with torch.no_grad():
+                fake = G(self._z())
+            loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        D.requires_grad_(False)
+        loss_g = F.softplus(-D(G(self._z()))).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            self.step()
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) spent in fn().
+
+    CPU time is the headline: on a shared machine other processes stretch wall time at
+    random, but they do not add to this process's CPU time.
+    """
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+def measure(cfg: TrialConfig, steps: int, repeats: int) -> dict[str, float]:
+    """Median CPU seconds per generator step (Trainer, minimal loop) and per evaluation."""
+    trainer = Trainer(cfg)
+    minimal = MinimalLoop(trainer)
+    trainer.train_until(2)  # warm-up (allocator, autograd caches) for both
+    minimal.run(2)
+    identical = _same_weights(trainer.G, minimal.G) and _same_weights(trainer.D, minimal.D)
+    cpu: dict[str, list[float]] = {"trainer": [], "minimal": [], "eval": []}
+    wall: dict[str, list[float]] = {"trainer": [], "minimal": [], "eval": []}
+    runs = {"trainer": lambda: trainer.train_until(trainer.step + steps),
+            "minimal": lambda: minimal.run(steps)}
+    for r in range(repeats):
+        order = ("trainer", "minimal") if r % 2 == 0 else ("minimal", "trainer")  # ABBA
+        for name in order:
+            c, w = _timed(runs[name])
+            cpu[name].append(c / steps)
+            wall[name].append(w / steps)
+        c, w = _timed(trainer.evaluate)
+        cpu["eval"].append(c)
+        wall["eval"].append(w)
+    identical = identical and _same_weights(trainer.G, minimal.G) and _same_weights(
+        trainer.D, minimal.D)
+    ratios = [a / b for a, b in zip(cpu["trainer"], cpu["minimal"], strict=True)]
+    wall_ratios = [a / b for a, b in zip(wall["trainer"], wall["minimal"], strict=True)]
+    step = statistics.median(cpu["trainer"])
+    return {
+        "trainer_step": step,
+        "minimal_step": statistics.median(cpu["minimal"]),
+        "ratio": statistics.median(ratios),
+        "ratio_lo": min(ratios),
+        "ratio_hi": max(ratios),
+        "wall_ratio": statistics.median(wall_ratios),
+        "eval": statistics.median(cpu["eval"]),
+        "eval_fraction": statistics.median(cpu["eval"]) / (cfg.eval_every * step),
+        "identical": float(identical),
+    }
+
+
+def thread_check() -> list[str]:
+    """set_threads() with this process's CPUs, then with the process pinned to one CPU."""
+    cpus = os.sched_getaffinity(0)
+    lines = []
+    n = set_threads()
+    lines.append(f"this process may run on {len(cpus)} CPU(s) {sorted(cpus)}: set_threads() -> "
+                 f"{n} (torch.get_num_threads() = {torch.get_num_threads()}) "
+                 f"{'OK' if n == len(cpus) == torch.get_num_threads() else 'MISMATCH'}")
+    one = min(cpus)
+    os.sched_setaffinity(0, {one})  # what a scheduler granting one CPU does (taskset, Ray)
+    try:
+        n = set_threads()
+    finally:
+        os.sched_setaffinity(0, cpus)
+    lines.append(f"pinned to CPU {one} only: set_threads() -> {n} "
+                 f"{'OK' if n == 1 == torch.get_num_threads() else 'MISMATCH'}")
+    lines.append(f"set_threads(3) -> {set_threads(3)} (an explicit grant, e.g. Ray's, wins)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke-test", action="store_true", help="tiny models and few repeats")
+    p.add_argument("--losses", default="wgan-gp,bce-ns", help="comma-separated: wgan-gp,bce-ns")
+    p.add_argument("--repeats", type=int, default=15, help="interleaved measurements per loss")
+    p.add_argument("--steps", type=int, default=0,
+                   help="generator steps per measurement (default: ~0.5 s worth per loss)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while timing")
+    p.add_argument("--dataset", default="ring8")
+    args = p.parse_args(argv)
+
+    print("## Trainer overhead\n")
+    print("### (c) threads")
+    for line in thread_check():
+        print(f"- {line}")
+    torch.set_num_threads(args.threads)
+
+    overrides: dict[str, object] = {"dataset": args.dataset, "device": "cpu", "seed": 0}
+    repeats = args.repeats
+    if args.smoke_test:
+        overrides.update(hidden=32, batch_size=64, eval_samples=500)
+        repeats = 2
+    base = make_config(overrides)
+    print(f"\nprotocol: dataset {args.dataset}, hidden {base.hidden}, depth {base.depth}, "
+          f"batch {base.batch_size}, z_dim {base.z_dim}, reference defaults per loss, "
+          f"eval every {base.eval_every} steps on {base.eval_samples} samples, "
+          f"{args.threads} torch thread(s), CPU-time medians of {repeats} interleaved "
+          "repeats\n")
+    print("| loss | n_critic | Trainer CPU ms/step | minimal CPU ms/step | (a) ratio [min, max] "
+          f"(target <= {TARGET_STEP_RATIO:.2f}) | wall-time ratio | bit-identical | eval CPU ms | "
+          f"(b) eval / train (target <= {TARGET_EVAL_FRACTION:.2f}) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = {"ratio": 0.0, "eval_fraction": 0.0}
+    for loss in args.losses.split(","):
+        cfg = make_config({**overrides, "loss": loss})
+        # ~0.5 s per measurement at the reference size (wgan-gp ~47 ms/step, bce-ns ~9)
+        steps = args.steps or (3 if args.smoke_test else 50 // cfg.n_critic)
+        m = measure(cfg, steps, repeats)
+        worst = {k: max(v, m[k]) for k, v in worst.items()}
+        print(f"| {loss} | {cfg.n_critic} | {1e3 * m['trainer_step']:.2f} | "
+              f"{1e3 * m['minimal_step']:.2f} | {m['ratio']:.3f} [{m['ratio_lo']:.3f}, "
+              f"{m['ratio_hi']:.3f}] | {m['wall_ratio']:.3f} | "
+              f"{'yes' if m['identical'] else 'NO'} | "
+              f"{1e3 * m['eval']:.1f} | {m['eval_fraction']:.4f} |")
+    print(f"\nworst step ratio {worst['ratio']:.3f} "
+          f"({'within' if worst['ratio'] <= TARGET_STEP_RATIO else 'ABOVE'} target), "
+          f"worst eval fraction {worst['eval_fraction']:.4f} "
+          f"({'within' if worst['eval_fraction'] <= TARGET_EVAL_FRACTION else 'ABOVE'} target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

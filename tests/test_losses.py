@@ -1,0 +1,216 @@
+"""The loss strategies, the gradient penalty and its interpolates (trainers/losses.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainers.losses import (
+    WGANGP,
+    BCEMinimax,
+    BCENonSaturating,
+    WGANClip,
+    critic_grad_norms,
+    gradient_penalty,
+    make_loss,
+    random_interpolates,
+)
+from trainers.models import mlp
+
+torch.set_num_threads(1)
+
+
+def _linear_critic(w: list[float], b: float = 0.3) -> nn.Linear:
+    critic = nn.Linear(len(w), 1).double()
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([w], dtype=torch.float64))
+        critic.bias.fill_(b)
+    return critic
+
+
+def _pair(n: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(n, *shape, generator=g, dtype=torch.float64)
+    fake = torch.randn(n, *shape, generator=g, dtype=torch.float64) + 2
+    return real, fake
+
+
+# ----------------------------------------------------------------------------- penalty
+@pytest.mark.parametrize("w", [[3.0, 4.0], [0.6, 0.8], [0.1, -0.2], [0.0, 0.0], [1.0, 2.0, 2.0]])
+def test_gradient_penalty_of_linear_critic_is_norm_minus_one_squared(w: list[float]) -> None:
+    critic = _linear_critic(w)
+    real, fake = _pair(64, len(w))
+    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1))
+    norm = math.sqrt(sum(v * v for v in w))
+    assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
+
+
+def test_gradient_penalty_reaches_critic_weights() -> None:
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||; needs create_graph=True in the penalty
+    w = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    critic = _linear_critic(w.tolist())
+    real, fake = _pair(16, 2)
+    gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0)).backward()
+    expected = 2 * (5.0 - 1.0) * w / 5.0
+    torch.testing.assert_close(critic.weight.grad[0], expected, rtol=0, atol=1e-12)
+    assert critic.bias.grad is None or critic.bias.grad.abs().item() < 1e-12
+
+
+def test_gradient_penalty_flattens_each_sample_of_4d_inputs() -> None:
+    # A linear critic on flattened 3x4x4 images has gradient w (reshaped) everywhere, so the
+    # penalty is (||w|| - 1)^2 only if the norm runs over all of C, H and W per sample (a norm
+    # over dim 1 alone, a bug of several ports, gives a different number).
+    g = torch.Generator().manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1)).double()
+    with torch.no_grad():
+        critic[1].weight.copy_(torch.randn(1, 48, generator=g, dtype=torch.float64) * 0.5)
+    norm = critic[1].weight.norm().item()
+    real, fake = _pair(8, 3, 4, 4)
+    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(2))
+    assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
+    norms = critic_grad_norms(critic, real)
+    assert norms.shape == (8,)
+    torch.testing.assert_close(norms, torch.full((8,), norm, dtype=torch.float64))
+
+
+def test_critic_grad_norms_of_a_quadratic_critic() -> None:
+    # c(x) = 0.5 |x|^2 has gradient x, so the per-sample norm is |x|
+    class Half(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 0.5 * (x**2).flatten(1).sum(1, keepdim=True)
+
+    real, _ = _pair(10, 2, 3)
+    torch.testing.assert_close(critic_grad_norms(Half(), real), real.flatten(1).norm(dim=1))
+
+
+def test_interpolates_use_per_sample_eps_in_unit_interval() -> None:
+    n = 256
+    real = torch.ones(n, 3, 4, 4, dtype=torch.float64)
+    fake = torch.zeros(n, 3, 4, 4, dtype=torch.float64)
+    x_hat = random_interpolates(real, fake, torch.Generator().manual_seed(0))
+    eps = x_hat.flatten(1)
+    # one eps per sample, shared by every pixel of that sample
+    torch.testing.assert_close(eps, eps[:, :1].expand_as(eps), rtol=0, atol=0)
+    eps = eps[:, 0]
+    assert eps.min() >= 0 and eps.max() <= 1
+    assert eps.unique().numel() == n  # not one eps for the whole batch
+    # roughly U[0, 1]: mean 1/2 with s.e. 1/sqrt(12 n) = 0.018
+    assert abs(eps.mean().item() - 0.5) < 4 / math.sqrt(12 * n)
+
+
+def test_interpolates_lie_on_the_segment_and_follow_the_generator() -> None:
+    real, fake = _pair(32, 5)
+    x_hat = random_interpolates(real, fake, torch.Generator().manual_seed(3))
+    direction = real - fake
+    eps = ((x_hat - fake) * direction).sum(1) / (direction * direction).sum(1)
+    torch.testing.assert_close(x_hat, fake + eps[:, None] * direction, rtol=0, atol=1e-12)
+    assert eps.min() >= 0 and eps.max() <= 1
+    again = random_interpolates(real, fake, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(x_hat, again, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- clipping
+def test_clipping_keeps_every_critic_weight_in_range_after_a_large_step() -> None:
+    torch.manual_seed(0)
+    critic = mlp(2, 1, 32, 3)
+    loss = make_loss("wgan-clip", gp_lambda=10.0, clip_value=0.01)
+    loss.after_critic_step(critic)  # start inside the box, as the trainer does after step 1
+    opt = torch.optim.RMSprop(critic.parameters(), lr=1.0)
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(64, 2, generator=g)
+    fake = torch.randn(64, 2, generator=g) + 3
+    opt.zero_grad()
+    loss.critic_loss(critic, real, fake, g).backward()
+    opt.step()
+    before = max(p.abs().max().item() for p in critic.parameters())
+    assert before > 0.01  # the step really left the box ...
+    loss.after_critic_step(critic)
+    c = torch.tensor(0.01)  # the bound in float32, like the weights
+    for p in critic.parameters():  # ... and clipping brought every weight back
+        assert p.min() >= -c and p.max() <= c
+    assert max(p.abs().max().item() for p in critic.parameters()) == pytest.approx(0.01)
+
+
+def test_only_wgan_clip_clips() -> None:
+    for name in ("bce", "bce-ns", "wgan-gp"):
+        critic = nn.Linear(2, 1)
+        with torch.no_grad():
+            critic.weight.fill_(5.0)
+        make_loss(name, gp_lambda=10.0, clip_value=0.01).after_critic_step(critic)
+        assert critic.weight.min().item() == 5.0, name
+
+
+# ----------------------------------------------------------------------------- loss formulas
+def _scores(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(50, 1, generator=g, dtype=torch.float64) * 3,
+            torch.randn(50, 1, generator=g, dtype=torch.float64) * 3 - 1)
+
+
+class _Table(nn.Module):
+    """A 'critic' that returns the first column of its input: scores are chosen directly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+def test_bce_critic_loss_is_the_discriminator_cross_entropy() -> None:
+    s_real, s_fake = _scores()
+    expected = (-torch.log(torch.sigmoid(s_real)).mean()
+                - torch.log(1 - torch.sigmoid(s_fake)).mean())
+    for loss in (BCEMinimax(), BCENonSaturating()):
+        got = loss.critic_loss(_Table(), s_real, s_fake, torch.Generator())
+        assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_minimax_generator_loss_is_mean_log_one_minus_d() -> None:
+    _, s = _scores(1)
+    expected = torch.log(1 - torch.sigmoid(s)).mean()
+    assert BCEMinimax().generator_loss(s).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_non_saturating_generator_loss_is_minus_mean_log_d() -> None:
+    _, s = _scores(2)
+    expected = -torch.log(torch.sigmoid(s)).mean()
+    got = BCENonSaturating().generator_loss(s)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_bce_losses_are_finite_for_extreme_logits() -> None:
+    s = torch.tensor([[-200.0], [200.0]], dtype=torch.float32)
+    for loss in (BCEMinimax(), BCENonSaturating()):
+        assert torch.isfinite(loss.generator_loss(s))
+        assert torch.isfinite(loss.critic_loss(_Table(), s, s, torch.Generator()))
+
+
+def test_wgan_losses_match_their_formulas() -> None:
+    s_real, s_fake = _scores(3)
+    for loss in (WGANClip(0.01), WGANGP(0.0)):
+        got = loss.critic_loss(_Table(), s_real, s_fake, torch.Generator())
+        assert got.item() == pytest.approx((s_fake.mean() - s_real.mean()).item(), rel=1e-12)
+        assert loss.generator_loss(s_fake).item() == pytest.approx(-s_fake.mean().item())
+        assert loss.wasserstein
+    assert not BCEMinimax.wasserstein and not BCENonSaturating.wasserstein
+
+
+def test_wgan_gp_critic_loss_adds_lambda_times_the_penalty() -> None:
+    w = [3.0, 4.0]
+    critic = _linear_critic(w, b=0.0)
+    real, fake = _pair(40, 2)
+    w_t = torch.tensor(w, dtype=torch.float64)
+    wgan = (fake @ w_t).mean() - (real @ w_t).mean()
+    for lam in (0.0, 0.1, 10.0):
+        got = WGANGP(lam).critic_loss(critic, real, fake, torch.Generator().manual_seed(0))
+        assert got.item() == pytest.approx(wgan.item() + lam * 16.0, rel=1e-12)
+
+
+def test_make_loss_maps_names_to_strategies_with_their_constants() -> None:
+    clip = make_loss("wgan-clip", gp_lambda=3.0, clip_value=0.2)
+    gp = make_loss("wgan-gp", gp_lambda=3.0, clip_value=0.2)
+    assert isinstance(clip, WGANClip) and clip.clip_value == 0.2
+    assert isinstance(gp, WGANGP) and gp.gp_lambda == 3.0
+    assert type(make_loss("bce", gp_lambda=1, clip_value=1)) is BCEMinimax
+    assert type(make_loss("bce-ns", gp_lambda=1, clip_value=1)) is BCENonSaturating

@@ -60,22 +60,22 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     set_threads(max(1, int(ctx.cpus_per_trial)))
     trial_id = tune.get_context().get_trial_id()
     values = {**ctx.fixed, **params}
-    if "device" not in ctx.fixed:
+    if "device" not in values:
         # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
         values["device"] = "cuda" if _ray_gpu_ids() else "cpu"
     configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        trainers = [Trainer(c) for c in configs]
-    else:  # retried after a failure, or resumed: continue every seed where it stopped
-        with checkpoint.as_directory() as d:
-            trainers = [Trainer.load(Path(d) / f"seed{j}.pt", device=values["device"])
-                        for j in range(len(configs))]
-    log = _TrialLogs(ctx, trial_id, params, configs,
-                     restored_step=trainers[0].step if checkpoint is not None else None)
-    latest: list[dict[str, float]] = [{} for _ in trainers]
+    log = _TrialLogs(ctx, trial_id, params, configs)
+    latest: list[dict[str, float]] = [{} for _ in configs]
     evals = 0
     try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            trainers = [Trainer(c) for c in configs]
+        else:  # retried after a failure, or resumed: continue every seed where it stopped
+            with checkpoint.as_directory() as d:
+                trainers = [Trainer.load(Path(d) / f"seed{j}.pt", device=values["device"])
+                            for j in range(len(configs))]
+            log.trial_logger.set_tags({TAG_RESTORED_FROM: str(trainers[0].step)})
         while True:
             pending = [t for t in trainers if not t.done]
             target = min((t.next_eval_step() for t in pending), default=None)
@@ -124,7 +124,7 @@ class _TrialLogs:
     contact with the server. During an outage everything stays buffered (see RunLogger)."""
 
     def __init__(self, ctx: TrialContext, trial_id: str, params: dict[str, Any],
-                 configs: list, restored_step: int | None) -> None:
+                 configs: list) -> None:
         self.client = tracking.client(ctx.tracking_uri)
         node_ip, node_id = _node()
         key = tracking.safe_key("trial", ctx.sweep_key, trial_id)
@@ -132,8 +132,6 @@ class _TrialLogs:
         tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
                 tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id,
                 tracking.TAG_STATUS: "running"}
-        if restored_step is not None:
-            tags[TAG_RESTORED_FROM] = str(restored_step)
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
 
         def opener(run_key, name, kind_tags, parent):

@@ -143,6 +143,14 @@ class RayCluster:
             time.sleep(1)
         raise RuntimeError(f"Ray cluster never reached {n} nodes")
 
+    def head_node_id(self) -> str:
+        code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+                "'node:__internal_head__' in n['Resources']][0])")
+        p = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
+                           capture_output=True, text=True, timeout=60, check=True)
+        return p.stdout.strip().splitlines()[-1]
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             stop_group(p)

@@ -1,0 +1,213 @@
+"""Faults a long sweep meets, each with real processes: a killed driver, a lost worker node,
+a tracking-server outage, trials that raise, unwritable paths; plus fuzzed search spaces.
+Nothing finished may be lost or logged twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweeper import tracking
+from sweeper.sweep import sweep_path
+from sweeper.trial import TAG_RESTORED_FROM
+from tests.procs import mlflow_server, ray_cluster, stop_group
+from trainers import names
+
+pytestmark = pytest.mark.slow
+SWEEPER = str(Path(sys.executable).with_name("sweeper"))
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def write_space(root: Path, steps: int, extra_params: dict | None = None, **fixed) -> str:
+    doc = {"fixed": {"dataset": "ring8", "loss": "wgan-gp", "steps": steps,
+                     "eval_every": max(1, steps // 6), "eval_samples": 300, "hidden": 16,
+                     "depth": 2, "batch_size": 64, **fixed},
+           "params": {"gp_lambda": {"log_uniform": [0.1, 100]}, **(extra_params or {})}}
+    (root / "space.yaml").write_text(yaml.safe_dump(doc))
+    return "space.yaml"
+
+
+def runs(uri: str, name: str, kind: str):
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return []
+    return c.search_runs([exp.experiment_id], max_results=1000,
+                         filter_string=f"tags.`{tracking.TAG_KIND}` = '{kind}'")
+
+
+def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"sweep ended before {what}: rc={proc.returncode}")
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - the store may be mid-creation
+            pass
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_no_duplicates(uri: str, name: str, trials: int, seeds: int) -> None:
+    c = tracking.client(uri)
+    t_runs, s_runs = runs(uri, name, "trial"), runs(uri, name, "seed")
+    assert len(t_runs) == trials, [r.data.tags.get(tracking.TAG_TRIAL) for r in t_runs]
+    assert len({r.data.tags[tracking.TAG_TRIAL] for r in t_runs}) == trials
+    assert len(s_runs) == trials * seeds
+    for r in s_runs:
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, names.FID)]
+        assert steps == sorted(set(steps)), f"duplicated steps {steps}"
+
+
+# ------------------------------------------------------------------ 1. driver killed
+def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
+    name, num = "killed-driver", 5
+    space = write_space(tmp_path, steps=60)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["--space", space, "--experiment", name, "--num-samples", str(num), "--seeds", "1",
+            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1"]
+    proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: sum(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+                             for r in runs(uri, name, "trial")) >= 2, 400,
+                 "two finished trials", proc)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, mid-sweep
+        proc.wait(timeout=30)
+    finally:
+        stop_group(proc)  # then the private Ray processes it left behind
+    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+                       for r in runs(uri, name, "trial")
+                       if r.data.tags.get(tracking.TAG_STATUS) == "finished"}
+    assert 2 <= len(finished_before) < num
+    p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name], cwd=tmp_path,
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_no_duplicates(uri, name, num, 1)
+    after = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")}
+    for tid, value in finished_before.items():  # finished trials kept, not re-run
+        assert after[tid].data.metrics[names.OBJECTIVE] == value
+    assert all(names.OBJECTIVE in r.data.metrics for r in after.values())
+    study = optuna.load_study(study_name=name, storage="sqlite:///" + str(
+        sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.value for t in done) == pytest.approx(
+        sorted(r.data.metrics[names.OBJECTIVE] for r in after.values()))
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+# ------------------------------------------------------------------ 2. worker node lost
+def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
+    name = "lost-node"
+    space = write_space(tmp_path, steps=240)
+    with ray_cluster(nodes=2, cpus_per_node=1) as cluster:
+        head = cluster.head_node_id()
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        proc = subprocess.Popen(
+            [SWEEPER, "run", "--space", space, "--experiment", name, "--num-samples", "2",
+             "--seeds", "1", "--max-concurrent", "2", "--no-early-stop", "--max-failures", "3",
+             "--address", cluster.address, "--sweep-dir", str(tmp_path / "sweeps")],
+            cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        try:
+            def on_worker_with_checkpoint():
+                return [r for r in runs(uri, name, "seed")
+                        if r.data.tags.get(tracking.TAG_NODE_ID) not in (None, head)
+                        and int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) >= 80]
+            wait_for(lambda: on_worker_with_checkpoint(), 400, "a checkpointed trial on the "
+                     "worker node", proc)
+            victim = on_worker_with_checkpoint()[0].data.tags[tracking.TAG_TRIAL]
+            stop_group(cluster.procs[1], grace=0)  # the worker node dies
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, out[-3000:]
+        finally:
+            stop_group(proc)
+    (trial,) = [r for r in runs(uri, name, "trial") if r.data.tags[tracking.TAG_TRIAL] == victim]
+    assert trial.data.tags[tracking.TAG_NODE_ID] == head  # retried on the survivor
+    assert int(trial.data.tags[TAG_RESTORED_FROM]) >= 80  # from its checkpoint, not step 0
+    assert trial.data.tags[tracking.TAG_STATUS] == "finished"
+    assert_no_duplicates(uri, name, 2, 1)
+
+
+# ------------------------------------------------------------------ 3. MLflow outage
+def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
+    name, num = "outage", 4
+    space = write_space(tmp_path, steps=120)
+    with mlflow_server(tmp_path) as server:
+        proc = subprocess.Popen(
+            [SWEEPER, "run", "--space", space, "--experiment", name, "--num-samples", str(num),
+             "--seeds", "1", "--max-concurrent", "1", "--no-early-stop", "--tracking-uri",
+             server.uri], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            wait_for(lambda: any(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+                                 for r in runs(server.uri, name, "trial")), 400,
+                     "a finished trial", proc)
+            server.stop()
+            time.sleep(20)  # trials go on training while the server is down
+            assert proc.poll() is None, "the sweep must survive the outage"
+            server.start()
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            stop_group(proc)
+        assert proc.returncode == 0, out[-3000:]
+        assert "Traceback" not in out
+        assert_no_duplicates(server.uri, name, num, 1)
+        c = tracking.client(server.uri)
+        for r in runs(server.uri, name, "seed"):
+            hist = c.get_metric_history(r.info.run_id, names.FID)
+            assert [m.step for m in hist] == list(range(20, 121, 20)), "a curve lost points"
+            assert r.data.tags[tracking.TAG_STATUS] == "finished"
+
+
+# ------------------------------------------------------------------ 4. trials that raise
+def test_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    # device=cuda on this GPU-less machine makes the trainer raise inside the trial: a real
+    # failure that the driver cannot foresee (the workers of a real cluster may have GPUs).
+    name, num = "raising", 4
+    space = write_space(tmp_path, steps=20, extra_params={"device": {"choice": ["cpu", "cuda"]}})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    p = subprocess.run([SWEEPER, "run", "--space", space, "--experiment", name,
+                        "--num-samples", str(num), "--seeds", "1", "--max-failures", "0",
+                        "--no-early-stop", "--sampler-seed", "3"], cwd=tmp_path, env=ENV, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    trials = runs(uri, name, "trial")
+    assert len(trials) == num
+    by_status = {}
+    for r in trials:
+        by_status.setdefault(r.data.tags[tracking.TAG_STATUS], []).append(r)
+    assert set(by_status) <= {"finished", "error"} and by_status.get("error"), by_status.keys()
+    c = tracking.client(uri)
+    for r in by_status["error"]:
+        assert r.data.params["device"] == "cuda" and r.info.status == "FAILED"
+        assert "error.txt" in [a.path for a in c.list_artifacts(r.info.run_id)]
+        assert names.OBJECTIVE not in r.data.metrics
+    study = optuna.load_study(study_name=name, storage="sqlite:///" + str(
+        sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
+    fails = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(fails) == len(by_status["error"]) and all(t.value is None for t in fails)
+    table = [line for line in p.stdout.splitlines() if line.startswith("| ") and "error" in line]
+    assert len(table) == len(by_status["error"])
+
+
+# ------------------------------------------------------------------ 5. disk / permissions
+@pytest.mark.parametrize("args, needle", [
+    (["--sweep-dir", "/proc/gan-sweeper-sweeps"], "cannot write the sweep directory"),
+    (["--tracking-uri", "sqlite:////proc/gan-sweeper/mlflow.db"], "does not exist"),
+])
+def test_unwritable_paths_fail_before_any_trial(tmp_path, args, needle):
+    p = subprocess.run([SWEEPER, "run", "--smoke-test", *args], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr

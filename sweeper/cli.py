@@ -155,8 +155,8 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 @click.option("--address", default=None, help="Ray cluster address (e.g. auto or "
               "HOST:6379); default: a private local Ray.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep (--experiment, "
-              "or the latest in --sweep-dir). Reads pickled state: only resume sweep "
-              "directories you trust.")
+              "or the latest in --sweep-dir) with its saved options; only --address may "
+              "change. Reads pickled state: only resume sweep directories you trust.")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="ASHA early stopping on the running objective.")
 @click.option("--grace", type=float, default=0.25, show_default=True,
@@ -237,6 +237,7 @@ def spaces() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click usage errors and our user errors exit 2 with one line."""
+    import sweeper.analysis_cli  # noqa: F401  (registers stable/compare/report)
     try:
         rv = cli.main(args=argv, prog_name="sweeper", standalone_mode=False)
     except click.exceptions.Abort:

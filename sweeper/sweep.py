@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -22,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sweeper import tracking
 from sweeper.errors import UserError, one_line
@@ -51,6 +54,38 @@ class SweepOptions:
     reuse_actors: bool
     sampler_seed: int | None
     command: str
+
+
+# Options that define a sweep; saved at its start and restored by --resume, so a resumed
+# sweep trains exactly what the original did (same space text, seeds, budget, resources).
+_SAVED = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
+          "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
+          "max_failures", "reuse_actors", "sampler_seed")
+OPTIONS_FILE = "sweep_options.json"
+
+
+def save_options(opts: SweepOptions, path: Path) -> None:
+    data = {k: getattr(opts, k) for k in _SAVED}
+    data["space"] = {"name": opts.space.name, "source": opts.space.source,
+                     "text": opts.space.text, "fixed": opts.space.fixed}
+    (path / OPTIONS_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
+    """The sweep's saved options; only --address (where it runs) comes from this command."""
+    from sweeper.spaces import parse_space
+
+    try:
+        data = json.loads((path / OPTIONS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path / OPTIONS_FILE} is missing or damaged; this sweep cannot be "
+                        "resumed safely") from None
+    sp = data.pop("space")
+    space = parse_space(yaml.safe_load(sp["text"]), name=sp["name"], source=sp["source"],
+                        text=sp["text"])
+    # --smoke-test edits fixed values after parsing; the saved ones are what actually ran.
+    space = dataclasses.replace(space, fixed=sp["fixed"])
+    return dataclasses.replace(opts, space=space, **{k: data[k] for k in _SAVED})
 
 
 def sweep_path(sweep_dir: Path, name: str) -> Path:
@@ -165,6 +200,23 @@ def _optuna_search(opts: SweepOptions, path: Path):
                                  sampler=sampler, study_name=opts.name, storage=storage)
 
 
+def close_orphaned_trials(path: Path, name: str) -> int:
+    """Mark FAIL the Optuna trials still RUNNING after Tune finished.
+
+    A driver killed between Optuna's `ask` and Tune's next state snapshot leaves a suggestion
+    that no Tune trial owns; after `fit` returns nothing can still be running, so such a
+    trial is an orphan. FAIL keeps it out of TPE's model and out of the finished counts.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in orphans:
+        study._storage.set_trial_system_attr(t._trial_id, "gan_sweeper_orphaned", True)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
 def _scheduler(opts: SweepOptions):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -199,11 +251,15 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     if resume and not can_restore:
         raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
                         "it without --resume first")
-    if not resume and (can_restore or (path / "sweep_name.txt").exists()):
+    if not resume and (can_restore or (path / OPTIONS_FILE).exists()):
         raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
                         "it with --resume or pick another --experiment")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "sweep_name.txt").write_text(opts.name, encoding="utf-8")
+    if resume:
+        opts = restore_options(opts, path)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        save_options(opts, path)
+        (path / "sweep_name.txt").write_text(opts.name, encoding="utf-8")
     connect_ray(opts.address, opts)
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     ctx = TrialContext(sweep=opts.name, sweep_key=sweep_key, fixed=dict(opts.space.fixed),
@@ -219,7 +275,9 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
     t0 = time.time()
     if resume:
-        print(f"resuming sweep {opts.name!r} from {path}", file=sys.stderr)
+        print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "
+              f"{opts.space.name}, {opts.num_samples} settings x {opts.seeds} seeds",
+              file=sys.stderr)
         tuner = Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
                               resume_errored=True)
     else:
@@ -241,6 +299,10 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         import ray
 
         ray.shutdown()
+    orphans = close_orphaned_trials(path, opts.name)
+    if orphans:
+        print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
+              "(suggested but never started); they are marked FAIL", file=sys.stderr)
     rows = result_rows(grid, opts.space.sampled_names())
     client = tracking.client(opts.tracking_uri)
     logger = tracking.RunLogger(client, parent_id)

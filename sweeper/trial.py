@@ -192,7 +192,8 @@ class _TrialLogs:
     def close(self, latest: list[dict[str, float]], *, status: str,
               error: Exception | None = None) -> None:
         for m, logger in zip(latest, self.seed_loggers, strict=True):
-            logger.close("diverged" if m.get(names.DIVERGED) else status)
+            if m or logger.run_id is not None:  # a seed that never trained gets no run
+                logger.close("diverged" if m.get(names.DIVERGED) else status)
         if error is not None:
             self.trial_logger.log_text("".join(traceback.format_exception(error)), "error.txt")
         self.trial_logger.close(status)

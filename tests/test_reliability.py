@@ -105,6 +105,10 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
     assert sorted(t.value for t in done) == pytest.approx(
         sorted(r.data.metrics[names.OBJECTIVE] for r in after.values()))
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    # Suggestions orphaned by the kill (asked, never started) are closed as FAIL, flagged.
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert t.system_attrs.get("gan_sweeper_orphaned") is True
 
 
 # ------------------------------------------------------------------ 2. worker node lost
@@ -180,8 +184,8 @@ def test_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     p = subprocess.run([SWEEPER, "run", "--space", space, "--experiment", name,
                         "--num-samples", str(num), "--seeds", "1", "--max-failures", "0",
-                        "--no-early-stop", "--sampler-seed", "3"], cwd=tmp_path, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+                        "--no-early-stop", "--sampler-seed", "3"], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     trials = runs(uri, name, "trial")
     assert len(trials) == num

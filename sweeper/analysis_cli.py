@@ -1,0 +1,241 @@
+"""`sweeper stable`, `sweeper compare`, `sweeper report`: what a finished sweep says.
+
+Registered on the `cli` group by importing this module (see `sweeper.cli.main`). The
+definitions of stability and the ranking rule are in `sweeper.stability`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from sweeper import stability
+from sweeper.cli import SMOKE, cli
+from sweeper.errors import UserError
+from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
+from sweeper.stability import Setting, SettingStats
+from sweeper.tracking import DEFAULT_TRACKING_URI
+
+# Fields that define an experiment's evaluation protocol: numbers measured under different
+# values are not comparable (FID is biased in 1/N; a longer budget is a different question).
+PROTOCOL_FIELDS = ("dataset", "dataset_scale", "eval_samples", "steps")
+# Not part of an exported setting: the seed is the user's choice, the device the machine's.
+NOT_EXPORTED = ("seed", "device")
+# `--smoke-test` caps the confirm re-runs at this many settings and seeds.
+SMOKE_CONFIRM = {"top": 1, "seeds": 2}
+
+_uri_option = click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
+                           help="MLflow tracking URI the sweep logged to.")
+_min_seeds_option = click.option(
+    "--min-seeds", type=int, default=stability.MIN_SEEDS, show_default=True,
+    help="Settings with fewer seeds are flagged and listed after the ranked ones.")
+
+
+@dataclass
+class Analysis:
+    records: SweepRecords
+    settings: list[Setting]
+    ranked: list[SettingStats]
+    flagged: list[SettingStats]
+    params: list[str]  # varied parameters (besides loss), shown in tables
+    min_seeds: int
+
+    @property
+    def best(self) -> SettingStats:
+        if not self.ranked:
+            raise UserError(f"no setting of {self.records.experiment!r} qualifies for ranking "
+                            f"({len(self.flagged)} flagged: "
+                            f"{'; '.join(sorted({', '.join(s.flags) for s in self.flagged}))}); "
+                            "resume the sweep, or run it with more --seeds")
+        return self.ranked[0]
+
+
+def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS) -> Analysis:
+    """Load the sweep and rank its settings (confirmed numbers replace sweep estimates)."""
+    if min_seeds < 1:
+        raise UserError(f"--min-seeds must be at least 1, got {min_seeds}")
+    records = load_sweep(uri, experiment)
+    require_finished(records)
+    sets = settings(records)
+    ranked, flagged = stability.rank(stability.setting_stats(s, min_seeds=min_seeds)
+                                     for s in sets)
+    params = [p for p in stability.varied_params(sets, records.sampled or None) if p != "loss"]
+    return Analysis(records, sets, ranked, flagged, params, min_seeds)
+
+
+def _regions(a: Analysis) -> list:
+    from sweeper.report import REGION_PAIRS
+
+    grids = (stability.region_grid(a.settings, x, y) for x, y in REGION_PAIRS)
+    return [g for g in grids if g is not None]
+
+
+# ---------------------------------------------------------------------------- stable
+@cli.command()
+@click.option("--experiment", required=True, help="Sweep name (MLflow experiment).")
+@_uri_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False),
+              help="Write the top setting as a YAML config for `sweeper train --config`.")
+@click.option("--confirm", "confirm_seeds", type=int, default=0, show_default=True,
+              help="Re-train the top settings with this many fresh seeds (in this process); "
+              "their numbers replace the sweep's estimates.")
+@click.option("--top", type=int, default=3, show_default=True,
+              help="How many top settings --confirm re-trains.")
+@_min_seeds_option
+@click.option("--smoke-test", is_flag=True, help="With --confirm: 1 setting, at most 2 seeds, "
+              "tiny budget; checks the pipeline and replaces no estimate.")
+def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, min_seeds,
+           smoke_test) -> None:
+    """Settings ranked by how stably they train across seeds (see README: Stability)."""
+    if confirm_seeds < 0 or top < 1:
+        raise UserError(f"--confirm must be >= 0 and --top >= 1, got {confirm_seeds} and {top}")
+    a = analyse(tracking_uri, experiment, min_seeds)
+    note = ""
+    if confirm_seeds:
+        from sweeper.confirm import confirm_settings
+
+        if smoke_test:
+            top, confirm_seeds = SMOKE_CONFIRM["top"], min(confirm_seeds, SMOKE_CONFIRM["seeds"])
+        targets = (a.ranked or a.flagged)[:top]
+        click.echo(f"confirming {len(targets)} setting(s) with {confirm_seeds} fresh seeds"
+                   f"{' (smoke test)' if smoke_test else ''}...", err=True)
+        confirm_settings(a.records, [s.key for s in targets], confirm_seeds,
+                         smoke=SMOKE if smoke_test else None)
+        a = analyse(a.records.tracking_uri, experiment, min_seeds)
+        note = ("Smoke-test confirm runs were logged (tag gan_sweeper.smoke=1); they replace "
+                "no estimate." if smoke_test else
+                f"Confirmed: {len(targets)} setting(s) re-trained with {confirm_seeds} fresh "
+                "seeds; rows marked 'confirm' show those numbers instead of the sweep's.")
+    if export_path:
+        write_export(a, Path(export_path))
+    if as_json:
+        click.echo(json.dumps(stable_json(a, note), sort_keys=True))
+        return
+    from sweeper.report import flagged_table, region_table, stats_table
+
+    click.echo(f"Stable settings of sweep {experiment!r}: ranked by the Wilson 95% lower bound "
+               "of the success rate, then median FID (definitions: README, Stability).")
+    if note:
+        click.echo(note)
+    click.echo(stats_table(a.ranked, a.params) if a.ranked else "No setting qualifies.")
+    if a.flagged:
+        click.echo(f"\nFlagged, not ranked (fewer than {min_seeds} seeds, or not at full "
+                   "budget):")
+        click.echo(flagged_table(a.flagged, a.params))
+    for grid in _regions(a):
+        click.echo(f"\nStable region {grid.x.name} x {grid.y.name} (successes/seeds pooled "
+                   "per cell):")
+        click.echo(region_table(grid))
+    if export_path:
+        click.echo(f"\nwrote {export_path}: setting {a.best.label}; train it with `sweeper "
+                   f"train --config {export_path}`")
+
+
+def stable_json(a: Analysis, note: str) -> dict[str, Any]:
+    return {"experiment": a.records.experiment, "tracking_uri": a.records.tracking_uri,
+            "ranking": "success-rate Wilson 95% lower bound desc, then median FID asc",
+            "min_seeds": a.min_seeds,
+            "note": note, "params": a.params,
+            "ranked": [s.to_dict() for s in a.ranked],
+            "flagged": [s.to_dict() for s in a.flagged],
+            "regions": [g.to_dict() for g in _regions(a)]}
+
+
+def write_export(a: Analysis, path: Path) -> None:
+    """The top setting's full TrialConfig, minus seed and device, as YAML."""
+    best = a.best
+    values = {k: v for k, v in a.records.trial(best.key).params.items() if k not in NOT_EXPORTED}
+    header = (f"# sweeper stable --export: sweep {a.records.experiment!r}, setting {best.label}"
+              f" ({best.source} seeds)\n# success {best.successes}/{best.n_seeds} (Wilson 95% "
+              f"lower bound {best.success_lower:.2f}), median FID {best.fid_median:.4g}\n")
+    try:
+        path.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+
+
+# ---------------------------------------------------------------------------- compare
+@cli.command()
+@click.option("--experiment", "experiments", multiple=True, required=True,
+              help="A sweep to compare (give two or more).")
+@_uri_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@click.option("--out", default="compare", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for compare.png.")
+@_min_seeds_option
+def compare(experiments, tracking_uri, as_json, out, min_seeds) -> None:
+    """The best stable setting of each sweep side by side, under one protocol."""
+    names = list(dict.fromkeys(experiments))
+    if len(names) < 2:
+        raise UserError("compare needs at least two different --experiment names")
+    rows = [(n, analyse(tracking_uri, n, min_seeds)) for n in names]
+    best = [(n, a.best) for n, a in rows]
+    ref_name, ref = best[0]
+    for n, b in best[1:]:
+        for f in PROTOCOL_FIELDS:
+            if ref.params.get(f) != b.params.get(f):
+                raise UserError(f"cannot compare {ref_name!r} and {n!r}: their protocols differ "
+                                f"in {f} ({ref.params.get(f)} vs {b.params.get(f)}); compare "
+                                f"sweeps with the same {', '.join(PROTOCOL_FIELDS)}")
+    from sweeper.report import compare_figure, stats_table
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = compare_figure(best)
+    fig.savefig(out_dir / "compare.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    protocol = {f: ref.params.get(f) for f in PROTOCOL_FIELDS}
+    if as_json:
+        click.echo(json.dumps({"protocol": protocol, "figure": str(out_dir / "compare.png"),
+                               "best": {n: b.to_dict() for n, b in best}}, sort_keys=True))
+        return
+    click.echo("Best stable setting of each sweep (protocol: " + ", ".join(
+        f"{k} {v}" for k, v in protocol.items()) + "):")
+    params = sorted({p for _, a in rows for p in a.params})
+    click.echo(stats_table([b for _, b in best], params, first=("sweep", names)))
+    click.echo(f"\nfigure: {out_dir / 'compare.png'}")
+
+
+# ---------------------------------------------------------------------------- report
+@cli.command()
+@click.option("--experiment", required=True, help="Sweep name (MLflow experiment).")
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the PNGs and summary.md.")
+@_uri_option
+@click.option("--sweep-dir", default="sweeps", show_default=True,
+              type=click.Path(file_okay=False), help="Where the sweep's Optuna study lives.")
+@_min_seeds_option
+def report(experiment, out, tracking_uri, sweep_dir, min_seeds) -> None:
+    """PNG figures + summary.md in --out, also logged to the sweep's parent run (report/)."""
+    from sweeper import tracking
+    from sweeper.report import write_report
+    from sweeper.sweep import sweep_path
+
+    a = analyse(tracking_uri, experiment, min_seeds)
+    client = tracking.client(a.records.tracking_uri)
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {out_dir}: {e.strerror}") from None
+    study = sweep_path(Path(sweep_dir).resolve(), experiment) / "optuna.db"
+    rep = write_report(client, a.records, a.settings, a.ranked, a.flagged, out_dir,
+                       study_path=study)
+    if a.records.parent_run_id:
+        client.log_artifacts(a.records.parent_run_id, str(out_dir), "report")
+        where = f"; logged to run {a.records.parent_run_id} under report/"
+    else:
+        where = "; no sweep parent run to log to"
+    click.echo(f"wrote {len(rep.files)} files to {out_dir}{where}:")
+    for f in rep.files:
+        click.echo(f"  {out_dir / f}")
+    for n in rep.notes:
+        click.echo(f"note: {n}")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from trainers import metrics, names
+from trainers import images, metrics, names
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
@@ -102,6 +103,22 @@ DATASETS: dict[str, DatasetSpec] = {
     "ring8": DatasetSpec("ring8", "8 Gaussians on the unit circle, sigma 0.01 (PacGAN).", _ring8),
     "grid25": DatasetSpec("grid25", "25 Gaussians on {-4,-2,0,2,4}^2, sigma 0.05 (PacGAN).",
                           _grid25),
+    # Image datasets (trainers/images.py); the MNIST family reads --data-root.
+    "digits": DatasetSpec("digits", "scikit-learn's 8x8 digits, 1,797 images, 10 classes "
+                          "(bundled, no download).", images.build_digits),
+    "stacked-digits": DatasetSpec("stacked-digits", "3 independent digits as channels, 3x8x8, "
+                                  "1,000 modes (embedded Stacked MNIST).",
+                                  partial(images.build_digits, channels=3)),
+    "mnist": DatasetSpec("mnist", "MNIST 28x28, 60,000 training images (torchvision).",
+                         partial(images.build_torchvision, cls_name="MNIST", key="mnist")),
+    "fashion-mnist": DatasetSpec("fashion-mnist", "Fashion-MNIST 28x28, 60,000 training "
+                                 "images (torchvision).",
+                                 partial(images.build_torchvision, cls_name="FashionMNIST",
+                                         key="fashion-mnist")),
+    "stacked-mnist": DatasetSpec("stacked-mnist", "3 independent MNIST digits as channels, "
+                                 "3x28x28, 1,000 modes (VEEGAN/PacGAN).",
+                                 partial(images.build_torchvision, cls_name="MNIST",
+                                         key="mnist", channels=3)),
 }
 
 

@@ -8,6 +8,7 @@ MODE_KL = "mode_kl"  # KL(p_hat || p_real) over the mode histogram of HQ samples
 FID = "fid"  # Frechet distance between Gaussian fits of real and generated features
 FID_N = "fid_n"  # number of samples behind FID (FID is biased in 1/N: compare at equal N)
 KID = "kid"  # unbiased kernel distance on the same features (images)
+CLASSIFIER_ACC = "classifier_acc"  # held-out accuracy of the classifier behind image metrics
 W_DISTANCE = "w_distance"  # critic estimate E[c(x)] - E[c(G(z))] on a held-out batch
 GRAD_NORM = "grad_norm"  # mean ||grad_x c(x_hat)||_2 at random interpolates, for every loss
 DIVERGED = "diverged"  # 1 if a loss became NaN/inf or weights exploded, else 0

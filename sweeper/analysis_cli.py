@@ -109,9 +109,13 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
                          smoke=SMOKE if smoke_test else None)
         a = analyse(a.records.tracking_uri, experiment, min_seeds)
         note = ("Smoke-test confirm runs were logged (tag gan_sweeper.smoke=1); they replace "
-                "no estimate." if smoke_test else
+                "no estimate. " if smoke_test else
                 f"Confirmed: {len(targets)} setting(s) re-trained with {confirm_seeds} fresh "
-                "seeds; rows marked 'confirm' show those numbers instead of the sweep's.")
+                "seeds. ")
+    if any(s.source == "confirm" for s in [*a.ranked, *a.flagged]):
+        note += ("Rows whose seeds come from 'confirm' show numbers from fresh seeds (all "
+                 "confirm runs so far), replacing the sweep's estimates.")
+    note = note.strip()
     if export_path:
         write_export(a, Path(export_path))
     if as_json:

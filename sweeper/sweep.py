@@ -200,6 +200,17 @@ def _optuna_search(opts: SweepOptions, path: Path):
                                  sampler=sampler, study_name=opts.name, storage=storage)
 
 
+def deliver_spool(uri: str, spool_dir: Path) -> None:
+    """Send what trials could not deliver during a tracking outage (see tracking.py)."""
+    if not spool_dir.is_dir():
+        return
+    sent, left = tracking.deliver_spooled(tracking.client(uri), spool_dir)
+    if sent or left:
+        print(f"delivered {sent} run record(s) kept during a tracking outage"
+              + (f"; {left} still undelivered in {spool_dir}: run `sweeper run --resume` "
+                 "when the server is back" if left else ""), file=sys.stderr)
+
+
 def close_orphaned_trials(path: Path, name: str) -> int:
     """Mark FAIL the Optuna trials still RUNNING after Tune finished.
 
@@ -262,6 +273,8 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         (path / "sweep_name.txt").write_text(opts.name, encoding="utf-8")
     connect_ray(opts.address, opts)
     exp_id, parent_id, sweep_key = open_parent_run(opts)
+    if resume:
+        deliver_spool(opts.tracking_uri, path / "unsent")
     ctx = TrialContext(sweep=opts.name, sweep_key=sweep_key, fixed=dict(opts.space.fixed),
                        seeds=tuple(int(opts.space.fixed.get("seed", 0)) + j
                                    for j in range(opts.seeds)),
@@ -299,6 +312,7 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         import ray
 
         ray.shutdown()
+    deliver_spool(opts.tracking_uri, path / "unsent")
     orphans = close_orphaned_trials(path, opts.name)
     if orphans:
         print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "

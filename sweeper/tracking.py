@@ -9,6 +9,7 @@ with its metrics in a local JSONL file (see `RunLogger.close`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -138,40 +140,61 @@ def safe_key(*parts: object) -> str:
     return "/".join(re.sub(r"[^A-Za-z0-9_.:-]", "_", str(p)) for p in parts)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """How to find (by key) or create a run; all a spooled record needs to be delivered."""
+
+    experiment_id: str
+    key: str
+    name: str
+    tags: dict[str, str]  # set when the run is created
+    parent_run_id: str | None = None
+    parent_key: str | None = None  # parent found by its key (it may not exist yet either)
+
+    def open(self, mlflow_client) -> tuple[str, bool]:
+        parent = self.parent_run_id
+        if parent is None and self.parent_key is not None:
+            run = find_run(mlflow_client, self.experiment_id, self.parent_key)
+            if run is None:
+                raise LookupError(f"parent run {self.parent_key} is not in MLflow yet")
+            parent = run.info.run_id
+        return find_or_create_run(mlflow_client, self.experiment_id, self.key, name=self.name,
+                                  tags=self.tags, parent_run_id=parent)
+
+
 class RunLogger:
     """Buffered, outage-tolerant logging into one MLflow run.
 
-    The run may be opened lazily: pass `open_run`, a function returning (run_id, existed),
-    and the run is found or created at the first flush that reaches the server. Until then
-    (and during any later outage) metrics stay in the buffer and are retried at each flush.
-    `skip_through` makes re-logging idempotent: a trial that restarts (after a crash or a
-    resume) re-computes steps it already logged; those are dropped instead of duplicated.
+    Given a `spec`, the run is found by its key or created at the first flush that reaches
+    the server. Until then, and during any later outage, metrics stay in the buffer and are
+    retried at each flush; a run that closes while MLflow is down is written to the `spool`
+    file, and `deliver_spooled` sends it later. `skip_through` makes re-logging idempotent:
+    a trial that restarts (after a crash or a resume) re-computes steps it already logged;
+    those are dropped instead of duplicated.
     """
 
-    def __init__(self, mlflow_client, run_id: str | None = None, *, open_run=None,
-                 params: Mapping[str, Any] | None = None,
+    def __init__(self, mlflow_client, run_id: str | None = None, *,
+                 spec: RunSpec | None = None, params: Mapping[str, Any] | None = None,
                  tags: Mapping[str, Any] | None = None, skip_through: int = -1,
                  spool: Path | None = None) -> None:
         self.client = mlflow_client
         self.run_id = run_id
-        self.open_run = open_run
-        self._params = dict(params or {})
-        self._tags = dict(tags or {})
+        self.spec = spec
+        self._params = {k: str(v) for k, v in (params or {}).items()}
+        self._tags = {k: str(v) for k, v in (tags or {}).items()}
         self.skip_through = skip_through
         self.spool = spool
         self._metrics: list[Any] = []
         self._last_step = skip_through
         self.failures = 0
-        self.resumed = False  # True when the run already existed (a retry or a resume)
 
     def ensure_run(self) -> bool:
         """Open the run if it is not open yet; False while MLflow is unreachable."""
         if self.run_id is not None:
             return True
         try:
-            run_id, existed = self.open_run()
+            run_id, existed = self.spec.open(self.client)
             if existed:
-                self.resumed = True
                 self.skip_through = max(self.skip_through,
                                         self.last_logged_step(self.client.get_run(run_id)))
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
@@ -252,16 +275,15 @@ class RunLogger:
         return False
 
     def _spool_unsent(self, status: str) -> None:
-        if self.spool is None:
+        """Keep what MLflow did not get, as one JSON line that `deliver_spooled` can send."""
+        if self.spool is None or self.spec is None:
             return
+        record = {"spec": dataclasses.asdict(self.spec), "params": self._params,
+                  "tags": self._tags, "status": status,
+                  "metrics": [[m.key, m.value, m.timestamp, m.step] for m in self._metrics]}
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         with self.spool.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"run_id": self.run_id, "tags": self._tags,
-                                "params": {k: str(v) for k, v in self._params.items()},
-                                "status": status}) + "\n")
-            for m in self._metrics:
-                f.write(json.dumps({"key": m.key, "value": m.value, "step": m.step,
-                                    "timestamp": m.timestamp}) + "\n")
+            f.write(json.dumps(record) + "\n")
         # Best effort: if the server is back for this one call, flag the run as incomplete.
         if self.run_id is not None:
             self._call(self.client.set_tag, self.run_id, TAG_STATUS, "incomplete")
@@ -273,3 +295,35 @@ class RunLogger:
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
             self.failures += 1
             return False
+
+
+def deliver_spooled(mlflow_client, spool_dir: Path) -> tuple[int, int]:
+    """Send runs that trials could not deliver during an outage. Returns (sent, left).
+
+    Parents go first (a seed run needs its trial run). Each run is found again by its key,
+    so delivering twice, or after part of a run got through, duplicates nothing. Records
+    that still cannot be sent stay in their file for the next try (the next --resume).
+    """
+    from mlflow.entities import Metric
+
+    sent = left = 0
+    for path in sorted(Path(spool_dir).glob("*.jsonl")):
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+        records.sort(key=lambda r: r["spec"].get("parent_key") is not None)
+        keep = []
+        for r in records:
+            logger = RunLogger(mlflow_client, spec=RunSpec(**r["spec"]), params=r["params"],
+                               tags=r["tags"])
+            logger._metrics = [Metric(k, v, ts, step) for k, v, ts, step in r["metrics"]]
+            logger._last_step = max((m.step for m in logger._metrics), default=-1)
+            if logger.close(r["status"]):
+                sent += 1
+            else:
+                keep.append(r)
+        left += len(keep)
+        if keep:
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        else:
+            path.unlink()
+    return sent, left

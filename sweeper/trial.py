@@ -133,35 +133,22 @@ class _TrialLogs:
                 tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id,
                 tracking.TAG_STATUS: "running"}
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
-
-        def opener(run_key, name, kind_tags, parent):
-            def open_run():
-                parent_id = parent() if callable(parent) else parent
-                if parent_id is None:
-                    raise ConnectionError("parent run not open yet")
-                return tracking.find_or_create_run(
-                    self.client, ctx.experiment_id, run_key, name=name,
-                    tags={**tags, **kind_tags}, parent_run_id=parent_id)
-            return open_run
-
         self.trial_logger = tracking.RunLogger(
-            self.client, open_run=opener(key, _run_name(params, trial_id),
-                                         {tracking.TAG_KIND: "trial"}, ctx.parent_run_id),
+            self.client, spec=tracking.RunSpec(
+                ctx.experiment_id, key, _run_name(params, trial_id),
+                {**tags, tracking.TAG_KIND: "trial"}, parent_run_id=ctx.parent_run_id),
             params={**configs[0].to_dict(), "seeds": len(configs)}, tags=tags, spool=spool)
         self.seed_loggers = [
             tracking.RunLogger(
-                self.client,
-                open_run=opener(tracking.safe_key(key, "seed", cfg.seed),
-                                f"{trial_id}-seed{cfg.seed}",
-                                {tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
-                                self._trial_run_id),
+                self.client, spec=tracking.RunSpec(
+                    ctx.experiment_id, tracking.safe_key(key, "seed", cfg.seed),
+                    f"{trial_id}-seed{cfg.seed}",
+                    {**tags, tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
+                    parent_key=key),
                 params=cfg.to_dict(), tags={**tags, tracking.TAG_SEED: str(cfg.seed)},
                 spool=spool)
             for cfg in configs]
         self.trial_logger.ensure_run()  # early, so the run id reaches Tune's first report
-
-    def _trial_run_id(self) -> str | None:
-        return self.trial_logger.run_id if self.trial_logger.ensure_run() else None
 
     @property
     def trial_run_id(self) -> str | None:

@@ -146,7 +146,7 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
 
 # ------------------------------------------------------------------ 3. MLflow outage
 def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
-    name, num = "outage", 4
+    name, num = "outage", 6
     space = write_space(tmp_path, steps=120)
     with mlflow_server(tmp_path) as server:
         proc = subprocess.Popen(

@@ -207,6 +207,11 @@ class RunLogger:
             self.set_tags(self._tags)
         return True
 
+    @staticmethod
+    def last_logged_step(run) -> int:
+        """The last step whose metrics reached this run (tag written at every flush)."""
+        return int(run.data.tags.get(TAG_LAST_STEP, -1)) if run is not None else -1
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 

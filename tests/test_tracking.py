@@ -1,0 +1,59 @@
+"""RunLogger against a real MLflow store: lazy open by key, idempotent re-logging, spooling
+while the store is unreachable and later delivery with nothing duplicated."""
+
+from __future__ import annotations
+
+from sweeper import tracking
+
+
+def spec(exp_id: str, key: str = "trial/s/t1", parent_key: str | None = None):
+    return tracking.RunSpec(exp_id, key, "t1", {tracking.TAG_KIND: "trial"},
+                            parent_key=parent_key)
+
+
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    c = tracking.client(uri)
+    return c, tracking.experiment_id(c, "exp 'quoted' \"name\"")
+
+
+def test_reopened_run_skips_steps_already_logged(tmp_path):
+    c, exp = store(tmp_path)
+    first = tracking.RunLogger(c, spec=spec(exp), params={"a": 1})
+    for step in (10, 20):
+        first.log_metrics(step, {"fid": float(step)})
+    assert first.flush()
+    # A retried trial recomputes steps 10..30 and opens the same run again by its key.
+    second = tracking.RunLogger(c, spec=spec(exp), params={"a": 1})
+    for step in (10, 20, 30):
+        second.log_metrics(step, {"fid": float(step)})
+    assert second.close("finished")
+    assert second.run_id == first.run_id
+    hist = c.get_metric_history(first.run_id, "fid")
+    assert [m.step for m in hist] == [10, 20, 30]
+    assert len(c.search_runs([exp])) == 1
+
+
+def test_spooled_runs_are_delivered_once_parents_first(tmp_path):
+    c, exp = store(tmp_path)
+    dead = tracking.client("http://127.0.0.1:9")  # nothing listens there: an outage
+    tracking.quiet_http_retries()
+    spool = tmp_path / "unsent" / "t1.jsonl"
+    trial = tracking.RunLogger(dead, spec=spec(exp), params={"lr": 0.1}, spool=spool)
+    seed = tracking.RunLogger(dead, spec=tracking.RunSpec(
+        exp, "trial/s/t1/seed/0", "t1-seed0", {tracking.TAG_KIND: "seed"},
+        parent_key="trial/s/t1"), params={"seed": 0}, spool=spool)
+    for step in (5, 10):
+        trial.log_metrics(step, {"objective": 1.0 / step})
+        seed.log_metrics(step, {"fid": float(step), "nan_dropped": float("nan")})
+    assert not seed.close("finished") and not trial.close("finished")  # seed spooled first
+    assert tracking.deliver_spooled(c, spool.parent) == (2, 0)
+    assert not spool.exists()
+    runs = {r.data.tags[tracking.TAG_KIND]: r for r in c.search_runs([exp])}
+    assert runs["seed"].data.tags[tracking.PARENT_TAG] == runs["trial"].info.run_id
+    assert runs["seed"].data.params == {"seed": "0"}
+    assert runs["seed"].data.tags[tracking.TAG_STATUS] == "finished"
+    assert [m.step for m in c.get_metric_history(runs["seed"].info.run_id, "fid")] == [5, 10]
+    assert "nan_dropped" not in runs["seed"].data.metrics
+    assert tracking.deliver_spooled(c, spool.parent) == (0, 0)  # nothing left, nothing doubled
+    assert len(c.search_runs([exp])) == 2

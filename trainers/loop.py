@@ -31,6 +31,9 @@ _FINITE_CHECK_EVERY = 25
 # A parameter this large means the run has blown up even if no NaN has appeared yet; healthy
 # MLP/conv GAN weights stay orders of magnitude below it.
 _WEIGHT_LIMIT = 1e5
+# Likewise a loss this large: an unconstrained critic can reach 1e36 before overflowing to
+# inf, long after the run stopped learning anything. Healthy GAN losses are O(1)-O(1e3).
+_LOSS_LIMIT = 1e10
 # Critic-side metrics (w_distance, grad_norm) use this many held-out samples at most.
 _CRITIC_EVAL_BATCH = 2048
 # The evaluation noise and interpolation RNG are seeded apart from training, so changing the
@@ -124,9 +127,13 @@ class Trainer:
             self._loss_sum += torch.stack([loss_d.detach(), loss_g.detach()])
             self._loss_count += 1
             self.step += 1
-            if self.step % _FINITE_CHECK_EVERY == 0 and not torch.isfinite(self._loss_sum).all():
+            if self.step % _FINITE_CHECK_EVERY == 0 and self._losses_blew_up():
                 self.diverged = True
         self.train_seconds += time.perf_counter() - t0
+
+    def _losses_blew_up(self) -> bool:
+        mean = self._loss_sum / max(1, self._loss_count)
+        return bool(not torch.isfinite(mean).all() or mean.abs().max() > _LOSS_LIMIT)
 
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.config.z_dim, generator=self.gen, device=self.device)
@@ -159,11 +166,10 @@ class Trainer:
         t0 = time.perf_counter()
         out: dict[str, float] = {names.STEP: float(self.step)}
         if self._loss_count:
-            means = (self._loss_sum / self._loss_count).tolist()
-            if all(math.isfinite(v) for v in means):
-                out[names.LOSS_D], out[names.LOSS_G] = means
-            else:
+            if self._losses_blew_up():
                 self.diverged = True
+            else:
+                out[names.LOSS_D], out[names.LOSS_G] = (self._loss_sum / self._loss_count).tolist()
         self._loss_sum.zero_()
         self._loss_count = 0
         fake = self.sample()

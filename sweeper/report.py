@@ -295,15 +295,18 @@ def optuna_figures(study_path: Path, study_name: str, rep: Report) -> None:
 
 
 # ---------------------------------------------------------------------------- the report
-def pick_failing(stats: Sequence[SettingStats]) -> SettingStats | None:
-    """The setting that best shows failure: most collapsed (not diverged) seeds, then most
-    failures, then fewest modes; None if every seed of every setting succeeded."""
-    failing = [s for s in stats if s.successes < s.n_seeds]
+def pick_failing(ordered: Sequence[SettingStats], exclude: Sequence[str] = ()
+                 ) -> SettingStats | None:
+    """The setting that shows failure: the most collapsed (not diverged) seeds, then the most
+    failures, then the best-ranked (a near miss shows missing modes better than noise), among
+    settings not in `exclude` if any fail there; None if every seed succeeded."""
+    failing = [s for s in ordered if s.successes < s.n_seeds]
+    failing = [s for s in failing if s.key not in exclude] or failing
     if not failing:
         return None
+    rank = {s.key: i for i, s in enumerate(ordered)}
     return min(failing, key=lambda s: (-(s.n_seeds - s.successes - s.diverged),
-                                       -(s.n_seeds - s.successes), s.modes_covered_mean,
-                                       s.label))
+                                       -(s.n_seeds - s.successes), rank[s.key]))
 
 
 def write_report(client, records: SweepRecords, settings: Sequence[Setting],
@@ -329,8 +332,8 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
         rep.sections.append(f"### {x} x {y}\n\n![{name}]({name})\n\n{region_table(grid)}")
 
     # Coverage curves and samples: top settings and a collapsed one.
-    failing = pick_failing(ordered)
     picks = [(f"#{i} {s.label}", trial_of[s.key]) for i, s in enumerate(ranked[:TOP_CURVES], 1)]
+    failing = pick_failing(ordered, exclude=[t.run_id for _, t in picks])
     if not picks and ordered:
         picks = [(f"{ordered[0].label} (flagged)", trial_of[ordered[0].key])]
     if failing is not None and failing.key not in {t.run_id for _, t in picks}:
@@ -349,7 +352,9 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
     if failing is not None:
         bad = [s for s in trial_of[failing.key].seeds
                if not stability.seed_succeeded(s.metrics)]
-        bad.sort(key=lambda s: s.metrics.get(names.DIVERGED, 0.0))  # a collapse over a NaN
+        # A collapse rather than a NaN, and the seed closest to success: missing modes show.
+        bad.sort(key=lambda s: (s.metrics.get(names.DIVERGED, 0.0),
+                                -s.metrics.get(names.MODES_COVERED, 0.0)))
         if bad:
             sample_picks.append((f"failing: {failing.label}, seed {bad[0].seed}",
                                  bad[0].run_id))

@@ -40,6 +40,7 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     def report(step: int, metrics: dict[str, float]) -> None:
         nonlocal evals
         from sweeper.cli import format_metrics
+        from sweeper.plots import sample_figure
 
         print(format_metrics(metrics), file=sys.stderr, flush=True)
         if checkpoint:
@@ -47,6 +48,9 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
         if logger:
             evals += 1
             logger.log_metrics(step, metrics)
+            # A sample figure at every evaluation: collapse is visible at a glance in the UI.
+            fig = sample_figure(trainer.data, trainer.sample().cpu().numpy(), _title(cfg, metrics))
+            logger.log_figure(fig, f"plots/samples_step{step:07d}.png")
             if evals % FLUSH_EVERY_EVALS == 0:
                 logger.flush()
 
@@ -55,10 +59,6 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     if samples_out:
         np.save(samples_out, samples)
     if logger:
-        from sweeper.plots import sample_figure
-
-        logger.log_figure(sample_figure(trainer.data, samples, _title(cfg, final)),
-                          "plots/samples_final.png")
         logger.close("diverged" if final.get(names.DIVERGED) else "finished")
         print(f"mlflow run {logger.run_id} in experiment {experiment!r} ({tracking_uri})",
               file=sys.stderr)

@@ -43,7 +43,7 @@ def test_train_json_last_line_and_mlflow_run(tmp_path, capsys):
     hist = c.get_metric_history(run.info.run_id, "fid")
     assert [m.step for m in hist] == [20, 40]  # one value per evaluation, no duplicates
     assert [a.path for a in c.list_artifacts(run.info.run_id, "plots")] == [
-        "plots/samples_final.png"]
+        "plots/samples_step0000020.png", "plots/samples_step0000040.png"]
     assert run.info.status == "FINISHED"
 
 

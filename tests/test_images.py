@@ -31,9 +31,10 @@ from trainers.models import build_models
 
 CPU = torch.device("cpu")
 N = 2500  # the default eval_samples: FID tolerances below hold at this N only
-# FID is biased upward by O(d / N). Two independent real draws of N = 2,500 digits scored
-# 0.54-1.52 in 5 draws (classifier features, d = 64); a GAN after 800 steps scores ~18 and an
-# untrained one ~200. The tolerance leaves 2x headroom over the largest real-vs-real draw.
+# FID is biased upward by O(d / N). Against the fixed real evaluation set, independent real
+# draws of N = 2,500 digits scored 0.62-1.68 in 5 draws (classifier features, d = 64;
+# benchmarks/digits_budget.py section 2); WGAN-GP after 500 steps scores ~19 and after 50 ~590.
+# The tolerance leaves ~2x headroom over the largest real-vs-real draw.
 FID_REAL_TOL = 3.0
 
 

@@ -222,7 +222,7 @@ def test_evaluate_takes_float32_numpy_batches_like_sweeper_eval(exemplars) -> No
 
 @pytest.mark.parametrize("bad, words", [
     (torch.zeros(10, 8, 8), "shape (N >= 2, 1, 8, 8)"),
-    (torch.zeros(10, 3, 8, 8), "shape"),
+    (torch.zeros(10, 3, 8, 8), "digits samples must have shape"),
     (torch.full((10, 1, 8, 8), 255.0), "[-1, 1]"),
     (torch.full((10, 1, 8, 8), float("nan")), "NaN"),
 ])

@@ -70,7 +70,7 @@ class DigitClassifier(nn.Module):
     """Two conv blocks and a hidden layer, for 1 x H x W inputs with H, W divisible by 4.
 
     Outputs `num_classes + 1` logits: the last one (index `reject`) means "not a digit".
-    `features` returns the post-ReLU activations of the hidden (penultimate) layer: the
+    `predict` also returns the post-ReLU activations of the hidden (penultimate) layer: the
     features FID and KID are computed on. `test_accuracy` is its accuracy on the held-out split.
     """
 
@@ -94,9 +94,6 @@ class DigitClassifier(nn.Module):
     def reject(self) -> int:
         """The label of the "not a digit" class."""
         return self.num_classes
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x))

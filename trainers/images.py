@@ -186,7 +186,9 @@ def load_torchvision(cfg: TrialConfig, cls_name: str, key: str) -> Loaded:
         return clf.Split(_to_unit(data)[:, None], labels, _to_unit(test_data)[:, None],
                          test_labels)
 
-    # Two epochs of the 60,000 training images give ~99% on MNIST's test set.
+    # Two epochs of 60,000 images is ~1,900 steps of 64, twice what reaches 99.7% on the 8x8
+    # digits; not measured on MNIST here (no copy on the build machine): its accuracy is logged
+    # as classifier_acc with every evaluation.
     return Loaded(_to_unit(data), labels, key, clf.data_digest(data, labels), split, epochs=2)
 
 
@@ -219,8 +221,9 @@ class ImageDataset:
 
     kind = "image"
 
-    def __init__(self, source: Loaded, *, channels: int, device: torch.device,
+    def __init__(self, name: str, source: Loaded, *, channels: int, device: torch.device,
                  eval_samples: int, fid_backend: str = "classifier") -> None:
+        self.name = name
         self.source = source
         self.channels = channels
         self.device = device
@@ -300,7 +303,7 @@ class ImageDataset:
 
     def _check(self, fake: Tensor) -> Tensor:
         if tuple(fake.shape[1:]) != self.shape or len(fake) < 2:
-            raise ConfigError(f"{self.source.key} samples must have shape (N >= 2, "
+            raise ConfigError(f"{self.name} samples must have shape (N >= 2, "
                               f"{', '.join(map(str, self.shape))}), got {tuple(fake.shape)}")
         x = fake.detach().to(self.device, torch.float32)
         if not torch.isfinite(x).all():
@@ -348,11 +351,12 @@ def check_inception_available() -> None:
 
 # ---------------------------------------------------------------------------- registry builders
 def build_digits(cfg: TrialConfig, device: torch.device, *, channels: int = 1) -> ImageDataset:
-    return ImageDataset(load_digits(), channels=channels, device=device,
+    return ImageDataset(cfg.dataset, load_digits(), channels=channels, device=device,
                         eval_samples=cfg.eval_samples, fid_backend=cfg.fid_backend)
 
 
 def build_torchvision(cfg: TrialConfig, device: torch.device, *, cls_name: str, key: str,
                       channels: int = 1) -> ImageDataset:
-    return ImageDataset(load_torchvision(cfg, cls_name, key), channels=channels, device=device,
-                        eval_samples=cfg.eval_samples, fid_backend=cfg.fid_backend)
+    return ImageDataset(cfg.dataset, load_torchvision(cfg, cls_name, key), channels=channels,
+                        device=device, eval_samples=cfg.eval_samples,
+                        fid_backend=cfg.fid_backend)

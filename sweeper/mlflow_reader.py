@@ -129,6 +129,8 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
             r.data.tags.get(tracking.TAG_STATUS, "running"), dict(r.data.metrics)))
     trials = []
     for r in by_kind.get("trial", []):
+        if r.data.tags.get(tracking.TAG_STATUS) == "abandoned":
+            continue  # cut off by a driver crash and re-run as another trial (sweep.py)
         params = typed_params(r.data.params)
         seeds = sorted(seeds_of.get(r.info.run_id, []), key=lambda s: s.seed)
         trials.append(TrialRun(

@@ -211,6 +211,31 @@ def deliver_spool(uri: str, spool_dir: Path) -> None:
                  "when the server is back" if left else ""), file=sys.stderr)
 
 
+def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
+    """Tag trial runs (and their seed runs) that Tune no longer knows as `abandoned`.
+
+    A trial that starts after Tune's last experiment snapshot and is cut off by a driver
+    crash is unknown to the restored experiment; Tune asks for a fresh setting in its place.
+    Its partial MLflow run stays for the record, marked so analyses leave it out.
+    """
+    client = tracking.client(uri)
+    trials = client.search_runs([exp_id], max_results=5000,
+                                filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    count = 0
+    for r in trials:
+        tags = r.data.tags
+        if tags.get(tracking.TAG_TRIAL) in known_trials or tags.get(tracking.TAG_STATUS) in (
+                "finished", "abandoned"):
+            continue
+        children = client.search_runs(
+            [exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{r.info.run_id}'")
+        for rid in [r.info.run_id, *(c.info.run_id for c in children)]:
+            client.set_tag(rid, tracking.TAG_STATUS, "abandoned")
+            client.set_terminated(rid, "KILLED")
+        count += 1
+    return count
+
+
 def close_orphaned_trials(path: Path, name: str) -> int:
     """Mark FAIL the Optuna trials still RUNNING after Tune finished.
 
@@ -313,6 +338,12 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
 
         ray.shutdown()
     deliver_spool(opts.tracking_uri, path / "unsent")
+    abandoned = mark_abandoned_runs(opts.tracking_uri, exp_id, {r.metrics.get("trial_id")
+                                                                 for r in grid})
+    if abandoned:
+        print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
+              "driver's last snapshot before it died, and Tune re-ran their settings as new "
+              "trials", file=sys.stderr)
     orphans = close_orphaned_trials(path, opts.name)
     if orphans:
         print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "

@@ -64,7 +64,7 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     concurrency = min(2, len(os.sched_getaffinity(0)))
-    modes = [False] if a.smoke_test else [False, True]
+    modes = [True] if a.smoke_test else [False, True]
     trials, steps = (2, 20) if a.smoke_test else (a.trials, a.steps)
     results = {}
     for reuse in modes:

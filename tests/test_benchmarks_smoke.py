@@ -40,3 +40,22 @@ def test_mode_coverage_smoke_prints_one_table_per_dataset(tmp_path: Path) -> Non
     assert rows == ["bce-ns", "wgan-gp"] * 2, text
     assert "total wall time" in text
     assert out.read_text(encoding="utf-8") == text
+
+
+def test_sweep_overhead_smoke_prints_efficiency() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"),
+                          "--smoke-test"], capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = re.search(r"^\| True \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| ([-\d.]+) \|$",
+                    out.stdout, re.M)
+    assert row, out.stdout[-2000:]
+    wall, busy, eff = float(row[1]), float(row[2]), float(row[3])
+    assert wall > 0 and busy > 0 and 0 < eff <= 1
+
+
+def test_load_test_smoke_finds_every_run_once() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_test.py"),
+                          "--smoke-test"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "RESULT: all runs present once" in out.stdout
+    assert "trial runs 6/6, seed runs 6/6" in out.stdout and "duplicate keys 0" in out.stdout

@@ -16,9 +16,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +99,14 @@ def sweep_path(sweep_dir: Path, name: str) -> Path:
 
 
 def latest_sweep(sweep_dir: Path) -> str | None:
-    """Name of the most recently modified sweep in sweep_dir (for `--resume` alone)."""
-    found = sorted((p.stat().st_mtime, p) for p in sweep_dir.glob("*/sweep_name.txt"))
-    return found[-1][1].read_text(encoding="utf-8").strip() if found else None
+    """Name of the most recently started sweep in sweep_dir (for `--resume` alone)."""
+    found = sorted((p.stat().st_mtime, p) for p in sweep_dir.glob(f"*/{OPTIONS_FILE}"))
+    if not found:
+        return None
+    try:
+        return json.loads(found[-1][1].read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def check_writable(path: Path) -> None:
@@ -236,6 +243,49 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
     return count
 
 
+def _state_file_ok(f: Path) -> bool:
+    try:
+        if f.stat().st_size == 0:
+            return False
+        if f.name.startswith("experiment_state-"):
+            json.loads(f.read_text(encoding="utf-8"))
+        else:  # searcher and search-generator states are cloudpickles
+            from ray import cloudpickle
+
+            with f.open("rb") as fh:
+                cloudpickle.load(fh)
+        return True
+    except Exception:  # noqa: BLE001 - any unreadable state is damaged state
+        return False
+
+
+def repair_tune_state(path: Path) -> list[str]:
+    """Replace Tune state files that a driver crash left truncated, from the crashed driver's
+    local staging copy.
+
+    Tune writes its state atomically into a driver-local staging folder, then copies it into
+    the sweep directory; a SIGKILL during that copy leaves an empty file there. Restoring from
+    it makes Ray log an error and silently start a new experiment in the same folder. The
+    intact copy usually survives in Ray's temp folder on the driver's machine.
+    """
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    repaired = []
+    for f in [*path.glob("experiment_state-*.json"), *path.glob("search_gen_state-*.json"),
+              *path.glob("searcher-state-*.pkl")]:
+        if _state_file_ok(f):
+            continue
+        copies = sorted(ray_tmp.glob(f"session_*/artifacts/*/{path.name}/driver_artifacts/"
+                                     f"{f.name}"), key=lambda c: c.stat().st_mtime)
+        good = [c for c in copies if _state_file_ok(c)]
+        if not good:
+            raise UserError(f"{f} was cut off when the driver died and no intact copy is left "
+                            f"in {ray_tmp}; this sweep cannot be resumed, start it again under "
+                            "another --experiment")
+        shutil.copy2(good[-1], f)
+        repaired.append(f.name)
+    return repaired
+
+
 def close_orphaned_trials(path: Path, name: str) -> int:
     """Mark FAIL the Optuna trials still RUNNING after Tune finished.
 
@@ -295,7 +345,6 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     else:
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
-        (path / "sweep_name.txt").write_text(opts.name, encoding="utf-8")
     connect_ray(opts.address, opts)
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     if resume:
@@ -313,6 +362,9 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
     t0 = time.time()
     if resume:
+        for name in repair_tune_state(path):
+            print(f"repaired {name} (cut off when the driver died) from the driver's local "
+                  "copy", file=sys.stderr)
         print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "
               f"{opts.space.name}, {opts.num_samples} settings x {opts.seeds} seeds",
               file=sys.stderr)

@@ -133,7 +133,9 @@ def test_final_table_ranks_finished_trials_first(sweep):
 
 def test_resume_of_a_finished_sweep_adds_nothing(sweep):
     before = {k: len(v) for k, v in runs_of(sweep)[1].items()}
-    p = sweeper("run", *sweep["args"], "--resume", cwd=sweep["root"])
+    # No --experiment and other options: --resume picks the latest sweep and its saved options.
+    p = sweeper("run", "--resume", "--seeds", "5", cwd=sweep["root"])
+    assert f"resuming sweep {sweep['name']!r}" in p.stderr and f"x {SEEDS} seeds" in p.stderr
     assert p.returncode == 0, p.stderr[-3000:]
     after = {k: len(v) for k, v in runs_of(sweep)[1].items()}
     assert after == before

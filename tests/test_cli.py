@@ -154,3 +154,21 @@ def test_console_script_diverging_run_exits_0_and_reports_it():
     final = json.loads(p.stdout.strip().splitlines()[-1])
     assert final["diverged"] == 1 and final["step"] < 300
     assert final["modes_covered"] == 0 and "fid" not in final and "DIVERGED" in p.stderr
+
+
+def test_eval_accepts_image_arrays(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GAN_SWEEPER_CACHE", str(tmp_path / "cache"))  # classifier cache
+    data = build_dataset(make_config({"dataset": "digits", "eval_samples": 2}),
+                         torch.device("cpu"))
+    x = data.sample(1000, torch.Generator().manual_seed(0)).numpy()
+    assert x.shape == (1000, 1, 8, 8)
+    np.save(tmp_path / "digits.npy", x)
+    code, out, err = run_cli(["eval", "--dataset", "digits", "--samples",
+                              str(tmp_path / "digits.npy"), "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["modes_covered"] == 10 and m["fid_n"] == 1000 and "kid" in m
+    np.save(tmp_path / "flat.npy", x.reshape(1000, 64))
+    code, _, err = run_cli(["eval", "--dataset", "digits", "--samples",
+                            str(tmp_path / "flat.npy")], capsys)
+    assert code == 2 and "needs N x 1 x 8 x 8" in err

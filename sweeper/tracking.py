@@ -186,7 +186,6 @@ class RunLogger:
         self.spool = spool
         self._metrics: list[Any] = []
         self._last_step = skip_through
-        self.failures = 0
 
     def ensure_run(self) -> bool:
         """Open the run if it is not open yet; False while MLflow is unreachable."""
@@ -198,7 +197,6 @@ class RunLogger:
                 self.skip_through = max(self.skip_through,
                                         self.last_logged_step(self.client.get_run(run_id)))
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
-            self.failures += 1
             return False
         self.run_id = run_id
         if not existed and self._params:
@@ -298,7 +296,6 @@ class RunLogger:
             fn(*args, **kwargs)
             return True
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
-            self.failures += 1
             return False
 
 

@@ -95,7 +95,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             if done:
                 agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
             every = PLOT_EVERY_EVALS.get(trainers[0].data.kind, 1)
-            log.trial_metrics(step, agg, plots=done or evals % every == 1 % every,
+            log.trial_metrics(step, agg, plots=done or (evals - 1) % every == 0,
                               trainers=trainers)
             if done:
                 # Close the runs before the final report: once Tune has the last result it

@@ -85,11 +85,14 @@ def test_evaluate_leaves_weights_and_rng_untouched() -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-clip"])
-def test_checkpoint_resume_matches_an_uninterrupted_run(loss: str, tmp_path: Path) -> None:
-    straight, straight_reports = _run_with_reports(Trainer(_cfg(loss=loss)))
+@pytest.mark.parametrize(("loss", "schedule"), [("wgan-gp", "constant"),
+                                                ("wgan-clip", "constant"), ("wgan-gp", "linear")])
+def test_checkpoint_resume_matches_an_uninterrupted_run(loss: str, schedule: str,
+                                                        tmp_path: Path) -> None:
+    straight, straight_reports = _run_with_reports(Trainer(_cfg(loss=loss,
+                                                                lr_schedule=schedule)))
 
-    first = Trainer(_cfg(loss=loss))
+    first = Trainer(_cfg(loss=loss, lr_schedule=schedule))
     first.train_until(first.next_eval_step())
     first.evaluate()
     first.train_until(30)  # stop mid-window: the running loss sums must be restored too
@@ -107,6 +110,22 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(loss: str, tmp_path: Pat
     for (_, got), (_, want) in zip(reports, straight_reports[1:], strict=True):
         assert _untimed(got) == _untimed(want)
     assert final[names.TRAIN_SECONDS] > 0
+
+
+def test_linear_schedule_decays_both_learning_rates_to_zero() -> None:
+    t = Trainer(_cfg(lr_schedule="linear", lr_g=1e-3, lr_d=4e-3, steps=40))
+    seen = []
+    for until in (1, 10, 40):
+        t.train_until(until)
+        seen.append((t.opt_g.param_groups[0]["lr"], t.opt_d.param_groups[0]["lr"]))
+    # the lr used for step k (0-based) is lr * (1 - k / steps); step 39 is the last
+    assert seen[0] == pytest.approx((1e-3, 4e-3))
+    assert seen[1] == pytest.approx((1e-3 * 31 / 40, 4e-3 * 31 / 40))
+    assert seen[2] == pytest.approx((1e-3 / 40, 4e-3 / 40))
+    const = Trainer(_cfg(lr_g=1e-3, steps=40))
+    const.train_until(40)
+    assert const.opt_g.param_groups[0]["lr"] == 1e-3
+    assert _untimed(t.evaluate()) != _untimed(const.evaluate())
 
 
 # ----------------------------------------------------------------------------- divergence

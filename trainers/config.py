@@ -20,6 +20,7 @@ import yaml
 LOSSES = ("bce", "bce-ns", "wgan-clip", "wgan-gp")
 OPTIMIZERS = ("adam", "rmsprop")
 FID_BACKENDS = ("auto", "classifier", "inception")
+LR_SCHEDULES = ("constant", "linear")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -53,6 +54,9 @@ class TrialConfig:
     lr_d: float = _f(1e-4, "Critic learning rate.", lo=0, hi=1, lo_open=True)
     beta1: float = _f(0.5, "Adam beta1 (ignored by rmsprop).", lo=0, hi=1, hi_open=True)
     beta2: float = _f(0.9, "Adam beta2 (ignored by rmsprop).", lo=0, hi=1, hi_open=True)
+    lr_schedule: str = _f("constant", "Learning rates: constant, or linear (decay to 0 over "
+                          "`steps`, as in the WGAN-GP reference CIFAR code).",
+                          choices=LR_SCHEDULES)
     z_dim: int = _f(16, "Latent dimension of the generator's Gaussian noise.", lo=1, hi=4096)
     hidden: int = _f(128, "Width of the networks (MLP units; conv base channels for images).",
                      lo=1, hi=8192)

@@ -72,6 +72,7 @@ class Trainer:
         self.G, self.D = g.to(self.device), d.to(self.device)
         self.opt_g = _optimizer(cfg, self.G.parameters(), cfg.lr_g)
         self.opt_d = _optimizer(cfg, self.D.parameters(), cfg.lr_d)
+        self._decay = cfg.lr_schedule == "linear"
         self.loss = make_loss(cfg.loss, gp_lambda=cfg.gp_lambda, clip_value=cfg.clip_value)
         self.step = 0
         self.diverged = False
@@ -105,6 +106,8 @@ class Trainer:
         cfg, G, D = self.config, self.G, self.D
         t0 = time.perf_counter()
         while self.step < until and not self.diverged:
+            if self._decay:
+                self._set_lr_scale(1.0 - self.step / cfg.steps)
             # ---- critic: n_critic steps on fresh real and (detached) fake batches ----
             for _ in range(cfg.n_critic):
                 real = self.data.sample(cfg.batch_size, self.gen)
@@ -130,6 +133,12 @@ class Trainer:
             if self.step % _FINITE_CHECK_EVERY == 0 and self._losses_blew_up():
                 self.diverged = True
         self.train_seconds += time.perf_counter() - t0
+
+    def _set_lr_scale(self, scale: float) -> None:
+        # Derived from the step alone, so a resumed run continues the same schedule.
+        for opt, lr in ((self.opt_g, self.config.lr_g), (self.opt_d, self.config.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
 
     def _losses_blew_up(self) -> bool:
         mean = self._loss_sum / max(1, self._loss_count)

@@ -1,4 +1,4 @@
-"""Both benchmark scripts run end to end on their --smoke-test paths and print their tables."""
+"""The benchmark scripts run end to end on their --smoke-test paths and print their tables."""
 
 from __future__ import annotations
 
@@ -27,19 +27,6 @@ def test_trainer_overhead_smoke_prints_ratios_and_thread_check() -> None:
         assert float(row[3]) > 0 and float(row[6]) >= 0
         assert row[4] == "yes"  # the minimal loop and the Trainer did the same math
     assert text.count(" OK") == 2 and "MISMATCH" not in text
-
-
-def test_mode_coverage_smoke_prints_one_table_per_dataset(tmp_path: Path) -> None:
-    out = tmp_path / "coverage.md"
-    text = _run("mode_coverage.py", "--losses", "bce-ns,wgan-gp", "--out", str(out))
-    assert text.startswith("## Mode coverage") and "protocol: 10 generator steps" in text
-    for dataset, k in (("ring8", 8), ("grid25", 25)):
-        assert f"### {dataset} (K = {k} modes" in text
-    rows = re.findall(r"^\| (bce-ns|wgan-gp) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| .+ \| \d/1 \|",
-                      text, re.M)
-    assert rows == ["bce-ns", "wgan-gp"] * 2, text
-    assert "total wall time" in text
-    assert out.read_text(encoding="utf-8") == text
 
 
 def test_sweep_overhead_smoke_prints_efficiency() -> None:

@@ -1,0 +1,69 @@
+"""benchmarks/mode_coverage.py end to end on its --smoke-test path, with a recommended row."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "mode_coverage.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_smoke_prints_our_rows_the_target_line_and_the_quoted_rows(tmp_path: Path) -> None:
+    rec = tmp_path / "ring8-wgan-gp.yaml"
+    # what `sweeper stable --export` writes: a full setting, budget included
+    rec.write_text(yaml.safe_dump({"loss": "wgan-gp", "dataset": "ring8", "gp_lambda": 0.3,
+                                   "n_critic": 2, "lr_d": 2e-3, "lr_g": 1e-3,
+                                   "lr_schedule": "linear", "steps": 600, "hidden": 64}))
+    out = tmp_path / "coverage.md"
+    res = _run("--smoke-test", "--losses", "bce,wgan-gp", "--recommended", str(rec),
+               "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = res.stdout
+    assert out.read_text(encoding="utf-8") == text
+    # the recommended row trains under the table's protocol, not its own 600-step budget
+    assert "protocol: 10 generator steps" in text
+    assert re.search(r"- wgan-gp, sweep-recommended \(ring8-wgan-gp\) \[ring8 only\]: adam "
+                     r"lr_g 0\.001, lr_d 0\.002 \(linear\).*n_critic 2, lambda 0\.3$", text, re.M)
+    cell = r"[\d.]+(?: ± [\d.]+)?"
+    row = rf"\| ({cell}) \| {cell} \| {cell} \| [^|]+ \| (\d)/2 \| (\d)/2 \| \d+ \|$"
+    ring8, grid25 = text.split("### grid25")
+    for table, labels in ((ring8, ["bce", "wgan-gp", "wgan-gp, sweep-recommended "
+                                   "(ring8-wgan-gp)"]), (grid25, ["bce", "wgan-gp"])):
+        found = re.findall(rf"^\| ([a-z0-9, ()-]+) {row}", table, re.M)
+        assert [f[0] for f in found] == labels, table
+        for _, modes, diverged, collapsed in found:
+            # at 10 steps nothing covers a ring: every seed is counted, as one or the other
+            assert int(diverged) + int(collapsed) == 2 or float(modes) >= 7.2
+    assert "Target for wgan-gp, sweep-recommended (ring8-wgan-gp) (8/8 modes and HQ >= 80%): " \
+           "**missed**" in ring8
+    assert "| WGAN-GP (GDPP tab. 1) | 6.8 | 59.6 | – |" in ring8
+    assert "| WGAN-GP (GDPP tab. 1) | 24.2 | 28.7 | – |" in grid25
+    assert re.search(r"total wall time: \d+ s \(10 runs", text)
+
+
+def test_bad_recommended_file_is_one_line_before_any_training(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: wgan-gp\ngp_lamda: 1.0\n")
+    res = _run("--smoke-test", "--recommended", str(bad))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "unknown key 'gp_lamda'" in res.stderr
+    assert res.stdout == ""
+
+
+def test_smoke_on_stacked_digits_scores_1000_modes() -> None:
+    res = _run("--smoke-test", "--datasets", "stacked-digits", "--losses", "bce-ns,wgan-gp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "### stacked-digits (K = 1000 modes; collapsed = fewer than 900 captured)" in res.stdout
+    found = re.findall(r"^\| (bce-ns|wgan-gp) \| [\d.]+ ± [\d.]+ \|", res.stdout, re.M)
+    assert found == ["bce-ns", "wgan-gp"], res.stdout
+    assert "Quoted" not in res.stdout  # nothing published for this embedded analogue

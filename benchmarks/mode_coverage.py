@@ -19,11 +19,16 @@ run here and their networks and budgets differ from ours.
     python benchmarks/mode_coverage.py --datasets stacked-digits --losses bce-ns,wgan-gp \\
         --steps 500 --hidden 32 --batch-size 64 --eval-samples 26000
     python benchmarks/mode_coverage.py --smoke-test
+
+With --cache DIR each run's result is kept, so an interrupted table resumes, and a table can
+grow: run the reference rows while the sweeps run, then rerun with --recommended added.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import statistics
@@ -115,6 +120,40 @@ def train_one(dataset: str, row: Row, seed: int, protocol: dict[str, Any]) -> Ru
     t0 = time.process_time()
     metrics = train(cfg)
     return Run(row.label, seed, metrics, time.process_time() - t0)
+
+
+def cache_path(cache: Path, dataset: str, row: Row, seed: int,
+               protocol: dict[str, Any]) -> Path:
+    """Where one run's result is kept: keyed by everything that decides its training."""
+    key = json.dumps([dataset, row.values, row.recommended, protocol, seed], sort_keys=True)
+    return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-seed{seed}.json"
+
+
+def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]],
+                      protocol: dict[str, Any], cache: Path | None) -> tuple[list[Run], int]:
+    """Train every job not already in `cache` (runs are deterministic per seed on CPU, so a
+    cached result is the result); an interrupted table resumes where it stopped."""
+    runs: list[Run | None] = [None] * len(jobs)
+    futures = {}
+    for i, (d, row, s) in enumerate(jobs):
+        path = cache and cache_path(cache, d, row, s, protocol)
+        if path and path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            runs[i] = Run(row.label, s, saved["metrics"], saved["cpu_seconds"])
+        else:
+            futures[i] = pool.submit(train_one, d, row, s, protocol)
+    for i, fut in futures.items():
+        d, row, s = jobs[i]
+        run = runs[i] = fut.result()
+        if cache:
+            path = cache_path(cache, d, row, s, protocol)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"metrics": run.metrics, "cpu_seconds": run.cpu_seconds}),
+                            encoding="utf-8")
+        print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} modes, "
+              f"HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
+              file=sys.stderr, flush=True)
+    return [r for r in runs if r is not None], len(futures)
 
 
 def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
@@ -217,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-samples", type=int, default=2500, help="N (PacGAN: 2,500)")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                    help="runs at once, one torch thread each")
+    p.add_argument("--cache", type=Path, help="keep each run's result here and reuse it: "
+                   "rerunning resumes an interrupted table, or adds rows to it")
     p.add_argument("--out", type=Path, help="also write the markdown to this file")
     return p.parse_args(argv)
 
@@ -247,20 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(d, row, s) for d in datasets for row in rows if row.dataset in (None, d)
             for s in seeds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(train_one, d, row, s, protocol) for d, row, s in jobs]
-        runs: dict[str, list[Run]] = {d: [] for d in datasets}
-        for (d, _, s), fut in zip(jobs, futures, strict=True):
-            run = fut.result()
-            runs[d].append(run)
-            print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} modes, "
-                  f"HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
-                  file=sys.stderr, flush=True)
+        done, fresh = cached_or_trained(pool, jobs, protocol, args.cache)
+    runs: dict[str, list[Run]] = {d: [] for d in datasets}
+    for (d, _, _), run in zip(jobs, done, strict=True):
+        runs[d].append(run)
     sections = [protocol_text(protocol, seeds, rows, args.workers)]
     sections += [dataset_table(d, runs[d], rows, protocol["eval_samples"]) for d in datasets
                  if runs[d]]
     cpu = sum(r.cpu_seconds for rs in runs.values() for r in rs)
     sections.append(f"total wall time: {time.perf_counter() - t0:.0f} s ({len(jobs)} runs, "
-                    f"{cpu:.0f} CPU s of training and evaluation)")
+                    f"{fresh} trained now, {len(jobs) - fresh} from --cache; "
+                    f"{cpu:.0f} CPU s of training and evaluation in all)")
     text = "## Mode coverage\n\n" + "\n\n".join(sections) + "\n"
     print(text, end="")
     if args.out:

@@ -67,3 +67,18 @@ def test_smoke_on_stacked_digits_scores_1000_modes() -> None:
     found = re.findall(r"^\| (bce-ns|wgan-gp) \| [\d.]+ ± [\d.]+ \|", res.stdout, re.M)
     assert found == ["bce-ns", "wgan-gp"], res.stdout
     assert "Quoted" not in res.stdout  # nothing published for this embedded analogue
+
+
+def test_cache_reuses_finished_runs_and_adds_new_rows(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = _run("--smoke-test", "--datasets", "ring8", "--losses", "bce-ns",
+                 "--cache", str(cache))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "(2 runs, 2 trained now, 0 from --cache;" in first.stdout
+    second = _run("--smoke-test", "--datasets", "ring8", "--losses", "bce-ns,wgan-gp",
+                  "--cache", str(cache))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "(4 runs, 2 trained now, 2 from --cache;" in second.stdout
+    bce_row = [line for line in first.stdout.splitlines() if line.startswith("| bce-ns |")]
+    assert bce_row and bce_row[0] in second.stdout.splitlines()  # the same numbers, reused
+    assert len(list(cache.glob("ring8/*.json"))) == 4

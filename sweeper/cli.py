@@ -168,12 +168,16 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 @click.option("--reuse-actors/--no-reuse-actors", default=True, show_default=True,
               help="Reuse trial worker processes: saves ~5-25 s of worker start and imports per "
               "trial (benchmarks/sweep_overhead.py).")
-@click.option("--sampler-seed", type=int, default=None, help="Seed of the TPE sampler.")
+@click.option("--search", default="tpe", show_default=True, metavar="[tpe|random]",
+              help="Optuna sampler: TPE, or random search (same machinery, only the sampler "
+              "differs; benchmarks/search_efficiency.py compares them).")
+@click.option("--sampler-seed", type=int, default=None, help="Seed of the Optuna sampler.")
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
 def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
-        reduction_factor, max_failures, reuse_actors, sampler_seed, smoke_test) -> None:
-    """Sweep a search space: Ray Tune + Optuna TPE + ASHA, recorded in MLflow."""
+        reduction_factor, max_failures, reuse_actors, search, sampler_seed,
+        smoke_test) -> None:
+    """Sweep a search space: Ray Tune + Optuna (TPE or random) + ASHA, recorded in MLflow."""
     import dataclasses as dc
     import time
     from pathlib import Path
@@ -191,6 +195,8 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if not 0 < grace <= 1:
         raise UserError(f"--grace must be in (0, 1], got {grace}")
+    if search not in sweep.SEARCHES:
+        raise UserError(f"--search must be one of {', '.join(sweep.SEARCHES)}, got {search!r}")
     space_obj = load_space(space)
     if smoke_test:
         num_samples = min(num_samples, SMOKE_SWEEP["num_samples"])
@@ -208,9 +214,10 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         gpus_per_trial=gpus_per_trial, tracking_uri=tracking_uri, sweep_dir=sweep_root,
         address=address, early_stop=early_stop, grace_fraction=grace,
         reduction_factor=reduction_factor, max_failures=max_failures,
-        reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line())
+        reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
+        search=search)
     click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
-               f"{seeds} seeds", err=True)
+               f"{seeds} seeds, {search} search", err=True)
     rows = sweep.run_sweep(opts, resume=resume)
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                "m/(1+m), m = median FID; lower is better):")

@@ -1,6 +1,6 @@
-"""`sweeper run`: Ray Tune schedules the trials, Optuna (TPE) proposes them, ASHA stops the
-hopeless ones early, and MLflow records everything. All Ray Tune calls live here and in
-`trial.py`, so an API change in Ray touches two files.
+"""`sweeper run`: Ray Tune schedules the trials, Optuna (TPE, or random search) proposes them,
+ASHA stops the hopeless ones early, and MLflow records everything. All Ray Tune calls live here
+and in `trial.py`, so an API change in Ray touches two files.
 
 Sweep directory layout (default ./sweeps):
     <sweep-dir>/<name>/            Ray Tune's experiment (restored by --resume)
@@ -56,13 +56,22 @@ class SweepOptions:
     reuse_actors: bool
     sampler_seed: int | None
     command: str
+    # "tpe" (Optuna's TPE, the default) or "random" (Optuna's RandomSampler). Both go through
+    # the same OptunaSearch, so a comparison of the two differs only in the sampler.
+    search: str = "tpe"
+
+
+SEARCHES = ("tpe", "random")
 
 
 # Options that define a sweep; saved at its start and restored by --resume, so a resumed
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
 _SAVED = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
           "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
-          "max_failures", "reuse_actors", "sampler_seed")
+          "max_failures", "reuse_actors", "sampler_seed", "search")
+# Saved options added after sweeps were already saved without them: the value those older
+# sweeps actually ran with, so they still resume.
+_SAVED_DEFAULTS = {"search": "tpe"}
 OPTIONS_FILE = "sweep_options.json"
 
 
@@ -82,6 +91,11 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
     except (OSError, ValueError):
         raise UserError(f"{path / OPTIONS_FILE} is missing or damaged; this sweep cannot be "
                         "resumed safely") from None
+    data = {**_SAVED_DEFAULTS, **data}
+    missing = [k for k in (*_SAVED, "space") if k not in data]
+    if missing:
+        raise UserError(f"{path / OPTIONS_FILE} lacks {', '.join(missing)}; this sweep cannot "
+                        "be resumed safely")
     sp = data.pop("space")
     space = parse_space(yaml.safe_load(sp["text"]), name=sp["name"], source=sp["source"],
                         text=sp["text"])
@@ -180,7 +194,8 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                            "seeds": opts.seeds, "max_concurrent": opts.max_concurrent,
                            "cpus_per_trial": opts.cpus_per_trial,
                            "gpus_per_trial": opts.gpus_per_trial,
-                           "early_stop": opts.early_stop, **{
+                           "early_stop": opts.early_stop, "search": opts.search,
+                           "sampler_seed": opts.sampler_seed, **{
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
     else:
@@ -202,9 +217,22 @@ def _optuna_search(opts: SweepOptions, path: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
-    sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed)
+    sampler = make_sampler(opts.search, opts.sampler_seed)
     return FinalOnlyOptunaSearch(space=opts.space, metric=names.OBJECTIVE, mode="min",
                                  sampler=sampler, study_name=opts.name, storage=storage)
+
+
+def make_sampler(search: str, seed: int | None):
+    """The Optuna sampler behind `--search`. Note that TPE's first `n_startup_trials` (10)
+    suggestions come from its own RandomSampler(seed), so with equal seeds they are exactly
+    random search's first 10: the two differ only after TPE's start-up."""
+    import optuna
+
+    if search == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if search == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
 
 
 def deliver_spool(uri: str, spool_dir: Path) -> None:
@@ -328,6 +356,8 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     # One checkpoint per evaluation is what lets a lost trial resume mid-run; Tune's warning
     # about frequent experiment snapshots is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if opts.search not in SEARCHES:  # before anything is saved or started
+        raise UserError(f"unknown search {opts.search!r}; use one of {', '.join(SEARCHES)}")
     opts = dataclasses.replace(opts, tracking_uri=tracking.check_tracking_uri(opts.tracking_uri))
     path = sweep_path(opts.sweep_dir, opts.name)
     check_writable(opts.sweep_dir)

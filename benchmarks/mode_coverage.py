@@ -101,12 +101,16 @@ class Run:
             m[names.MODES_COVERED] < names.COVERAGE_THRESHOLD * m[names.NUM_MODES])
 
 
-def recommended_row(path: Path) -> Row:
-    """A row from a `sweeper stable --export` file: its loss hyperparameters and dataset."""
+def recommended_row(path: Path, *, everywhere: bool = False) -> Row:
+    """A row from a `sweeper stable --export` file: its loss hyperparameters, on the dataset
+    it was tuned on (or, with `everywhere`, on every dataset of the table)."""
     values = load_config_file(path)
     make_config(values, fill_loss_defaults=False)  # validates, names the bad key if any
     loss, dataset = values.get("loss", "wgan-gp"), values.get("dataset", "ring8")
-    return Row(f"{loss}, sweep-recommended ({path.stem})", dataset,
+    label = f"{loss}, sweep-recommended ({path.stem})"
+    if everywhere:
+        label = f"{loss}, sweep-recommended on {dataset} ({path.stem})"
+    return Row(label, None if everywhere else dataset,
                {k: values[k] for k in HYPERPARAMETERS if k in values}, recommended=True)
 
 
@@ -206,7 +210,7 @@ def target_lines(dataset: str, runs: list[Run], rows: Sequence[Row], k: int) -> 
     out = []
     for row in rows:
         rs = [r for r in runs if r.row == row.label]
-        if not (row.recommended and rs and row.values.get("loss") == "wgan-gp"):
+        if not (row.recommended and row.dataset and rs and row.values.get("loss") == "wgan-gp"):
             continue
         modes = statistics.fmean(r.metrics[names.MODES_COVERED] for r in rs)
         hq = statistics.fmean(r.metrics[names.HQ_FRACTION] for r in rs)
@@ -234,7 +238,8 @@ def protocol_text(protocol: dict[str, Any], seeds: Sequence[int], rows: Sequence
         extra = {"wgan-gp": f", lambda {c.gp_lambda:.3g}",
                  "wgan-clip": f", clip {c.clip_value:.3g}"}.get(c.loss, "")
         betas = f", betas ({c.beta1:g}, {c.beta2:g})" if c.optimizer == "adam" else ""
-        where = f" [{row.dataset} only]" if row.dataset else " [reference defaults]"
+        where = (f" [{row.dataset} only]" if row.dataset else " [every dataset]"
+                 if row.recommended else " [reference defaults]")
         lines.append(f"- {row.label}{where}: {c.optimizer} lr_g {c.lr_g:.3g}, lr_d "
                      f"{c.lr_d:.3g} ({c.lr_schedule}){betas}, n_critic {c.n_critic}{extra}")
     return "\n".join(lines)
@@ -248,6 +253,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="rows at reference defaults, comma-separated ('' for none)")
     p.add_argument("--recommended", type=Path, action="append", default=[],
                    help="a `sweeper stable --export` YAML; one row on its dataset (repeatable)")
+    p.add_argument("--transfer", type=Path, action="append", default=[],
+                   help="like --recommended, but one row on every dataset (repeatable)")
     p.add_argument("--datasets", default="ring8,grid25", help="comma-separated")
     p.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1 per row and dataset")
     p.add_argument("--steps", type=int, default=3000, help="generator steps per run")
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fail fast on a typo or a bad file, before any training
         rows = [Row(loss, None, {"loss": loss}) for loss in filter(None, args.losses.split(","))]
         rows += [recommended_row(p) for p in args.recommended]
+        rows += [recommended_row(p, everywhere=True) for p in args.transfer]
         for dataset in datasets:
             make_config({**protocol, "dataset": dataset})
     except ConfigError as e:

@@ -82,3 +82,16 @@ def test_cache_reuses_finished_runs_and_adds_new_rows(tmp_path: Path) -> None:
     bce_row = [line for line in first.stdout.splitlines() if line.startswith("| bce-ns |")]
     assert bce_row and bce_row[0] in second.stdout.splitlines()  # the same numbers, reused
     assert len(list(cache.glob("ring8/*.json"))) == 4
+
+
+def test_transfer_puts_one_tuned_setting_on_every_dataset(tmp_path: Path) -> None:
+    rec = tmp_path / "ring8-wgan-clip.yaml"
+    rec.write_text(yaml.safe_dump({"loss": "wgan-clip", "dataset": "ring8", "clip_value": 0.05,
+                                   "optimizer": "rmsprop", "lr_d": 1e-3, "lr_g": 1e-3}))
+    res = _run("--smoke-test", "--losses", "", "--transfer", str(rec))
+    assert res.returncode == 0, res.stderr[-2000:]
+    label = "wgan-clip, sweep-recommended on ring8 (ring8-wgan-clip)"
+    assert f"- {label} [every dataset]: rmsprop lr_g 0.001" in res.stdout
+    for table in res.stdout.split("### ")[1:]:
+        assert re.search(rf"^\| {re.escape(label)} \| ", table, re.M), table
+    assert "Target for" not in res.stdout  # the target is for per-dataset WGAN-GP settings

@@ -27,20 +27,24 @@ from trainers import names
 
 
 def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
-              concurrency: int) -> dict[str, float]:
+              concurrency: int, hidden: int = 64, address: str | None = None,
+              name: str | None = None) -> dict[str, float]:
+    """Run one sweep of equal-cost trials in `root` (MLflow in root/mlflow.db, experiment
+    `name`) on local Ray, or on the cluster at `address` (its auth env must be set)."""
     space_file = root / "space.yaml"
     space_file.write_text(yaml.safe_dump({
         "description": "equal-cost trials for the overhead benchmark",
         "fixed": {"dataset": "ring8", "loss": "wgan-gp", "n_critic": 5, "steps": steps,
-                  "eval_every": max(1, steps // 4), "hidden": 64, "batch_size": 128},
+                  "eval_every": max(1, steps // 4), "hidden": hidden, "batch_size": 128},
         "params": {"gp_lambda": {"log_uniform": [1.0, 10.0]}}}))
-    name = f"overhead-reuse-{reuse}"
+    name = name or f"overhead-reuse-{reuse}"
     opts = SweepOptions(
         space=load_space(str(space_file)), name=name, num_samples=trials,
         max_concurrent=concurrency, seeds=seeds, cpus_per_trial=1.0, gpus_per_trial=0.0,
-        tracking_uri=f"sqlite:///{root}/mlflow.db", sweep_dir=root / "sweeps", address=None,
+        tracking_uri=f"sqlite:///{root}/mlflow.db", sweep_dir=root / "sweeps", address=address,
         early_stop=False, grace_fraction=0.25, reduction_factor=3, max_failures=0,
         reuse_actors=reuse, sampler_seed=0, command="benchmark")
+    started_at = time.time()  # epoch, to line up with MLflow's run timestamps
     t0 = time.perf_counter()
     rows = run_sweep(opts, resume=False)
     wall = time.perf_counter() - t0
@@ -52,7 +56,8 @@ def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
                for r in seed_runs)
     assert len(rows) == trials and len(seed_runs) == trials * seeds
     return {"wall": wall, "busy": busy, "efficiency": busy / (wall * concurrency),
-            "overhead": (wall * concurrency - busy) / trials, "trial": busy / trials}
+            "overhead": (wall * concurrency - busy) / trials, "trial": busy / trials,
+            "started_at": started_at}
 
 
 def main() -> None:

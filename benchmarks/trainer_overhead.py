@@ -167,6 +167,23 @@ def measure(cfg: TrialConfig, steps: int, repeats: int) -> dict[str, float]:
     }
 
 
+def bench_overrides(dataset: str = "ring8", smoke_test: bool = False) -> dict[str, object]:
+    """TrialConfig overrides of this benchmark: reference models, or tiny ones for a smoke test."""
+    overrides: dict[str, object] = {"dataset": dataset, "device": "cpu", "seed": 0}
+    if smoke_test:
+        overrides.update(hidden=32, batch_size=64, eval_samples=500)
+    return overrides
+
+
+def measure_loss(loss: str, *, dataset: str = "ring8", smoke_test: bool = False, steps: int = 0,
+                 repeats: int = 15) -> tuple[TrialConfig, dict[str, float]]:
+    """(config, measure(...)) for one loss at this benchmark's sizes; callable from others."""
+    cfg = make_config({**bench_overrides(dataset, smoke_test), "loss": loss})
+    # ~0.5 s per measurement at the reference size (wgan-gp ~47 ms/step, bce-ns ~9)
+    steps = steps or (3 if smoke_test else 50 // cfg.n_critic)
+    return cfg, measure(cfg, steps, repeats)
+
+
 def thread_check() -> list[str]:
     """set_threads() with this process's CPUs, then with the process pinned to one CPU."""
     cpus = os.sched_getaffinity(0)
@@ -204,12 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {line}")
     torch.set_num_threads(args.threads)
 
-    overrides: dict[str, object] = {"dataset": args.dataset, "device": "cpu", "seed": 0}
-    repeats = args.repeats
-    if args.smoke_test:
-        overrides.update(hidden=32, batch_size=64, eval_samples=500)
-        repeats = 2
-    base = make_config(overrides)
+    repeats = 2 if args.smoke_test else args.repeats
+    base = make_config(bench_overrides(args.dataset, args.smoke_test))
     print(f"\nprotocol: dataset {args.dataset}, hidden {base.hidden}, depth {base.depth}, "
           f"batch {base.batch_size}, z_dim {base.z_dim}, reference defaults per loss, "
           f"eval every {base.eval_every} steps on {base.eval_samples} samples, "
@@ -221,10 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     worst = {"ratio": 0.0, "eval_fraction": 0.0}
     for loss in args.losses.split(","):
-        cfg = make_config({**overrides, "loss": loss})
-        # ~0.5 s per measurement at the reference size (wgan-gp ~47 ms/step, bce-ns ~9)
-        steps = args.steps or (3 if args.smoke_test else 50 // cfg.n_critic)
-        m = measure(cfg, steps, repeats)
+        cfg, m = measure_loss(loss, dataset=args.dataset, smoke_test=args.smoke_test,
+                              steps=args.steps, repeats=repeats)
         worst = {k: max(v, m[k]) for k, v in worst.items()}
         print(f"| {loss} | {cfg.n_critic} | {1e3 * m['trainer_step']:.2f} | "
               f"{1e3 * m['minimal_step']:.2f} | {m['ratio']:.3f} [{m['ratio_lo']:.3f}, "

@@ -1,0 +1,144 @@
+"""benchmarks/search_efficiency.py: its bookkeeping on hand-made trials, and its --smoke-test
+end to end (two real sweeps, the markdown report and the figure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "search_efficiency.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("search_efficiency", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+se = _load()
+
+
+def trial(i: int, steps: int, *, finished: bool = True, success: float = 0.0,
+          fid: float = 1.0) -> se.Trial:
+    failed = 3 * (1 - success)
+    return se.Trial(f"t{i}", index=i, end_ms=1000 + i, steps=steps, seconds=steps / 100,
+                    finished=finished, success_rate=success if finished else 0.0,
+                    objective=failed + fid / (1 + fid) if finished else math.inf,
+                    fid_median=fid)
+
+
+def sequential(trials: list[se.Trial]) -> list[se.Trial]:
+    """As if run one at a time: compute spent at each completion = the running sum."""
+    out, spent = [], 0
+    for t in trials:
+        spent += t.steps
+        out.append(dataclasses.replace(t, spent_steps=spent, spent_seconds=spent / 100))
+    return out
+
+
+def test_budget_curve_counts_only_finished_trials_as_candidates():
+    trials = sequential([trial(0, 600, finished=False), trial(1, 1800, success=2 / 3),
+                         trial(2, 600, finished=False), trial(3, 1800, success=1.0, fid=0.1)])
+    curve = se.budget_curve(trials)
+    assert [pt.steps for pt in curve] == [600, 2400, 3000, 4800]
+    assert [pt.best_success for pt in curve] == [0.0, 2 / 3, 2 / 3, 1.0]
+    assert math.isinf(curve[0].best_objective)
+    assert curve[3].best_objective == pytest.approx(0.1 / 1.1)
+    assert se.value_at_compute(curve, 2399, "best_success") == 0.0
+    assert se.value_at_compute(curve, 2400, "best_success") == pytest.approx(2 / 3)
+    assert math.isnan(se.value_at_trials(curve, 5, "best_success"))
+
+
+def test_spent_counts_work_in_flight_on_other_trials():
+    # Two seed runs: one evaluated at t=10 (100 steps) and t=20 (200), the other at t=15 (50).
+    traces = [[(10, 100, 1.0), (20, 200, 2.0)], [(15, 50, 0.5)]]
+    assert se.spent_at(traces, 9) == (0, 0.0)
+    assert se.spent_at(traces, 15) == (150, 1.5)
+    assert se.spent_at(traces, 99) == (250, 2.5)
+
+
+def test_within_budget_keeps_trials_completed_before_c_was_spent():
+    run = se.SearchRun(se.ARMS[0], 0, 0, tuple(sequential([trial(i, 700) for i in range(5)])),
+                       wall=1.0)
+    assert [t.trial_id for t in run.within(2100)] == ["t0", "t1", "t2"]
+    assert [t.trial_id for t in run.within(2099)] == ["t0", "t1"]
+
+
+def test_first_reach_and_targets():
+    p = se.Protocol(steps=600, eval_every=100, eval_samples=2500, hidden=64, batch_size=128,
+                    seeds=3, concurrency=2, repeats=1, budget_trials=4, tpe_factor=2.5,
+                    fid_target=0.05)
+    t0, t1, t2 = se.targets(p)
+    trials = sequential([trial(0, 600, finished=False), trial(1, 1800, success=2 / 3, fid=0.1),
+                         trial(2, 1800, success=1.0, fid=0.2),
+                         trial(3, 1800, success=1.0, fid=0.01)])
+    assert se.first_reach(trials, t0).steps == 2400
+    assert se.first_reach(trials, t1).steps == 4200
+    assert se.first_reach(trials, t2).steps == 6000
+    assert se.first_reach(trials[:3], t2) is None
+    assert p.budget == 7200 and p.tpe_trials == 10
+
+
+def test_ratio_is_exact_a_bound_or_unknown_when_repeats_miss_the_target():
+    assert se.ratio_text([4000.0, 6000.0], [2000.0, 3000.0], 9000) == "2.00"
+    assert se.ratio_text([None, 6000.0], [2000.0, 3000.0], 9000) == ">= 3.00"
+    assert se.ratio_text([4000.0, 6000.0], [2000.0, None], 9000) == "<= 0.91"
+    assert se.ratio_text([None, 6000.0], [None, 3000.0], 9000) == (
+        "n/a over all repeats; 2.00 over the 1 both reached")
+    assert se.ratio_text([None, 6000.0], [3000.0, None], 9000).startswith("n/a (no repeat")
+
+
+def _body(report: str) -> str:
+    """The measured part of a report (targets, curves, every search), without timings."""
+    return report[report.index("## Compute to reach a target"):report.index("Figure:")]
+
+
+@pytest.mark.slow
+def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
+    out, png, state = tmp_path / "se.md", tmp_path / "se.png", tmp_path / "state"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--smoke-test", "--out", str(out),
+                        "--plot", str(png), "--state-dir", str(state)], capture_output=True,
+                       text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = p.stdout
+    assert out.read_text(encoding="utf-8").strip() == text.strip()
+    assert "machine: " in text and "total wall time:" in text and "n_critic" in text
+    # Budget-curve rows: compute, full trials, then success/objective per arm.
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| (.+) \| ([\d.]+) \| (.+) \|$",
+                      text, re.M)
+    assert [int(r[0]) for r in rows] == [30, 60, 90, 120], text
+    assert all(0.0 <= float(r[2]) <= 1.0 and 0.0 <= float(r[4]) <= 1.0 for r in rows)
+    # One row per search: both arms ran, and counted only what was spent within C = 3 x 20
+    # steps x 2 seeds = 120 generator steps.
+    searches = re.findall(r"^\| (TPE \+ ASHA|random) \| 0 \(0\) \| (\d+) \| (\d+) \| (\d+) \| "
+                          r"(\d+) \| (\d+|-) \| (\d+)(?: \(\d+\))? \| (\d+) \| (\d+) \| (\d+) \|",
+                          text, re.M)
+    assert [s[0] for s in searches] == ["TPE + ASHA", "random"], text
+    for _arm, run, kept, finished, stopped, _guided, stable, steps, spent, _secs in searches:
+        assert int(kept) == int(finished) + int(stopped) and 0 < int(kept) <= int(run)
+        assert int(stable) <= int(finished)
+        assert 0 < int(spent) <= 120 and int(spent) <= int(steps)
+    assert int(searches[1][1]) == 3 and searches[1][4] == "0"  # random: 3 trials, none stopped
+    assert searches[1][5] == "-" and searches[0][5] == "0"  # TPE never left its start-up
+    assert int(searches[0][1]) == 4  # TPE + ASHA: ceil(1.2 x 3) trials
+    targets = re.findall(r"^\| (T0|T1|T2) \| (TPE \+ ASHA|random) \| (\d)/1 \|", text, re.M)
+    assert len(targets) == 6, text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    # The kept state re-analyses to the same numbers, without training anything.
+    again = subprocess.run([sys.executable, str(SCRIPT), "--reanalyze", "--state-dir",
+                            str(state), "--plot", str(tmp_path / "again.png")],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _body(again.stdout) == _body(text)
+    assert "re-analysis of the searches in" in again.stdout

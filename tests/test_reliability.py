@@ -105,7 +105,9 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
             assert r.info.status == "KILLED" and names.OBJECTIVE not in r.data.metrics
     for tid, value in finished_before.items():  # finished trials kept, not re-run
         assert after[tid].data.metrics[names.OBJECTIVE] == value
-    assert all(names.OBJECTIVE in r.data.metrics for r in after.values())
+    missing = {tid: dict(r.data.tags, status=r.info.status) for tid, r in after.items()
+               if names.OBJECTIVE not in r.data.metrics}
+    assert not missing, missing
     study = optuna.load_study(study_name=name, storage="sqlite:///" + str(
         sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -16,11 +16,9 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,13 @@ import yaml
 from sweeper import tracking
 from sweeper.errors import UserError, one_line
 from sweeper.spaces import SearchSpace
+from sweeper.tune_state import (
+    TUNE_TRIAL_ATTR,
+    find_trial,
+    reconcile_study,
+    repair_tune_state,
+    restore_missing_checkpoints,
+)
 from trainers import names
 
 # How long `--address` may take to answer before we give up with a clear error.
@@ -215,6 +220,23 @@ def _optuna_search(opts: SweepOptions, path: Path):
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             return None
 
+        def suggest(self, trial_id: str):
+            suggestion = super().suggest(trial_id)
+            if trial_id in self._ot_trials:  # lets a resume find the study trial again
+                self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+            return suggestion
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            # A searcher state one snapshot older than the experiment state (driver killed
+            # mid-copy) does not know a restored trial: find it in the study instead of
+            # crashing the sweep with a KeyError. `reconcile_study` covers the rest.
+            if trial_id not in self._ot_trials:
+                t = find_trial(self._ot_study, trial_id)
+                if t is None or t.state != optuna.trial.TrialState.RUNNING:
+                    return
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, t._trial_id)
+            super().on_trial_complete(trial_id, result=result, error=error)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
     sampler = make_sampler(opts.search, opts.sampler_seed)
@@ -269,66 +291,6 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
             client.set_terminated(rid, "KILLED")
         count += 1
     return count
-
-
-def _state_file_ok(f: Path) -> bool:
-    try:
-        if f.stat().st_size == 0:
-            return False
-        if f.name.startswith("experiment_state-"):
-            json.loads(f.read_text(encoding="utf-8"))
-        else:  # searcher and search-generator states are cloudpickles
-            from ray import cloudpickle
-
-            with f.open("rb") as fh:
-                cloudpickle.load(fh)
-        return True
-    except Exception:  # noqa: BLE001 - any unreadable state is damaged state
-        return False
-
-
-def repair_tune_state(path: Path) -> list[str]:
-    """Replace Tune state files that a driver crash left truncated, from the crashed driver's
-    local staging copy.
-
-    Tune writes its state atomically into a driver-local staging folder, then copies it into
-    the sweep directory; a SIGKILL during that copy leaves an empty file there. Restoring from
-    it makes Ray log an error and silently start a new experiment in the same folder. The
-    intact copy usually survives in Ray's temp folder on the driver's machine.
-    """
-    ray_tmp = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
-    repaired = []
-    for f in [*path.glob("experiment_state-*.json"), *path.glob("search_gen_state-*.json"),
-              *path.glob("searcher-state-*.pkl")]:
-        if _state_file_ok(f):
-            continue
-        copies = sorted(ray_tmp.glob(f"session_*/artifacts/*/{path.name}/driver_artifacts/"
-                                     f"{f.name}"), key=lambda c: c.stat().st_mtime)
-        good = [c for c in copies if _state_file_ok(c)]
-        if not good:
-            raise UserError(f"{f} was cut off when the driver died and no intact copy is left "
-                            f"in {ray_tmp}; this sweep cannot be resumed, start it again under "
-                            "another --experiment")
-        shutil.copy2(good[-1], f)
-        repaired.append(f.name)
-    return repaired
-
-
-def close_orphaned_trials(path: Path, name: str) -> int:
-    """Mark FAIL the Optuna trials still RUNNING after Tune finished.
-
-    A driver killed between Optuna's `ask` and Tune's next state snapshot leaves a suggestion
-    that no Tune trial owns; after `fit` returns nothing can still be running, so such a
-    trial is an orphan. FAIL keeps it out of TPE's model and out of the finished counts.
-    """
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
-    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    for t in orphans:
-        study._storage.set_trial_system_attr(t._trial_id, "gan_sweeper_orphaned", True)
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    return len(orphans)
 
 
 def _scheduler(opts: SweepOptions):
@@ -393,8 +355,11 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     t0 = time.time()
     if resume:
         for name in repair_tune_state(path):
-            print(f"repaired {name} (cut off when the driver died) from the driver's local "
-                  "copy", file=sys.stderr)
+            print(f"repaired {name}: the driver died while saving it; using its last "
+                  "complete snapshot", file=sys.stderr)
+        for tid in restore_missing_checkpoints(path, opts.seeds):
+            print(f"trial {tid}: its snapshot names a checkpoint deleted just before the "
+                  "driver died; resuming it from its newer one", file=sys.stderr)
         print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "
               f"{opts.space.name}, {opts.num_samples} settings x {opts.seeds} seeds",
               file=sys.stderr)
@@ -426,7 +391,12 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
               "driver's last snapshot before it died, and Tune re-ran their settings as new "
               "trials", file=sys.stderr)
-    orphans = close_orphaned_trials(path, opts.name)
+    outcomes = {r.metrics["trial_id"]: ("error" if r.error else r.metrics.get(names.OBJECTIVE))
+                for r in grid if r.metrics and "trial_id" in r.metrics}
+    told, orphans = reconcile_study(path, opts.name, outcomes)
+    if told:
+        print(f"told Optuna the outcome of {told} trial(s) whose completion the interrupted "
+              "driver had not recorded", file=sys.stderr)
     if orphans:
         print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
               "(suggested but never started); they are marked FAIL", file=sys.stderr)

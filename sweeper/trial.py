@@ -70,13 +70,10 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     latest: list[dict[str, float]] = [{} for _ in configs]
     evals = 0
     try:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
+        trainers = _restore(tune.get_checkpoint(), len(configs), values["device"])
+        if trainers is None:
             trainers = [Trainer(c) for c in configs]
         else:  # retried after a failure, or resumed: continue every seed where it stopped
-            with checkpoint.as_directory() as d:
-                trainers = [Trainer.load(Path(d) / f"seed{j}.pt", device=values["device"])
-                            for j in range(len(configs))]
             log.trial_logger.set_tags({TAG_RESTORED_FROM: str(trainers[0].step)})
         while True:
             pending = [t for t in trainers if not t.done]
@@ -111,6 +108,18 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     except Exception as e:
         log.close(latest, status="error", error=e)
         raise
+
+
+def _restore(checkpoint, seeds: int, device: str) -> list[Trainer] | None:
+    """The seeds' trainers from a Tune checkpoint; None to start over. An empty checkpoint
+    is how a resume marks a trial whose checkpoint was lost (see tune_state.py)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        files = [Path(d) / f"seed{j}.pt" for j in range(seeds)]
+        if not any(f.exists() for f in files):
+            return None
+        return [Trainer.load(f, device=device) for f in files]
 
 
 def _ray_gpu_ids() -> list:

@@ -5,19 +5,23 @@ Nothing finished may be lost or logged twice."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from ray import cloudpickle
 
 from sweeper import tracking
 from sweeper.sweep import sweep_path
 from sweeper.trial import TAG_RESTORED_FROM
+from sweeper.tune_state import _state_file_ok
 from tests.procs import mlflow_server, ray_cluster, stop_group
 from trainers import names
 
@@ -116,6 +120,98 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     # Suggestions orphaned by the kill (asked, never started) are closed as FAIL, flagged.
     for t in study.trials:
+        if t.state == optuna.trial.TrialState.FAIL:
+            assert t.system_attrs.get("gan_sweeper_orphaned") is True
+
+
+def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
+    """The killed-driver race, made deterministic. A SIGKILL can leave (a) the snapshot naming
+    a checkpoint Tune already replaced and deleted, and (b) searcher and search-generator
+    states a snapshot older than the experiment state (the copy into the sweep dir was cut
+    off), with (c) no staging copy to repair from if the driver's machine is gone. Before the
+    fix, (a) failed the trial and (b) crashed the resume with a KeyError in OptunaSearch."""
+    name, num = "worst-kill", 5
+    space = write_space(tmp_path, steps=120)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = sweep_path(tmp_path / "sweeps", name)
+    stash = tmp_path / "stash"
+    args = ["--space", space, "--experiment", name, "--num-samples", str(num), "--seeds", "1",
+            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1"]
+    proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def finished() -> int:
+        return sum(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+                   for r in runs(uri, name, "trial"))
+
+    def stash_older_search_state() -> bool:
+        files = [*sweep.glob("searcher-state-*.pkl"), *sweep.glob("search_gen_state-*.json")]
+        if len(files) != 2 or not all(_state_file_ok(f) for f in files):
+            return False
+        stash.mkdir(exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, stash / f.name)
+        return True
+
+    def mid_trial_checkpointed() -> bool:
+        return finished() >= 2 and any(
+            r.data.tags.get(tracking.TAG_STATUS) == "running"
+            and int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) >= 40
+            for r in runs(uri, name, "seed"))
+
+    try:
+        wait_for(lambda: finished() >= 1, 400, "a finished trial", proc)
+        wait_for(stash_older_search_state, 60, "a readable searcher state", proc)
+        wait_for(mid_trial_checkpointed, 400, "two finished trials and one checkpointed", proc)
+        time.sleep(3)  # let the snapshot naming that checkpoint reach the sweep dir
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        stop_group(proc)
+    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+                       for r in runs(uri, name, "trial")
+                       if r.data.tags.get(tracking.TAG_STATUS) == "finished"}
+    # (a) Tune deleted the snapshot's checkpoint and wrote its successor.
+    from ray.tune import ExperimentAnalysis
+
+    moved = 0
+    for t in ExperimentAnalysis(str(sweep)).trials:
+        if t.status != "TERMINATED" and t.checkpoint is not None:
+            old = Path(t.checkpoint.path)
+            shutil.copytree(old, old.with_name(f"checkpoint_{int(old.name[11:]) + 1:06d}"),
+                            dirs_exist_ok=True)
+            shutil.rmtree(old)
+            moved += 1
+    assert moved, "the kill must catch a checkpointed trial for this test to mean anything"
+    # (b) older searcher and generator states, and (c) no staging copy on this machine.
+    for f in stash.iterdir():
+        shutil.copyfile(f, sweep / f.name)
+    (gen,) = stash.glob("search_gen_state-*.json")
+    assert cloudpickle.loads(gen.read_bytes())["counter"] < 3 <= len(
+        ExperimentAnalysis(str(sweep)).trials)
+    for d in Path(tempfile.gettempdir(), "ray").glob(
+            f"session_*/artifacts/*/{sweep.name}/driver_artifacts"):
+        shutil.rmtree(d)
+
+    p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name], cwd=tmp_path,
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resuming it from its newer one" in p.stderr
+    assert_no_duplicates(uri, name, num, 1)
+    after = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")
+             if r.data.tags[tracking.TAG_STATUS] != "abandoned"}
+    for tid, value in finished_before.items():
+        assert after[tid].data.metrics[names.OBJECTIVE] == value
+    missing = {tid: dict(r.data.tags, status=r.info.status) for tid, r in after.items()
+               if names.OBJECTIVE not in r.data.metrics}
+    assert not missing, missing
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.value for t in done) == pytest.approx(
+        sorted(r.data.metrics[names.OBJECTIVE] for r in after.values()))
+    for t in study.trials:
+        assert t.state != optuna.trial.TrialState.RUNNING
         if t.state == optuna.trial.TrialState.FAIL:
             assert t.system_attrs.get("gan_sweeper_orphaned") is True
 

@@ -1,28 +1,106 @@
-"""Repair of Tune state files that a driver crash cut off (sweeper.sweep.repair_tune_state)."""
+"""Repair of the Tune state that a driver crash leaves behind (sweeper.tune_state).
+
+The state files here are built by hand in the formats Tune writes: the experiment state is
+JSON whose trials carry a cloudpickled StorageContext (only the two fields the check reads
+are set), the searcher and generator states are cloudpickles. The end-to-end cases, on a real
+sweep with a real SIGKILL, are in test_reliability.py.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from ray import cloudpickle
 
 from sweeper.errors import UserError
-from sweeper.sweep import repair_tune_state
+from sweeper.tune_state import repair_tune_state
+
+SESSION = "2026-01-01_00-00-00"
 
 
-def test_truncated_state_is_restored_from_the_drivers_staging_copy(tmp_path, monkeypatch):
+def experiment_state(sweep: Path, trials: dict[str, str]) -> str:
+    storage = SimpleNamespace(storage_fs_path=str(sweep.parent), experiment_dir_name=sweep.name)
+    value = cloudpickle.dumps(storage).hex()
+    data = [[json.dumps({"trial_id": tid, "status": status,
+                         "storage": {"_type": "CLOUDPICKLE_FALLBACK", "value": value}}), {}]
+            for tid, status in trials.items()]
+    return json.dumps({"trial_data": data, "runner_data": {}, "stats": {}})
+
+
+def generator_state(counter: int, live: set[str]) -> bytes:
+    return cloudpickle.dumps({"counter": counter, "total_samples": 5, "finished": False,
+                              "name:ConcurrencyLimiter": {
+                                  "max_concurrent": 1, "batch": False, "live_trials": live,
+                                  "num_unfinished_live_trials": len(live)}})
+
+
+def write_set(d: Path, sweep: Path, trials: dict[str, str], searcher: object, counter: int,
+              live: set[str]) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"experiment_state-{SESSION}.json").write_text(experiment_state(sweep, trials))
+    (d / f"searcher-state-{SESSION}.pkl").write_bytes(cloudpickle.dumps(searcher))
+    (d / f"search_gen_state-{SESSION}.json").write_bytes(generator_state(counter, live))
+
+
+def staging(tmp_path: Path, sweep: Path) -> Path:
+    return tmp_path / "ray" / "session_1" / "artifacts" / "t0" / sweep.name / "driver_artifacts"
+
+
+def load(f: Path):
+    return cloudpickle.loads(f.read_bytes())
+
+
+def test_a_mixed_copy_is_replaced_by_the_drivers_last_complete_snapshot(tmp_path, monkeypatch):
     sweep = tmp_path / "sweeps" / "s1"
-    sweep.mkdir(parents=True)
-    (sweep / "experiment_state-x.json").write_text(json.dumps({"trial_data": []}))
-    (sweep / "searcher-state-x.pkl").write_bytes(b"")  # cut off mid-copy by a SIGKILL
-    staging = tmp_path / "ray" / "session_1" / "artifacts" / "t0" / "s1" / "driver_artifacts"
-    staging.mkdir(parents=True)
-    (staging / "searcher-state-x.pkl").write_bytes(cloudpickle.dumps({"ok": 1}))
+    trials = {"a": "TERMINATED", "b": "RUNNING"}
+    # The copy into the sweep dir was cut off: new experiment state, older searcher state.
+    write_set(sweep, sweep, trials, {"knows": ["a"]}, 1, {"a"})
+    write_set(staging(tmp_path, sweep), sweep, trials, {"knows": ["a", "b"]}, 2, {"b"})
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray keeps session folders
-    assert repair_tune_state(sweep) == ["searcher-state-x.pkl"]
-    assert cloudpickle.loads((sweep / "searcher-state-x.pkl").read_bytes()) == {"ok": 1}
-    assert repair_tune_state(sweep) == []  # intact state is left alone
+    assert sorted(repair_tune_state(sweep)) == [f"search_gen_state-{SESSION}.json",
+                                                f"searcher-state-{SESSION}.pkl"]
+    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"knows": ["a", "b"]}
+    assert repair_tune_state(sweep) == []  # consistent state is left alone
+
+
+def test_truncated_state_is_restored_from_the_staging_copy(tmp_path, monkeypatch):
+    sweep = tmp_path / "sweeps" / "s1"
+    trials = {"a": "TERMINATED"}
+    write_set(sweep, sweep, trials, {"ok": 1}, 1, set())
+    (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(b"")  # cut off mid-copy
+    write_set(staging(tmp_path, sweep), sweep, trials, {"ok": 1}, 1, set())
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert repair_tune_state(sweep) == [f"searcher-state-{SESSION}.pkl"]
+    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"ok": 1}
+
+
+def test_a_same_named_sweep_in_another_directory_is_not_used(tmp_path, monkeypatch):
+    sweep, other = tmp_path / "sweeps" / "s1", tmp_path / "elsewhere" / "s1"
+    write_set(sweep, sweep, {"a": "TERMINATED"}, {"mine": 1}, 1, set())
+    write_set(staging(tmp_path, sweep), other, {"a": "TERMINATED"}, {"theirs": 1}, 1, set())
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert repair_tune_state(sweep) == []
+    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"mine": 1}
+
+
+def test_without_a_staging_copy_the_generator_is_aligned_to_the_experiment_state(
+        tmp_path, monkeypatch):
+    # The driver's machine is gone (no staging copy): the generator state is a snapshot
+    # behind. Its trial count must match the experiment state's, or Tune creates one trial
+    # too many; its live set must hold the unfinished trial, or Optuna never hears of it.
+    sweep = tmp_path / "sweeps" / "s1"
+    write_set(sweep, sweep, {"a": "TERMINATED", "b": "TERMINATED", "c": "PENDING"}, {}, 2,
+              {"b"})
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "empty"))
+    assert repair_tune_state(sweep) == [f"search_gen_state-{SESSION}.json"]
+    gen = load(sweep / f"search_gen_state-{SESSION}.json")
+    assert gen["counter"] == 3
+    assert gen["name:ConcurrencyLimiter"]["live_trials"] == {"c"}
+    assert gen["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] == 1
+    assert repair_tune_state(sweep) == []
 
 
 def test_no_intact_copy_is_one_clear_error(tmp_path, monkeypatch):
@@ -33,3 +111,25 @@ def test_no_intact_copy_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="cut off when the driver died") as e:
         repair_tune_state(sweep)
     assert "\n" not in str(e.value)
+
+
+def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_path):
+    # An empty folder is what `restore_missing_checkpoints` leaves for a trial whose
+    # checkpoint and all its siblings are gone: the trial starts over instead of failing.
+    from ray import tune
+
+    from sweeper.trial import _restore
+    from trainers.config import make_config
+    from trainers.loop import Trainer
+
+    empty = tmp_path / "checkpoint_000003"
+    empty.mkdir()
+    assert _restore(tune.Checkpoint.from_directory(str(empty)), 1, "cpu") is None
+    t = Trainer(make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
+                             "depth": 1, "batch_size": 8, "eval_every": 2}))
+    t.train_until(2)
+    full = tmp_path / "checkpoint_000004"
+    full.mkdir()
+    t.save(full / "seed0.pt")
+    (restored,) = _restore(tune.Checkpoint.from_directory(str(full)), 1, "cpu")
+    assert restored.step == 2

@@ -1,0 +1,241 @@
+"""Making a crashed driver's Tune state restorable, and the Optuna study agree with it.
+
+Ray Tune snapshots a sweep as three files per driver session (suffix = the session's start):
+    experiment_state-<s>.json   trials, their statuses and latest checkpoints
+    searcher-state-<s>.pkl      the OptunaSearch (which Optuna trial each Tune trial is)
+    search_gen_state-<s>.json   trials created so far, and the concurrency limiter
+The driver writes them into a local staging folder, then a background thread copies that
+folder into the sweep directory. A driver killed at the wrong moment leaves the sweep
+directory with a mix of old and new files (or empty ones), and can leave the snapshot naming
+a trial checkpoint that Tune has already replaced and deleted. Each of these made
+`Tuner.restore` start a new experiment, crash with a KeyError, or fail a trial; the functions
+here undo them before the restore, and `reconcile_study` closes the books after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import UserError
+
+STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
+# Optuna user attribute linking a study trial to the Tune trial that owns it.
+TUNE_TRIAL_ATTR = "tune_trial_id"
+
+
+def _state_file_ok(f: Path) -> bool:
+    try:
+        if f.stat().st_size == 0:
+            return False
+        if f.name.startswith("experiment_state-"):
+            json.loads(f.read_text(encoding="utf-8"))
+        else:  # searcher and search-generator states are cloudpickles
+            from ray import cloudpickle
+
+            with f.open("rb") as fh:
+                cloudpickle.load(fh)
+        return True
+    except Exception:  # noqa: BLE001 - any unreadable state is damaged state
+        return False
+
+
+def _suffix(f: Path) -> str:
+    return f.name.split("-", 1)[1].rsplit(".", 1)[0]
+
+
+def _staging_dirs(path: Path) -> list[Path]:
+    """The driver-local staging folders of this sweep on this machine, newest first."""
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    dirs = ray_tmp.glob(f"session_*/artifacts/*/{path.name}/driver_artifacts")
+    return sorted(dirs, key=lambda d: d.stat().st_mtime, reverse=True)
+
+
+def _is_this_sweep(experiment_state: Path, path: Path) -> bool:
+    """True if the staged snapshot's trials store into `path` (another sweep directory may
+    hold a sweep of the same name)."""
+    from ray import cloudpickle
+
+    data = json.loads(experiment_state.read_text(encoding="utf-8"))
+    for trial_json, _ in data.get("trial_data", []):
+        storage = json.loads(trial_json).get("storage", {})
+        if storage.get("_type") == "CLOUDPICKLE_FALLBACK":
+            ctx = cloudpickle.loads(bytes.fromhex(storage["value"]))
+            return (Path(ctx.storage_fs_path) / ctx.experiment_dir_name).resolve() == path.resolve()
+    return False
+
+
+def _newest_staged_set(path: Path) -> list[Path] | None:
+    """The newest complete, readable snapshot of this sweep in a staging folder, if it is
+    not older than the sweep directory's own newest snapshot."""
+    own = [_suffix(f) for f in path.glob("experiment_state-*.json")]
+    best: tuple[str, list[Path]] | None = None
+    for d in _staging_dirs(path):
+        for e in d.glob("experiment_state-*.json"):
+            s = _suffix(e)
+            if (best is not None and s <= best[0]) or (own and s < max(own)):
+                continue
+            files = [e, d / f"searcher-state-{s}.pkl", d / f"search_gen_state-{s}.json"]
+            try:
+                if all(f.exists() and _state_file_ok(f) for f in files) and _is_this_sweep(
+                        e, path):
+                    best = (s, files)
+            except Exception:  # noqa: BLE001 - an unreadable snapshot is not ours
+                continue
+    return best[1] if best else None
+
+
+def repair_tune_state(path: Path) -> list[str]:
+    """Put the crashed driver's last complete snapshot into the sweep directory.
+
+    The staging copy is what the driver last wrote; the sweep directory is a copy of it that
+    a SIGKILL may have cut off mid-way (empty files, or this session's experiment state
+    beside a searcher state one snapshot older: Tune then crashes with a KeyError when a
+    restored trial finishes). The staging folder lives in Ray's temp folder on the driver's
+    machine. Without it, only damaged files are fatal; mixed-but-readable files are left to
+    `reconcile_study`. Returns the names of the files replaced.
+    """
+    replaced = []
+    staged = _newest_staged_set(path)
+    if staged is not None:
+        for src in staged:
+            dst = path / src.name
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                shutil.copyfile(src, dst)
+                replaced.append(dst.name)
+    for pattern in STATE_PATTERNS:
+        for f in path.glob(pattern):
+            if not _state_file_ok(f):
+                raise UserError(f"{f} was cut off when the driver died and no intact copy is "
+                                "left in Ray's temp folder on this machine; this sweep cannot "
+                                "be resumed, start it again under another --experiment")
+    aligned = _align_search_generator(path)
+    if aligned and aligned not in replaced:
+        replaced.append(aligned)
+    return replaced
+
+
+def _align_search_generator(path: Path) -> str | None:
+    """Make the search generator's trial count and live set those of the experiment state.
+
+    Written one after the other, the two can be a snapshot apart after a crash. A count
+    behind the experiment state makes Tune create more trials than `--num-samples`, one
+    ahead makes it create fewer; a trial missing from the concurrency limiter's live set
+    finishes without Optuna hearing of it. Returns the file name if it was rewritten.
+    """
+    from ray import cloudpickle
+
+    states = sorted(path.glob("experiment_state-*.json"), key=_suffix)
+    if not states:
+        return None
+    gen = path / f"search_gen_state-{_suffix(states[-1])}.json"
+    if not gen.exists():
+        return None
+    trials = [json.loads(t) for t, _ in
+              json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]]
+    live = {t["trial_id"] for t in trials if t.get("status") != "TERMINATED"}
+    with gen.open("rb") as fh:
+        state = cloudpickle.load(fh)
+    changed = state["counter"] != len(trials)
+    state["counter"] = len(trials)
+    limiter = state.get("name:ConcurrencyLimiter")
+    if limiter is not None and not limiter.get("batch") and limiter["live_trials"] != live:
+        limiter["live_trials"] = live
+        limiter["num_unfinished_live_trials"] = len(live)
+        changed = True
+    if not changed:
+        return None
+    tmp = gen.with_name(f".{gen.name}.tmp")
+    tmp.write_bytes(cloudpickle.dumps(state))
+    os.replace(tmp, gen)
+    return gen.name
+
+
+def _intact(fs, ckpt_dir: str, seed_files: list[str]) -> bool:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info([f"{ckpt_dir}/{n}" for n in seed_files])
+    return all(i.type == pafs.FileType.File and i.size > 0 for i in infos)
+
+
+def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
+    """Give every unfinished trial the checkpoint its snapshot names.
+
+    Tune keeps one checkpoint per trial: it deletes the old one when a new one registers and
+    writes the snapshot naming the new one a moment later. A driver killed in between leaves
+    a snapshot naming a deleted checkpoint, and Tune then fails that trial on restore. The
+    newer checkpoint is its sibling in the trial folder; it is copied under the old name, so
+    the trial resumes from its real latest state (steps it re-runs were already logged to
+    MLflow and are skipped). With no intact sibling, an empty folder makes the trial start
+    over from step 0 (`run_trial` treats an empty checkpoint so), which gives the same
+    result: training is deterministic given the seed.
+    """
+    import pyarrow.fs as pafs
+    from ray.tune import ExperimentAnalysis
+
+    seed_files = [f"seed{j}.pt" for j in range(seeds)]
+    fixed = []
+    for trial in ExperimentAnalysis(str(path)).trials:
+        ckpt = trial.checkpoint
+        if trial.status == "TERMINATED" or ckpt is None:
+            continue
+        fs = ckpt.filesystem
+        if fs.get_file_info(ckpt.path).type != pafs.FileType.NotFound:
+            continue
+        parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+        siblings = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(parent))
+                           if i.type == pafs.FileType.Directory
+                           and i.base_name.startswith("checkpoint_")), reverse=True)
+        source = next((s for s in siblings if _intact(fs, s, seed_files)), None)
+        fs.create_dir(ckpt.path)
+        if source is not None:
+            pafs.copy_files(source, ckpt.path, source_filesystem=fs, destination_filesystem=fs)
+        fixed.append(trial.trial_id)
+    return fixed
+
+
+def find_trial(study, tune_trial_id: str):
+    """The Optuna trial that Tune trial `tune_trial_id` was suggested as (or None)."""
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(TUNE_TRIAL_ATTR) == tune_trial_id:
+            return t
+    return None
+
+
+def reconcile_study(path: Path, name: str, outcomes: dict[str, Any]) -> tuple[int, int]:
+    """Bring the Optuna study in line with how Tune's trials ended, after `fit` returns.
+
+    `outcomes` maps each Tune trial id to its final objective, None if it stopped early, or
+    the string "error". A completion that a crash kept from Optuna (its searcher or
+    concurrency-limiter state was one snapshot old) is told now, so TPE learns from every
+    finished trial. Trials still RUNNING after that were suggested but never owned by a
+    Tune trial (asked between the last snapshot and the crash): they are closed as FAIL and
+    flagged `gan_sweeper_orphaned`, which keeps them out of TPE's model and the counts.
+    Returns (completions told late, orphans closed).
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    running = optuna.trial.TrialState.RUNNING
+    told = 0
+    for t in study.get_trials(deepcopy=False, states=(running,)):
+        tid = t.user_attrs.get(TUNE_TRIAL_ATTR)
+        if tid not in outcomes:
+            continue
+        value = outcomes[tid]
+        if value == "error":
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        elif value is None:
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t.number, float(value))
+        told += 1
+    orphans = study.get_trials(deepcopy=False, states=(running,))
+    for t in orphans:
+        study._storage.set_trial_system_attr(t._trial_id, "gan_sweeper_orphaned", True)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return told, len(orphans)

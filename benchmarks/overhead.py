@@ -566,9 +566,10 @@ def budget_section(report: Report, results: list[SweepResult], plot: Path) -> No
     cross_steady = crossover(steps, steady, OVERHEAD_TARGET)
     budget_plot(results, plot, cross_all, cross_steady)
     n, c = results[0].trials, results[0].concurrency
+    shown = plot.resolve().relative_to(ROOT) if plot.resolve().is_relative_to(ROOT) else plot
     report.add("## Cost per trial against the step budget\n",
                f"{n} trials per sweep, {c} at once, local Ray; cost per trial = wall x {c} / "
-               f"{n}; overhead = cost - trainer; plot: `{plot}`\n",
+               f"{n}; overhead = cost - trainer; plot: `{shown}`\n",
                "| steps | wall s | trainer s/trial | cost s/trial | overhead s/trial (all-in) "
                "| overhead fraction (all-in) | overhead s/trial (excl. start-up, shut-down) | "
                "overhead fraction (excl.) |", "|---|---|---|---|---|---|---|---|")

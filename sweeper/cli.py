@@ -216,9 +216,13 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         reduction_factor=reduction_factor, max_failures=max_failures,
         reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
         search=search)
-    click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
-               f"{seeds} seeds, {search} search", err=True)
+    if not resume:  # a resume prints the options it restored instead
+        click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
+                   f"{seeds} seeds, {search} search", err=True)
     rows = sweep.run_sweep(opts, resume=resume)
+    if resume:  # the sweep's own tracking URI, not this command's default
+        tracking_uri = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment)
+                                             ).tracking_uri
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                "m/(1+m), m = median FID; lower is better):")
     click.echo(sweep.format_table(rows, top=10))

@@ -15,6 +15,7 @@ here undo them before the restore, and `reconcile_study` closes the books after 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -179,7 +180,15 @@ def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
 
     seed_files = [f"seed{j}.pt" for j in range(seeds)]
     fixed = []
-    for trial in ExperimentAnalysis(str(path)).trials:
+    # It warns about trials that never reported (no result file): expected after a crash.
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        trials = ExperimentAnalysis(str(path)).trials
+    finally:
+        log.setLevel(level)
+    for trial in trials:
         ckpt = trial.checkpoint
         if trial.status == "TERMINATED" or ckpt is None:
             continue

@@ -91,11 +91,47 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     return uri
 
 
+_SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen created
+
+
 def client(uri: str):
     """An MlflowClient for `uri` (imported late: MLflow takes ~1 s to import)."""
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith("sqlite:///") and uri not in _SCHEMA_READY:
+        c = _create_sqlite_schema(uri, Path(uri[len("sqlite:///"):]).expanduser())
+        _SCHEMA_READY.add(uri)
+        return c
     return MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite_schema(uri: str, db: Path):
+    """Let one process at a time create or migrate a SQLite store.
+
+    MLflow builds a new SQLite file's tables with Alembic on first use. Two processes doing
+    that at once (a sweep starting while `sweeper stable`, a test or a second sweep opens the
+    same new file) fail with "table ... already exists" or a half-applied migration. An
+    exclusive flock on the database's folder serialises that first use; afterwards opening
+    the store only reads the schema version, so the lock is taken once per process.
+    """
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    try:
+        fd = os.open(db.parent, os.O_RDONLY)
+    except OSError:  # no such folder: let MLflow raise its own error at first real use
+        return MlflowClient(tracking_uri=uri)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        c = MlflowClient(tracking_uri=uri)
+        try:
+            c.search_experiments(max_results=1)  # creates or migrates the schema
+        except Exception:  # noqa: BLE001 - a broken store surfaces at the caller's first call
+            pass
+        return c
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def experiment_id(mlflow_client, name: str, *, create: bool = True) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +163,7 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1):
     port = free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: unix socket paths
     cluster = RayCluster(f"127.0.0.1:{port}", secrets.token_hex(16), temp_dir)
+    passed = False
     try:
         head_log = temp_dir.with_name(temp_dir.name + "-head.log")
         cluster.procs.append(_popen(
@@ -172,5 +174,10 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1):
             cluster.add_worker(cpus_per_node)
         cluster.wait_for_nodes(nodes)
         yield cluster
+        passed = True
     finally:
         cluster.stop()
+        if passed:  # keep the session logs of a cluster whose block raised, for diagnosis
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            for log in temp_dir.parent.glob(temp_dir.name + "-*.log"):
+                log.unlink(missing_ok=True)

@@ -52,7 +52,8 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"sweep ended before {what}: rc={proc.returncode}")
+            out = proc.stdout.read()[-3000:] if proc.stdout else ""
+            raise AssertionError(f"sweep ended before {what}: rc={proc.returncode}\n{out}")
         try:
             if cond():
                 return
@@ -219,7 +220,9 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
 # ------------------------------------------------------------------ 2. worker node lost
 def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
     name = "lost-node"
-    space = write_space(tmp_path, steps=240)
+    # A long tail after the first checkpoint (step 40 of 600): the kill must land while the
+    # victim still trains. With 240 steps it sometimes finished before the poll saw step 80.
+    space = write_space(tmp_path, steps=600, eval_every=40)
     with ray_cluster(nodes=2, cpus_per_node=1) as cluster:
         head = cluster.head_node_id()
         uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -233,7 +236,8 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
             def on_worker_with_checkpoint():
                 return [r for r in runs(uri, name, "seed")
                         if r.data.tags.get(tracking.TAG_NODE_ID) not in (None, head)
-                        and int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) >= 80]
+                        and r.data.tags.get(tracking.TAG_STATUS) == "running"
+                        and 80 <= int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) <= 400]
             wait_for(lambda: on_worker_with_checkpoint(), 400, "a checkpointed trial on the "
                      "worker node", proc)
             victim = on_worker_with_checkpoint()[0].data.tags[tracking.TAG_TRIAL]

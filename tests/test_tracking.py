@@ -57,3 +57,28 @@ def test_spooled_runs_are_delivered_once_parents_first(tmp_path):
     assert "nan_dropped" not in runs["seed"].data.metrics
     assert tracking.deliver_spooled(c, spool.parent) == (0, 0)  # nothing left, nothing doubled
     assert len(c.search_runs([exp])) == 2
+
+
+_OPEN_AT = """
+import sys, time
+from sweeper import tracking
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+tracking.client(sys.argv[1]).search_experiments()
+"""
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    # Without the lock in tracking.client, MLflow's Alembic migrations collide here ("table
+    # ... already exists"): seen when a test or `sweeper stable` polls a sweep's new store.
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    start = time.time() + 8  # every process has imported MLflow by then
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, uri, str(start)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors]

@@ -21,7 +21,9 @@ run here and their networks and budgets differ from ours.
     python benchmarks/mode_coverage.py --smoke-test
 
 With --cache DIR each run's result is kept, so an interrupted table resumes, and a table can
-grow: run the reference rows while the sweeps run, then rerun with --recommended added.
+grow: run the reference rows while the sweeps run, then rerun with --recommended added. Each
+result records a hash of trainers/; results from other trainer code are still reused, but the
+table's last line counts them, and --retrain-stale trains them again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import trainers  # noqa: E402
 from trainers import names  # noqa: E402
 from trainers.config import ConfigError, load_config_file, make_config  # noqa: E402
 from trainers.loop import set_threads, train  # noqa: E402
@@ -133,17 +136,36 @@ def cache_path(cache: Path, dataset: str, row: Row, seed: int,
     return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-seed{seed}.json"
 
 
+def trainer_version() -> str:
+    """A hash of the trainer package's source. The cache key holds the configuration only, so
+    a result cached before a trainer change would otherwise be reprinted as if current."""
+    h = hashlib.sha256()
+    for f in sorted(Path(trainers.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]],
-                      protocol: dict[str, Any], cache: Path | None) -> tuple[list[Run], int]:
+                      protocol: dict[str, Any], cache: Path | None, *,
+                      retrain_stale: bool = False) -> tuple[list[Run], int, int]:
     """Train every job not already in `cache` (runs are deterministic per seed on CPU, so a
-    cached result is the result); an interrupted table resumes where it stopped."""
+    cached result is the result); an interrupted table resumes where it stopped.
+
+    Returns (runs, trained now, reused results that another trainer version produced). With
+    `retrain_stale` those are trained again instead of reused.
+    """
+    version = trainer_version()
     runs: list[Run | None] = [None] * len(jobs)
     futures = {}
+    stale = 0
     for i, (d, row, s) in enumerate(jobs):
         path = cache and cache_path(cache, d, row, s, protocol)
-        if path and path.exists():
-            saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else None
+        if saved is not None and saved.get("trainer") != version and retrain_stale:
+            saved = None
+        if saved is not None:
             runs[i] = Run(row.label, s, saved["metrics"], saved["cpu_seconds"])
+            stale += saved.get("trainer") != version
         else:
             futures[i] = pool.submit(train_one, d, row, s, protocol)
     for i, fut in futures.items():
@@ -152,12 +174,12 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
         if cache:
             path = cache_path(cache, d, row, s, protocol)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"metrics": run.metrics, "cpu_seconds": run.cpu_seconds}),
-                            encoding="utf-8")
+            path.write_text(json.dumps({"metrics": run.metrics, "cpu_seconds": run.cpu_seconds,
+                                        "trainer": version}), encoding="utf-8")
         print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} modes, "
               f"HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
               file=sys.stderr, flush=True)
-    return [r for r in runs if r is not None], len(futures)
+    return [r for r in runs if r is not None], len(futures), stale
 
 
 def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
@@ -265,6 +287,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs at once, one torch thread each")
     p.add_argument("--cache", type=Path, help="keep each run's result here and reuse it: "
                    "rerunning resumes an interrupted table, or adds rows to it")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="retrain cached runs that another version of trainers/ produced "
+                   "(by default they are reused and counted in the table's last line)")
     p.add_argument("--out", type=Path, help="also write the markdown to this file")
     return p.parse_args(argv)
 
@@ -296,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(d, row, s) for d in datasets for row in rows if row.dataset in (None, d)
             for s in seeds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        done, fresh = cached_or_trained(pool, jobs, protocol, args.cache)
+        done, fresh, stale = cached_or_trained(pool, jobs, protocol, args.cache,
+                                               retrain_stale=args.retrain_stale)
     runs: dict[str, list[Run]] = {d: [] for d in datasets}
     for (d, _, _), run in zip(jobs, done, strict=True):
         runs[d].append(run)
@@ -307,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(f"total wall time: {time.perf_counter() - t0:.0f} s ({len(jobs)} runs, "
                     f"{fresh} trained now, {len(jobs) - fresh} from --cache; "
                     f"{cpu:.0f} CPU s of training and evaluation in all)")
+    if stale:
+        sections.append(f"**{stale} of the runs from --cache were trained by another (or an "
+                        f"unrecorded) version of trainers/, not this one ({trainer_version()})"
+                        "**; `--retrain-stale` trains them again.")
     text = "## Mode coverage\n\n" + "\n\n".join(sections) + "\n"
     print(text, end="")
     if args.out:

@@ -82,6 +82,21 @@ def test_cache_reuses_finished_runs_and_adds_new_rows(tmp_path: Path) -> None:
     bce_row = [line for line in first.stdout.splitlines() if line.startswith("| bce-ns |")]
     assert bce_row and bce_row[0] in second.stdout.splitlines()  # the same numbers, reused
     assert len(list(cache.glob("ring8/*.json"))) == 4
+    assert "--retrain-stale" not in second.stdout  # every reused result is this code's
+
+
+def test_cache_counts_results_of_other_trainer_code_and_can_retrain_them(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = ("--smoke-test", "--datasets", "ring8", "--losses", "bce-ns", "--cache", str(cache))
+    assert _run(*args).returncode == 0
+    old = sorted(cache.glob("ring8/*.json"))[0]  # as if trained before a trainer change
+    old.write_text(old.read_text().replace('"trainer": "', '"trainer": "0ld'))
+    reused = _run(*args)
+    assert "(2 runs, 0 trained now, 2 from --cache;" in reused.stdout
+    assert "**1 of the runs from --cache were trained by another" in reused.stdout
+    retrained = _run(*args, "--retrain-stale")
+    assert "(2 runs, 1 trained now, 1 from --cache;" in retrained.stdout
+    assert "--retrain-stale" not in retrained.stdout and '"0ld' not in old.read_text()
 
 
 def test_transfer_puts_one_tuned_setting_on_every_dataset(tmp_path: Path) -> None:

@@ -146,26 +146,27 @@ def trainer_version() -> str:
 
 
 def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]],
-                      protocol: dict[str, Any], cache: Path | None, *,
+                      protocol: dict[str, Any], cache: Path | None, *, version: str,
                       retrain_stale: bool = False) -> tuple[list[Run], int, int]:
     """Train every job not already in `cache` (runs are deterministic per seed on CPU, so a
     cached result is the result); an interrupted table resumes where it stopped.
 
-    Returns (runs, trained now, reused results that another trainer version produced). With
-    `retrain_stale` those are trained again instead of reused.
+    Returns (runs, trained now, reused results that another trainer version than `version`
+    produced). With `retrain_stale` those are trained again instead of reused.
     """
-    version = trainer_version()
     runs: list[Run | None] = [None] * len(jobs)
     futures = {}
     stale = 0
     for i, (d, row, s) in enumerate(jobs):
         path = cache and cache_path(cache, d, row, s, protocol)
         saved = json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else None
-        if saved is not None and saved.get("trainer") != version and retrain_stale:
-            saved = None
+        if saved is not None and saved.get("trainer") != version:
+            if retrain_stale:
+                saved = None
+            else:
+                stale += 1
         if saved is not None:
             runs[i] = Run(row.label, s, saved["metrics"], saved["cpu_seconds"])
-            stale += saved.get("trainer") != version
         else:
             futures[i] = pool.submit(train_one, d, row, s, protocol)
     for i, fut in futures.items():
@@ -320,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     jobs = [(d, row, s) for d in datasets for row in rows if row.dataset in (None, d)
             for s in seeds]
+    version = trainer_version()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         done, fresh, stale = cached_or_trained(pool, jobs, protocol, args.cache,
+                                               version=version,
                                                retrain_stale=args.retrain_stale)
     runs: dict[str, list[Run]] = {d: [] for d in datasets}
     for (d, _, _), run in zip(jobs, done, strict=True):
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{cpu:.0f} CPU s of training and evaluation in all)")
     if stale:
         sections.append(f"**{stale} of the runs from --cache were trained by another (or an "
-                        f"unrecorded) version of trainers/, not this one ({trainer_version()})"
+                        f"unrecorded) version of trainers/, not this one ({version})"
                         "**; `--retrain-stale` trains them again.")
     text = "## Mode coverage\n\n" + "\n\n".join(sections) + "\n"
     print(text, end="")

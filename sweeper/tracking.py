@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,45 +92,46 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     return uri
 
 
-_SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen created
+_SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen in place
 
 
 def client(uri: str):
-    """An MlflowClient for `uri` (imported late: MLflow takes ~1 s to import)."""
-    from mlflow.tracking import MlflowClient
+    """An MlflowClient for `uri` (imported late: MLflow takes ~1 s to import).
 
-    if uri.startswith("sqlite:///") and uri not in _SCHEMA_READY:
-        c = _create_sqlite_schema(uri, Path(uri[len("sqlite:///"):]).expanduser())
-        _SCHEMA_READY.add(uri)
-        return c
-    return MlflowClient(tracking_uri=uri)
-
-
-def _create_sqlite_schema(uri: str, db: Path):
-    """Let one process at a time create or migrate a SQLite store.
-
-    MLflow builds a new SQLite file's tables with Alembic on first use. Two processes doing
-    that at once (a sweep starting while `sweeper stable`, a test or a second sweep opens the
-    same new file) fail with "table ... already exists" or a half-applied migration. An
-    exclusive flock on the database's folder serialises that first use; afterwards opening
-    the store only reads the schema version, so the lock is taken once per process.
+    The first client for a `sqlite:///` URI in a process is made under an exclusive flock on
+    the database's folder. MLflow builds a new SQLite file's tables with Alembic on first
+    use, and two processes doing that at once (a sweep starting while `sweeper stable`, a
+    test or a second sweep opens the same new file) fail with "table ... already exists" or
+    a half-applied migration. Once the schema is in place, opening the store only reads its
+    version, so later clients skip the lock.
     """
-    import fcntl
-
     from mlflow.tracking import MlflowClient
 
-    try:
-        fd = os.open(db.parent, os.O_RDONLY)
-    except OSError:  # no such folder: let MLflow raise its own error at first real use
+    if not uri.startswith("sqlite:///") or uri in _SCHEMA_READY:
         return MlflowClient(tracking_uri=uri)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _folder_lock(Path(uri[len("sqlite:///"):]).expanduser().parent):
         c = MlflowClient(tracking_uri=uri)
         try:
             c.search_experiments(max_results=1)  # creates or migrates the schema
+            _SCHEMA_READY.add(uri)
         except Exception:  # noqa: BLE001 - a broken store surfaces at the caller's first call
             pass
-        return c
+    return c
+
+
+@contextmanager
+def _folder_lock(folder: Path):
+    """Exclusive flock on a folder (no lock file left behind); a no-op if it is missing."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no such folder: MLflow raises its own error at first real use
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 

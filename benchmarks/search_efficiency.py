@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeper import mlflow_reader, objective  # noqa: E402
 from sweeper.stability import setting_stats  # noqa: E402
 from trainers import names  # noqa: E402
+from trainers.quality import DEFAULT_RULE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLOT = ROOT / "docs" / "img" / "search_efficiency.png"
@@ -151,8 +152,8 @@ def targets(p: Protocol) -> tuple[Target, ...]:
     return (
         Target("T0", "a finished setting with success rate >= 2/3 (at most a third of the "
                "seeds failed)", lambda t: t.finished and t.success_rate >= 2 / 3 - 1e-9),
-        Target("T1", f"a finished setting with success rate 1.0 (all {p.seeds} seeds capture "
-               f">= {names.COVERAGE_THRESHOLD:.0%} of the modes, none diverged)",
+        Target("T1", f"a finished setting with success rate 1.0 (all {p.seeds} seeds pass the "
+               f"success rule: {DEFAULT_RULE.describe()}; none diverged)",
                lambda t: t.finished and t.success_rate >= 1.0),
         Target("T2", f"T1 and median FID < {p.fid_target:g}",
                lambda t: t.finished and t.success_rate >= 1.0 and t.fid_median < p.fid_target),
@@ -412,11 +413,11 @@ def protocol_section(p: Protocol) -> str:
         "synchronously, so a stopped trial trains nothing after its last report)",
         "- trainer-seconds = train_seconds + eval_seconds of the seed runs (wall time inside "
         "the trainer, 1 torch thread; inflated when the machine is shared)",
-        "- success rate = fraction of a setting's seeds that neither diverged nor collapsed "
-        f"(covered >= {names.COVERAGE_THRESHOLD:.0%} of the 8 modes at the last evaluation); "
+        "- success rate = fraction of a setting's seeds that neither diverged nor failed the "
+        f"success rule ({DEFAULT_RULE.describe()}, at the last evaluation); "
         "only finished trials are candidates (an ASHA-stopped trial cannot be recommended); "
         "best success so far is 0 before the first finished trial",
-        "- objective (lower is better) = failed seeds + m/(1+m), m = median FID",
+        "- objective (lower is better) = failed seeds + m/(1+m), m = median seed_score",
         "- means are over repeats, ± one standard error"])
 
 

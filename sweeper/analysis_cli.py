@@ -18,6 +18,7 @@ from sweeper import stability
 from sweeper.cli import SMOKE, cli
 from sweeper.errors import UserError
 from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
+from sweeper.objective import check_objective
 from sweeper.stability import Setting, SettingStats
 from sweeper.tracking import DEFAULT_TRACKING_URI
 
@@ -31,6 +32,10 @@ SMOKE_CONFIRM = {"top": 1, "seeds": 2}
 
 _uri_option = click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
                            help="MLflow tracking URI the sweep logged to.")
+_objective_option = click.option(
+    "--objective", default=None, metavar="[quality|fid]",
+    help="Re-rank by this tie-breaker after the success rate, without retraining: quality "
+    "(median seed_score) or fid (median FID) [default: the sweep's own].")
 _min_seeds_option = click.option(
     "--min-seeds", type=int, default=stability.MIN_SEEDS, show_default=True,
     help="Settings with fewer seeds are flagged and listed after the ranked ones.")
@@ -44,6 +49,26 @@ class Analysis:
     flagged: list[SettingStats]
     params: list[str]  # varied parameters (besides loss), shown in tables
     min_seeds: int
+    objective: str  # the tie-breaker the settings are ranked by
+
+    @property
+    def ranking(self) -> str:
+        tie = "median FID" if self.objective == "fid" else "median seed_score"
+        return f"success-rate Wilson 95% lower bound desc, then {tie} asc"
+
+    def preamble(self) -> list[str]:
+        """What a reader must know before the table: the rule, the objective, old seeds."""
+        r = self.records
+        lines = [f"A seed succeeds with {r.rule.describe()} (the rule the sweep recorded)."]
+        if self.objective != r.objective:
+            lines.append(f"Re-ranked with --objective {self.objective}; the sweep itself "
+                         f"optimised {r.objective}.")
+        old = stability.missing_quality(self.settings)
+        if old:
+            lines.append(f"{old} seed(s) carry no seed_success (logged before the quality "
+                         "rule existed) and count as failures; re-train them with "
+                         "`sweeper stable --confirm N` to judge them.")
+        return lines
 
     @property
     def best(self) -> SettingStats:
@@ -55,17 +80,22 @@ class Analysis:
         return self.ranked[0]
 
 
-def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS) -> Analysis:
-    """Load the sweep and rank its settings (confirmed numbers replace sweep estimates)."""
+def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS,
+            objective: str | None = None) -> Analysis:
+    """Load the sweep and rank its settings (confirmed numbers replace sweep estimates) by
+    `objective`, or by the sweep's own objective when None."""
     if min_seeds < 1:
         raise UserError(f"--min-seeds must be at least 1, got {min_seeds}")
+    if objective is not None:
+        check_objective(objective)
     records = load_sweep(uri, experiment)
     require_finished(records)
+    objective = objective or records.objective
     sets = settings(records)
-    ranked, flagged = stability.rank(stability.setting_stats(s, min_seeds=min_seeds)
-                                     for s in sets)
+    ranked, flagged = stability.rank(
+        stability.setting_stats(s, min_seeds=min_seeds, objective=objective) for s in sets)
     params = [p for p in stability.varied_params(sets, records.sampled or None) if p != "loss"]
-    return Analysis(records, sets, ranked, flagged, params, min_seeds)
+    return Analysis(records, sets, ranked, flagged, params, min_seeds, objective)
 
 
 def _regions(a: Analysis) -> list:
@@ -88,14 +118,15 @@ def _regions(a: Analysis) -> list:
 @click.option("--top", type=int, default=3, show_default=True,
               help="How many top settings --confirm re-trains.")
 @_min_seeds_option
+@_objective_option
 @click.option("--smoke-test", is_flag=True, help="With --confirm: 1 setting, at most 2 seeds, "
               "tiny budget; checks the pipeline and replaces no estimate.")
 def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, min_seeds,
-           smoke_test) -> None:
+           objective, smoke_test) -> None:
     """Settings ranked by how stably they train across seeds (see README: Stability)."""
     if confirm_seeds < 0 or top < 1:
         raise UserError(f"--confirm must be >= 0 and --top >= 1, got {confirm_seeds} and {top}")
-    a = analyse(tracking_uri, experiment, min_seeds)
+    a = analyse(tracking_uri, experiment, min_seeds, objective)
     note = ""
     if confirm_seeds:
         from sweeper.confirm import confirm_settings
@@ -107,7 +138,7 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
                    f"{' (smoke test)' if smoke_test else ''}...", err=True)
         confirm_settings(a.records, [s.key for s in targets], confirm_seeds,
                          smoke=SMOKE if smoke_test else None)
-        a = analyse(a.records.tracking_uri, experiment, min_seeds)
+        a = analyse(a.records.tracking_uri, experiment, min_seeds, objective)
         note = ("Smoke-test confirm runs were logged (tag gan_sweeper.smoke=1); they replace "
                 "no estimate. " if smoke_test else
                 f"Confirmed: {len(targets)} setting(s) re-trained with {confirm_seeds} fresh "
@@ -123,8 +154,10 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
         return
     from sweeper.report import flagged_table, region_table, stats_table
 
-    click.echo(f"Stable settings of sweep {experiment!r}: ranked by the Wilson 95% lower bound "
-               "of the success rate, then median FID (definitions: README, Stability).")
+    click.echo(f"Stable settings of sweep {experiment!r}: ranked by {a.ranking} "
+               "(definitions: README, Stability).")
+    for line in a.preamble():
+        click.echo(line)
     if note:
         click.echo(note)
     click.echo(stats_table(a.ranked, a.params) if a.ranked else "No setting qualifies.")
@@ -143,8 +176,9 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
 
 def stable_json(a: Analysis, note: str) -> dict[str, Any]:
     return {"experiment": a.records.experiment, "tracking_uri": a.records.tracking_uri,
-            "ranking": "success-rate Wilson 95% lower bound desc, then median FID asc",
-            "min_seeds": a.min_seeds,
+            "ranking": a.ranking, "objective": a.objective,
+            "sweep_objective": a.records.objective, "rule": a.records.rule.to_dict(),
+            "preamble": a.preamble(), "min_seeds": a.min_seeds,
             "note": note, "params": a.params,
             "ranked": [s.to_dict() for s in a.ranked],
             "flagged": [s.to_dict() for s in a.flagged],
@@ -156,8 +190,10 @@ def write_export(a: Analysis, path: Path) -> None:
     best = a.best
     values = {k: v for k, v in a.records.trial(best.key).params.items() if k not in NOT_EXPORTED}
     header = (f"# sweeper stable --export: sweep {a.records.experiment!r}, setting {best.label}"
-              f" ({best.source} seeds)\n# success {best.successes}/{best.n_seeds} (Wilson 95% "
-              f"lower bound {best.success_lower:.2f}), median FID {best.fid_median:.4g}\n")
+              f" ({best.source} seeds, ranked by {a.objective})\n# success {best.successes}/"
+              f"{best.n_seeds} (Wilson 95% lower bound {best.success_lower:.2f}), mean HQ "
+              f"{best.hq_fraction_mean:.3f}, median seed_score {best.score_median:.3f}, median "
+              f"FID {best.fid_median:.4g}\n")
     try:
         path.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
     except OSError as e:
@@ -173,12 +209,16 @@ def write_export(a: Analysis, path: Path) -> None:
 @click.option("--out", default="compare", show_default=True, type=click.Path(file_okay=False),
               help="Folder for compare.png.")
 @_min_seeds_option
-def compare(experiments, tracking_uri, as_json, out, min_seeds) -> None:
+@click.option("--objective", default="quality", show_default=True, metavar="[quality|fid]",
+              help="Tie-breaker after the success rate, the same for every sweep: median "
+              "seed_score (quality) or median FID.")
+def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> None:
     """The best stable setting of each sweep side by side, under one protocol."""
     names = list(dict.fromkeys(experiments))
     if len(names) < 2:
         raise UserError("compare needs at least two different --experiment names")
-    rows = [(n, analyse(tracking_uri, n, min_seeds)) for n in names]
+    check_objective(objective)
+    rows = [(n, analyse(tracking_uri, n, min_seeds, objective)) for n in names]
     best = [(n, a.best) for n, a in rows]
     ref_name, ref = best[0]
     for n, b in best[1:]:
@@ -197,12 +237,17 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds) -> None:
 
     plt.close(fig)
     protocol = {f: ref.params.get(f) for f in PROTOCOL_FIELDS}
+    rules = {n: a.records.rule.to_dict() for n, a in rows}
     if as_json:
         click.echo(json.dumps({"protocol": protocol, "figure": str(out_dir / "compare.png"),
+                               "ranking": rows[0][1].ranking, "rules": rules,
                                "best": {n: b.to_dict() for n, b in best}}, sort_keys=True))
         return
     click.echo("Best stable setting of each sweep (protocol: " + ", ".join(
-        f"{k} {v}" for k, v in protocol.items()) + "):")
+        f"{k} {v}" for k, v in protocol.items()) + f"; each ranked by {rows[0][1].ranking}):")
+    if len({json.dumps(r, sort_keys=True) for r in rules.values()}) > 1:
+        click.echo("Warning: the sweeps judged success by different rules: " + "; ".join(
+            f"{n}: {a.records.rule.describe()}" for n, a in rows))
     params = sorted({p for _, a in rows for p in a.params})
     click.echo(stats_table([b for _, b in best], params, first=("sweep", names)))
     click.echo(f"\nfigure: {out_dir / 'compare.png'}")
@@ -217,13 +262,14 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds) -> None:
 @click.option("--sweep-dir", default="sweeps", show_default=True,
               type=click.Path(file_okay=False), help="Where the sweep's Optuna study lives.")
 @_min_seeds_option
-def report(experiment, out, tracking_uri, sweep_dir, min_seeds) -> None:
+@_objective_option
+def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> None:
     """PNG figures + summary.md in --out, also logged to the sweep's parent run (report/)."""
     from sweeper import tracking
     from sweeper.report import write_report
     from sweeper.sweep import sweep_path
 
-    a = analyse(tracking_uri, experiment, min_seeds)
+    a = analyse(tracking_uri, experiment, min_seeds, objective)
     client = tracking.client(a.records.tracking_uri)
     out_dir = Path(out)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sweeper.errors import UserError, one_line
+from sweeper.objective import check_objective
 from sweeper.tracking import DEFAULT_TRACKING_URI
 from trainers import names
 from trainers.config import FIELDS, ConfigError, describe_range, load_config_file, make_config
@@ -38,6 +39,32 @@ def config_options(fn):
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
                         help="YAML file of config fields (e.g. from `sweeper stable "
                         "--export`); command-line options override it.")(fn)
+
+
+def rule_options(fn):
+    """One CLI option per SuccessRule field (`--min-coverage` ...), defaulting to "not given"
+    so a space file's `success:` block, or the defaults, apply."""
+    from trainers.quality import RULE_FIELDS
+
+    for f in reversed(list(RULE_FIELDS.values())):
+        fn = click.option("--" + f.name.replace("_", "-"), f.name, type=float, default=None,
+                          metavar="FLOAT", help=f"Success rule: {f.metadata['doc']} [default: "
+                          f"{f.default:g}; see README, Stability]")(fn)
+    return fn
+
+
+def rule_from_options(options: dict[str, Any], base: dict[str, Any] | None = None):
+    """The success rule: defaults, then `base` (a space's `success:` block), then options."""
+    from trainers.quality import RULE_FIELDS, rule_from_mapping
+
+    given = {k: v for k, v in options.items() if k in RULE_FIELDS and v is not None}
+    return rule_from_mapping({**(base or {}), **given})
+
+
+_objective_option = click.option(
+    "--objective", default="quality", show_default=True, metavar="[quality|fid]",
+    help="Tie-breaker after failed seeds: the median quality score (seed_score) or the "
+    "median FID (README: What a sweep optimises).")
 
 
 def config_from_options(config_file: str | None, options: dict[str, Any],
@@ -70,17 +97,19 @@ def cli() -> None:
 @click.option("--samples-out", type=click.Path(dir_okay=False),
               help="Save the final generated samples (.npy) for `sweeper eval`.")
 @click.option("--smoke-test", is_flag=True, help="Tiny budget (seconds) for a quick check.")
+@rule_options
 def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, resume,
           samples_out, smoke_test, **options) -> None:
-    """Train one GAN and report its final metrics."""
+    """Train one GAN and report its final metrics (seed_success judged by the success rule)."""
     from sweeper.single import run_single
 
+    rule = rule_from_options(options)
     cfg = config_from_options(config_file, options, smoke_test)
     if resume and not checkpoint:
         raise UserError("--resume needs --checkpoint PATH (the file to continue from)")
     final = run_single(cfg, tracking_uri=None if no_track else tracking_uri,
                        experiment=experiment, checkpoint=checkpoint, resume=resume,
-                       samples_out=samples_out)
+                       samples_out=samples_out, rule=rule)
     if as_json:
         click.echo(json.dumps(final, sort_keys=True))
     else:
@@ -90,9 +119,14 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
 def format_metrics(m: dict[str, float]) -> str:
     """One human-readable line of the headline metrics."""
     parts = [f"step {int(m.get(names.STEP, 0))}"]
+    if names.SEED_SUCCESS in m:
+        parts.append("success" if m[names.SEED_SUCCESS] >= 1 else "FAIL")
     if names.MODES_COVERED in m:
         parts.append(f"modes {int(m[names.MODES_COVERED])}/{int(m[names.NUM_MODES])}")
-    for key, fmt in ((names.HQ_FRACTION, ".3f"), (names.MODE_KL, ".3f"), (names.FID, ".4g"),
+    if names.MODES_HELD in m:
+        parts.append(f"held {int(m[names.MODES_HELD])}")
+    for key, fmt in ((names.HQ_FRACTION, ".3f"), (names.SEED_SCORE, ".3f"),
+                     (names.MODE_KL, ".3f"), (names.FID, ".4g"),
                      (names.KID, ".4g"), (names.W_DISTANCE, ".4g"), (names.GRAD_NORM, ".3g")):
         if key in m:
             parts.append(f"{key} {m[key]:{fmt}}")
@@ -110,12 +144,15 @@ def format_metrics(m: dict[str, float]) -> str:
               .metadata["doc"])
 @click.option("--data-root", default=None, help=FIELDS["data_root"].metadata["doc"])
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as one JSON object.")
-def eval_cmd(dataset, samples_path, dataset_scale, data_root, as_json) -> None:
+@rule_options
+def eval_cmd(dataset, samples_path, dataset_scale, data_root, as_json, **options) -> None:
     """Metrics for any array of samples, against the dataset's real distribution."""
     from sweeper.single import evaluate_file
 
+    rule = rule_from_options(options)
     values = {"dataset": dataset, "dataset_scale": dataset_scale, "data_root": data_root}
-    metrics = evaluate_file(samples_path, {k: v for k, v in values.items() if v is not None})
+    metrics = evaluate_file(samples_path, {k: v for k, v in values.items() if v is not None},
+                            rule)
     click.echo(json.dumps(metrics, sort_keys=True) if as_json else format_metrics(metrics))
 
 
@@ -172,11 +209,13 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
               help="Optuna sampler: TPE, or random search (same machinery, only the sampler "
               "differs; benchmarks/search_efficiency.py compares them).")
 @click.option("--sampler-seed", type=int, default=None, help="Seed of the Optuna sampler.")
+@_objective_option
+@rule_options
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
 def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
-        reduction_factor, max_failures, reuse_actors, search, sampler_seed,
-        smoke_test) -> None:
+        reduction_factor, max_failures, reuse_actors, search, sampler_seed, objective,
+        smoke_test, **rule_opts) -> None:
     """Sweep a search space: Ray Tune + Optuna (TPE or random) + ASHA, recorded in MLflow."""
     import dataclasses as dc
     import time
@@ -197,7 +236,9 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         raise UserError(f"--grace must be in (0, 1], got {grace}")
     if search not in sweep.SEARCHES:
         raise UserError(f"--search must be one of {', '.join(sweep.SEARCHES)}, got {search!r}")
+    check_objective(objective)
     space_obj = load_space(space)
+    rule = rule_from_options(rule_opts, space_obj.success)
     if smoke_test:
         num_samples = min(num_samples, SMOKE_SWEEP["num_samples"])
         seeds = min(seeds, SMOKE_SWEEP["seeds"])
@@ -215,16 +256,18 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         address=address, early_stop=early_stop, grace_fraction=grace,
         reduction_factor=reduction_factor, max_failures=max_failures,
         reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
-        search=search)
+        search=search, rule=rule, objective=objective)
     if not resume:  # a resume prints the options it restored instead
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
-                   f"{seeds} seeds, {search} search", err=True)
+                   f"{seeds} seeds, {search} search, objective {objective}; a seed succeeds "
+                   f"with {rule.describe()}", err=True)
     rows = sweep.run_sweep(opts, resume=resume)
-    if resume:  # the sweep's own tracking URI, not this command's default
-        tracking_uri = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment)
-                                             ).tracking_uri
+    if resume:  # the sweep's own options, not this command's defaults
+        saved = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment))
+        tracking_uri, objective = saved.tracking_uri, saved.objective
+    tie = "median FID" if objective == "fid" else "median seed_score"
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
-               "m/(1+m), m = median FID; lower is better):")
+               f"m/(1+m), m = {tie}; lower is better):")
     click.echo(sweep.format_table(rows, top=10))
     click.echo(f"\n{len(rows)} trials. Compare them in MLflow: mlflow ui --backend-store-uri "
                f"{tracking_uri}  (experiment {experiment!r})" if tracking_uri.startswith(

@@ -73,7 +73,7 @@ def _train_one(client, records: SweepRecords, trial_id: str, trial_run_id: str, 
               tracking.TAG_STATUS: "running"})
     logger = tracking.RunLogger(client, run_id)
     logger.log_params(cfg.to_dict())
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, records.rule)  # judged by the rule the sweep used
     try:
         final = trainer.run(logger.log_metrics)
     except BaseException:
@@ -85,7 +85,10 @@ def _train_one(client, records: SweepRecords, trial_id: str, trial_run_id: str, 
                                     f"{cfg.loss}, confirm seed {cfg.seed}, step {trainer.step}"),
                       "plots/samples_final.png")
     logger.close("diverged" if final.get(names.DIVERGED) else "finished")
-    print(f"confirm {trial_id} seed {cfg.seed}: modes {final.get(names.MODES_COVERED, 0):.0f}/"
-          f"{final.get(names.NUM_MODES, 0):.0f}, fid {final.get(names.FID, float('nan')):.4g}"
+    print(f"confirm {trial_id} seed {cfg.seed}: "
+          f"{'success' if final.get(names.SEED_SUCCESS) else 'FAIL'}, modes held "
+          f"{final.get(names.MODES_HELD, 0):.0f}/{final.get(names.NUM_MODES, 0):.0f}, HQ "
+          f"{final.get(names.HQ_FRACTION, 0):.3f}, score {final.get(names.SEED_SCORE, 1):.3f}, "
+          f"fid {final.get(names.FID, float('nan')):.4g}"
           f"{' DIVERGED' if final.get(names.DIVERGED) else ''}", file=sys.stderr)
     return run_id

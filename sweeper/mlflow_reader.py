@@ -21,8 +21,10 @@ import yaml
 
 from sweeper import tracking
 from sweeper.errors import UserError
+from sweeper.objective import OBJECTIVES, rule_from_params
 from sweeper.stability import Setting
-from trainers.config import FIELDS, coerce
+from trainers.config import FIELDS, ConfigError, coerce
+from trainers.quality import LEGACY_RULE, SuccessRule
 
 KIND_CONFIRM = "confirm"
 TAG_CONFIRM_OF = "gan_sweeper.confirm_of"  # run id of the trial a confirm run re-trains
@@ -81,6 +83,10 @@ class SweepRecords:
     trials: tuple[TrialRun, ...]
     confirms: tuple[ConfirmRun, ...]
     sampled: tuple[str, ...] = ()  # the search space's sampled params (from space.yaml)
+    # The success rule the trainers judged seed_success by, and the sweep's objective (from
+    # the parent run's params; sweeps made before they were recorded ran the legacy ones).
+    rule: SuccessRule = LEGACY_RULE
+    objective: str = "fid"
 
     def trial(self, run_id: str) -> TrialRun:
         return next(t for t in self.trials if t.run_id == run_id)
@@ -143,9 +149,18 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
             tracking.TAG_SEED)), r.data.tags.get(tracking.TAG_STATUS, "running"),
         r.data.tags.get(TAG_SMOKE) == "1", dict(r.data.metrics))
         for r in by_kind.get(KIND_CONFIRM, []))
+    parent_params = dict(parent.data.params) if parent else {}
+    try:
+        rule = rule_from_params(parent_params) or LEGACY_RULE
+    except (ConfigError, ValueError):
+        raise UserError(f"the sweep run of {name!r} records a damaged success rule "
+                        f"({', '.join(k for k in parent_params if k.startswith('success.'))})"
+                        "; fix those params in MLflow or re-run the sweep") from None
+    objective = parent_params.get("objective", "fid")
     return SweepRecords(name, exp_id, uri, parent.info.run_id if parent else None,
-                        dict(parent.data.params) if parent else {}, tuple(trials), confirms,
-                        sampled_params(client, parent.info.run_id) if parent else ())
+                        parent_params, tuple(trials), confirms,
+                        sampled_params(client, parent.info.run_id) if parent else (),
+                        rule=rule, objective=objective if objective in OBJECTIVES else "fid")
 
 
 def sampled_params(client, parent_run_id: str) -> tuple[str, ...]:

@@ -1,68 +1,131 @@
 """What a sweep minimises: one number per setting, aggregated over its seeds.
 
-    objective = failed_seeds + m / (1 + m),   m = median FID over the seeds
+    objective = failed_seeds + m / (1 + m)
+    m = median seed_score over the seeds     (--objective quality, the default)
+    m = median FID over the seeds            (--objective fid)
 
-A seed *fails* when it diverged or collapsed (covered fewer than COVERAGE_THRESHOLD of the
-modes); a diverged seed has no FID and counts as FID = inf in the median (term -> 1).
-Because m / (1 + m) < 1, the objective orders settings lexicographically: fewer failed seeds
-always wins, and the median FID breaks ties. That is the product's question -- stable first,
-then good -- and it needs no dataset-specific FID scale. TPE is rank-based, so the squashing
-does not distort what it learns.
+A seed *fails* when it diverged or does not pass the success rule (`seed_success`, judged by
+the trainer with the sweep's `trainers.quality.SuccessRule`). A diverged seed has no FID and
+the worst score: it counts as FID = inf, or score 1, in the median. Because m / (1 + m) < 1,
+the objective orders settings lexicographically: fewer failed seeds always wins, and the
+median breaks ties. That is the product's question -- stable first, then good -- and the same
+squashing serves both tie-breakers (FID has no dataset-independent scale; the score is in
+[0, 1]). TPE is rank-based, so the squashing does not distort what it learns.
+
+`fid` remains for datasets without known modes, and to re-rank a sweep as FID would. With
+`--min-mode-share 0 --min-hq-ratio 0 --objective fid` a sweep optimises exactly what
+gan-sweeper did before the score existed.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from trainers import names
+from trainers.quality import SuccessRule, rule_from_mapping
+
+OBJECTIVES = ("quality", "fid")
+DEFAULT_OBJECTIVE = "quality"
 
 # Aggregate names logged on a trial (setting) run, next to the per-seed runs.
 FID_MEDIAN = "fid_median"
+SCORE_MEDIAN = "seed_score_median"
 MODE_KL_MEDIAN = "mode_kl_median"
 MODES_COVERED_MEAN = "modes_covered_mean"
+MODES_HELD_MEAN = "modes_held_mean"
 HQ_FRACTION_MEAN = "hq_fraction_mean"
 DIVERGED_SEEDS = "diverged_seeds"
 
 
-def seed_failed(m: dict[str, float]) -> bool:
-    """Diverged, or collapsed: fewer than COVERAGE_THRESHOLD * K modes covered."""
-    if m.get(names.DIVERGED, 0.0) >= 1:
+# The success rule is recorded on a sweep's parent run (and a single run) as these params.
+RULE_PARAM_PREFIX = "success."
+
+
+def rule_params(rule: SuccessRule) -> dict[str, float]:
+    """The success rule as run params (`success.min_coverage`, ...)."""
+    return {RULE_PARAM_PREFIX + k: v for k, v in rule.to_dict().items()}
+
+
+def rule_from_params(params: Mapping[str, str]) -> SuccessRule | None:
+    """The rule a run recorded, or None if it recorded none (logged before the rule existed)."""
+    raw = {k[len(RULE_PARAM_PREFIX):]: v for k, v in params.items()
+           if k.startswith(RULE_PARAM_PREFIX)}
+    if not raw:
+        return None
+    return rule_from_mapping({k: float(v) for k, v in raw.items()}, where="the run's params")
+
+
+def check_objective(name: str) -> str:
+    from sweeper.errors import UserError
+
+    if name not in OBJECTIVES:
+        raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, got "
+                        f"{str(name)[:40]!r}")
+    return name
+
+
+def _finite(m: Mapping[str, Any], key: str) -> float | None:
+    try:
+        v = float(m[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def seed_failed(m: Mapping[str, Any]) -> bool:
+    """Diverged, or not a success under the rule the trainer judged it by. A seed without a
+    `seed_success` (nothing measured, or logged before the rule existed) is not a success."""
+    if (_finite(m, names.DIVERGED) or 0.0) >= 1:
         return True
-    k = m.get(names.NUM_MODES)
-    covered = m.get(names.MODES_COVERED)
-    if k is None or covered is None:
-        return True  # nothing measured: not a success
-    return covered < names.COVERAGE_THRESHOLD * k
+    return (_finite(m, names.SEED_SUCCESS) or 0.0) < 1
 
 
-def seed_fid(m: dict[str, float]) -> float:
+def seed_fid(m: Mapping[str, Any]) -> float:
     """The seed's FID, or inf when it has none (diverged runs report no FID)."""
-    v = m.get(names.FID)
-    return float(v) if v is not None and math.isfinite(v) and not m.get(names.DIVERGED) \
-        else math.inf
+    v = _finite(m, names.FID)
+    return v if v is not None and not _finite(m, names.DIVERGED) else math.inf
 
 
-def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, float]:
+def seed_score(m: Mapping[str, Any]) -> float:
+    """The seed's quality score, or 1 (the worst) when it has none."""
+    v = _finite(m, names.SEED_SCORE)
+    return v if v is not None and not _finite(m, names.DIVERGED) else 1.0
+
+
+def tie_breaker(objective: str):
+    """The per-seed number whose median breaks ties between equally stable settings."""
+    return seed_fid if objective == "fid" else seed_score
+
+
+def squash(m: float) -> float:
+    """m / (1 + m) in [0, 1); inf -> 1."""
+    return 1.0 if math.isinf(m) else m / (1.0 + m)
+
+
+def aggregate(per_seed: Sequence[Mapping[str, Any]],
+              objective: str = DEFAULT_OBJECTIVE) -> dict[str, float]:
     """Setting-level metrics from the latest metrics of each seed. Never NaN."""
     k = len(per_seed)
     failed = sum(seed_failed(m) for m in per_seed)
-    fids = [seed_fid(m) for m in per_seed]
-    med = statistics.median(fids)
-    squashed = 1.0 if math.isinf(med) else med / (1.0 + med)
+    fid_med = statistics.median(seed_fid(m) for m in per_seed)
+    score_med = statistics.median(seed_score(m) for m in per_seed)
+    med = fid_med if objective == "fid" else score_med
     out = {
         names.FAILED_SEEDS: float(failed),
         names.SUCCESS_RATE: (k - failed) / k,
         DIVERGED_SEEDS: float(sum(m.get(names.DIVERGED, 0.0) >= 1 for m in per_seed)),
-        names.RUNNING_OBJECTIVE: failed + squashed,
+        names.RUNNING_OBJECTIVE: failed + squash(med),
+        SCORE_MEDIAN: score_med,
     }
-    if math.isfinite(med):
-        out[FID_MEDIAN] = med
+    if math.isfinite(fid_med):
+        out[FID_MEDIAN] = fid_med
     kls = [m[names.MODE_KL] for m in per_seed if names.MODE_KL in m]
     if kls:
         out[MODE_KL_MEDIAN] = statistics.median(kls)
-    covered = [m.get(names.MODES_COVERED, 0.0) for m in per_seed]
-    out[MODES_COVERED_MEAN] = sum(covered) / k
-    out[HQ_FRACTION_MEAN] = sum(m.get(names.HQ_FRACTION, 0.0) for m in per_seed) / k
+    for key, name in ((names.MODES_COVERED, MODES_COVERED_MEAN),
+                      (names.MODES_HELD, MODES_HELD_MEAN), (names.HQ_FRACTION, HQ_FRACTION_MEAN)):
+        out[name] = sum(m.get(key, 0.0) for m in per_seed) / k
     return out

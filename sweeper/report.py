@@ -1,8 +1,8 @@
 """`sweeper report`: PNG figures and a markdown summary of a sweep's stability.
 
 Figures (each skipped with a note in summary.md when the sweep has nothing to draw):
-    heatmap_<x>_x_<y>.png      success rate and median FID per cell (stable regions)
-    coverage_vs_step.png       modes covered vs step, top settings and a collapsed one
+    heatmap_<x>_x_<y>.png      success rate, mean HQ and median score per cell (stable regions)
+    coverage_vs_step.png       modes held vs step, top settings and a failing one
     samples.png                last sample plot of the best and of a collapsed setting
     grad_norm_by_loss.png      critic gradient norm at the interpolates vs step, per loss
     optuna_importances.png     Optuna parameter importances (persisted study)
@@ -71,8 +71,9 @@ def stats_table(stats: Sequence[SettingStats], params: Sequence[str], *,
     """
     first = first or ("#", [str(i) for i in range(1, len(stats) + 1)])
     head = [first[0], "trial", "seeds from", "loss", *params, "success",
-            "Wilson 95%", "bootstrap 95%", "median FID [95% CI]", "FID min-max",
-            "mode KL median [min-max]", "modes mean (min)"]
+            "Wilson 95%", "bootstrap 95%", "HQ mean", "median score [95% CI]",
+            "median FID [95% CI]", "FID min-max", "mode KL median [min-max]",
+            "modes held mean (min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for lead, s in zip(first[1], stats, strict=True):
         cells = [lead, s.label,
@@ -80,11 +81,12 @@ def stats_table(stats: Sequence[SettingStats], params: Sequence[str], *,
         cells += [fmt(s.params.get(p)) if stability.applies(p, s.params) else "-"
                   for p in params]
         cells += [f"{s.successes}/{s.n_seeds}", _interval(s.success_wilson, ".2f"),
-                  _interval(s.success_boot, ".2f"),
+                  _interval(s.success_boot, ".2f"), fmt(s.hq_fraction_mean, ".3f"),
+                  f"{fmt(s.score_median, '.3f')} {_interval(s.score_ci, '.3f')}",
                   f"{fmt(s.fid_median, '.4g')} {_interval(s.fid_ci, '.4g')}",
                   _interval(s.fid_range, ".4g", brackets=False),
                   f"{fmt(s.mode_kl_median)} {_interval(s.mode_kl_range, '.3g')}",
-                  f"{fmt(s.modes_covered_mean, '.1f')} ({fmt(s.modes_covered_min, '.0f')})"
+                  f"{fmt(s.modes_held_mean, '.1f')} ({fmt(s.modes_held_min, '.0f')})"
                   f"/{fmt(s.num_modes, '.0f')}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -95,7 +97,7 @@ def flagged_table(stats: Sequence[SettingStats], params: Sequence[str]) -> str:
 
 
 def region_table(grid: RegionGrid) -> str:
-    """Markdown: success k/n (and median FID) per cell; rows are y bins, columns x bins."""
+    """Markdown: success k/n, mean HQ, median score and FID per cell; rows are y bins."""
     rate = grid.success_rate
     head = [f"{grid.y.name} \\ {grid.x.name}{' (log bins)' if grid.x.log else ''}",
             *grid.x.labels]
@@ -105,7 +107,9 @@ def region_table(grid: RegionGrid) -> str:
         for j in range(len(grid.x.labels)):
             n = int(grid.seeds[i, j])
             cells.append("-" if n == 0 else f"{int(grid.successes[i, j])}/{n} "
-                         f"({rate[i, j]:.0%}), FID {fmt(float(grid.fid_median[i, j]), '.3g')}")
+                         f"({rate[i, j]:.0%}), HQ {float(grid.hq_mean[i, j]):.2f}, score "
+                         f"{float(grid.score_median[i, j]):.3f}, FID "
+                         f"{fmt(float(grid.fid_median[i, j]), '.3g')}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -125,17 +129,17 @@ def _save(fig, rep: Report, name: str) -> str:
 
 
 def heatmap_figure(grid: RegionGrid, title: str):
-    """Two panels over the x-by-y bins: success rate and median FID, annotated per cell."""
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(grid.x.labels), 1.2 + 0.7 * len(
+    """Three panels over the x-by-y bins: success rate, mean HQ and median score, annotated."""
+    fig, axes = plt.subplots(1, 3, figsize=(5 + 2.3 * len(grid.x.labels), 1.2 + 0.7 * len(
         grid.y.labels)), squeeze=False)
     rate = grid.success_rate
-    fid = np.where(np.isfinite(grid.fid_median), grid.fid_median, np.nan)
-    panels = ((axes[0, 0], rate, "success rate (pooled seeds)", "RdYlGn", (0.0, 1.0)),
-              (axes[0, 1], fid, "median FID (lower is better)", "viridis_r", None))
-    for ax, data, label, cmap, lim in panels:
+    panels = ((rate, "success rate (pooled seeds)", "RdYlGn", "{:.0%}"),
+              (grid.hq_mean, "mean HQ fraction (higher is better)", "RdYlGn", "{:.2f}"),
+              (grid.score_median, "median seed_score (lower is better)", "RdYlGn_r", "{:.3f}"))
+    for ax, (data, label, cmap, spec) in zip(axes[0], panels, strict=True):
         cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")  # empty cells
-        kw = {"vmin": lim[0], "vmax": lim[1]} if lim else {}
-        im = ax.imshow(np.ma.masked_invalid(data), cmap=cm, aspect="auto", origin="lower", **kw)
+        im = ax.imshow(np.ma.masked_invalid(data), cmap=cm, aspect="auto", origin="lower",
+                       vmin=0.0, vmax=1.0)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
@@ -143,7 +147,7 @@ def heatmap_figure(grid: RegionGrid, title: str):
                 if n == 0:
                     continue
                 text = (f"{int(grid.successes[i, j])}/{n}" if data is rate
-                        else fmt(float(grid.fid_median[i, j]), ".3g"))
+                        else spec.format(float(data[i, j])))
                 ax.text(j, i, text, ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(grid.x.labels)), grid.x.labels, rotation=30, ha="right",
                       fontsize=8)
@@ -160,18 +164,22 @@ def _histories(client, trial: TrialRun, key: str) -> list[list[tuple[int, float]
     return [h for s in trial.seeds if (h := metric_history(client, s.run_id, key))]
 
 
-def coverage_figure(client, picks: Sequence[tuple[str, TrialRun]], num_modes: float):
-    """Modes covered vs step: one colour per setting, one thin line per seed."""
+def coverage_figure(client, picks: Sequence[tuple[str, TrialRun]], num_modes: float,
+                    min_coverage: float):
+    """Modes held vs step: one colour per setting, one thin line per seed. Runs logged before
+    `modes_held` existed show modes covered instead."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (label, trial), color in zip(picks, plt.get_cmap("tab10").colors, strict=False):
-        for k, hist in enumerate(_histories(client, trial, names.MODES_COVERED)):
+        hists = (_histories(client, trial, names.MODES_HELD)
+                 or _histories(client, trial, names.MODES_COVERED))
+        for k, hist in enumerate(hists):
             steps, vals = zip(*hist, strict=True)
             ax.plot(steps, vals, color=color, lw=1.2, alpha=0.8, label=label if k == 0 else None)
     if math.isfinite(num_modes):
-        ax.axhline(names.COVERAGE_THRESHOLD * num_modes, color="grey", ls="--", lw=0.8,
-                   label=f"collapse threshold ({names.COVERAGE_THRESHOLD:.0%} of {num_modes:.0f})")
+        ax.axhline(min_coverage * num_modes, color="grey", ls="--", lw=0.8,
+                   label=f"success needs {min_coverage:.0%} of {num_modes:.0f} held")
     ax.set_xlabel("generator step")
-    ax.set_ylabel("modes covered")
+    ax.set_ylabel("modes held")
     ax.set_title("Mode coverage during training (one line per seed)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -227,8 +235,9 @@ def samples_figure(client, picks: Sequence[tuple[str, str]]):
 
 
 def compare_figure(rows: Sequence[tuple[str, SettingStats]]):
-    """Best stable setting per experiment: success rate (Wilson 95%) and median FID (95% CI)."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    """Best stable setting per experiment: success rate (Wilson 95%), median score and median
+    FID (bootstrap 95% intervals)."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
     x = np.arange(len(rows))
     labels = [f"{name}\n{s.params.get('loss', '')}" for name, s in rows]
     rate = np.array([s.success_rate for _, s in rows])
@@ -237,22 +246,31 @@ def compare_figure(rows: Sequence[tuple[str, SettingStats]]):
     a1.errorbar(x, rate, yerr=[rate - lo, hi - rate], fmt="o", capsize=5)
     a1.set_ylim(-0.05, 1.05)
     a1.set_ylabel("success rate (Wilson 95%)")
-    fid = np.array([s.fid_median for _, s in rows], dtype=float)
-    finite = np.isfinite(fid)
-    flo = np.array([s.fid_ci[0] for _, s in rows], dtype=float)
-    fhi = np.array([s.fid_ci[1] for _, s in rows], dtype=float)
-    if finite.any():
-        top = np.nanmax(np.where(np.isfinite(fhi), fhi, fid)[finite]) * 1.5
-        fhi_c = np.where(np.isfinite(fhi), fhi, top)
-        a2.errorbar(x[finite], fid[finite], yerr=[(fid - flo)[finite], (fhi_c - fid)[finite]],
-                    fmt="o", capsize=5)
-    a2.set_ylabel("median FID (bootstrap 95%)")
-    for ax in (a1, a2):
+    _median_bars(a2, x, [s.score_median for _, s in rows], [s.score_ci for _, s in rows])
+    a2.set_ylabel("median seed_score (bootstrap 95%)")
+    _median_bars(a3, x, [s.fid_median for _, s in rows], [s.fid_ci for _, s in rows])
+    a3.set_ylabel("median FID (bootstrap 95%)")
+    for ax in (a1, a2, a3):
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_xlim(-0.5, len(rows) - 0.5)
     fig.suptitle("Best stable setting of each experiment", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _median_bars(ax, x: np.ndarray, med: Sequence[float],
+                 ci: Sequence[tuple[float, float]]) -> None:
+    """Medians with their intervals; infinite ends (diverged seeds) are drawn to the top."""
+    med = np.array(med, dtype=float)
+    finite = np.isfinite(med)
+    if not finite.any():
+        return
+    lo = np.array([c[0] for c in ci], dtype=float)
+    hi = np.array([c[1] for c in ci], dtype=float)
+    top = np.nanmax(np.where(np.isfinite(hi), hi, med)[finite]) * 1.5
+    hi = np.where(np.isfinite(hi), hi, top)
+    ax.errorbar(x[finite], med[finite], yerr=[(med - lo)[finite], (hi - med)[finite]],
+                fmt="o", capsize=5)
 
 
 # ---------------------------------------------------------------------------- optuna
@@ -342,7 +360,8 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
     if failing is None:
         rep.notes.append("Every seed of every setting succeeded: no collapsed setting to show.")
     k_modes = max((s.num_modes for s in ordered if math.isfinite(s.num_modes)), default=math.nan)
-    _save(coverage_figure(client, picks, k_modes), rep, "coverage_vs_step.png")
+    _save(coverage_figure(client, picks, k_modes, records.rule.min_coverage), rep,
+          "coverage_vs_step.png")
     sample_picks = []
     if ordered:
         best = trial_of[ordered[0].key]
@@ -354,7 +373,8 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
                if not stability.seed_succeeded(s.metrics)]
         # A collapse rather than a NaN, and the seed closest to success: missing modes show.
         bad.sort(key=lambda s: (s.metrics.get(names.DIVERGED, 0.0),
-                                -s.metrics.get(names.MODES_COVERED, 0.0)))
+                                -s.metrics.get(names.MODES_HELD, 0.0),
+                                s.metrics.get(names.SEED_SCORE, 1.0)))
         if bad:
             sample_picks.append((f"failing: {failing.label}, seed {bad[0].seed}",
                                  bad[0].run_id))
@@ -416,5 +436,7 @@ def summary_markdown(records: SweepRecords, ranked: Sequence[SettingStats],
             lines += [f"## {title}", "", f"![{name}]({name})", ""]
     if rep.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in rep.notes), ""]
-    lines += ["## Definitions", "", stability.definitions_markdown(), ""]
+    objective = ranked[0].objective if ranked else records.objective
+    lines += ["## Definitions", "",
+              stability.definitions_markdown(rule=records.rule, objective=objective), ""]
     return "\n".join(lines)

@@ -11,10 +11,12 @@ import torch
 
 from sweeper import tracking
 from sweeper.errors import UserError
+from sweeper.objective import rule_params
 from trainers import names
 from trainers.config import TrialConfig, make_config
 from trainers.data import build_dataset
 from trainers.loop import Trainer, set_threads
+from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Curves reach MLflow every this many evaluations (and at the end): live enough to watch in
 # the UI, few enough calls that logging never shows up in a trial's cost.
@@ -23,18 +25,19 @@ FLUSH_EVERY_EVALS = 5
 
 def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
                checkpoint: str | None = None, resume: bool = False,
-               samples_out: str | None = None) -> dict[str, float]:
+               samples_out: str | None = None,
+               rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:
     """Train `cfg` (optionally resuming a checkpoint), log it to MLflow, return final metrics."""
-    logger = _start_tracking(cfg, tracking_uri, experiment) if tracking_uri else None
+    logger = _start_tracking(cfg, rule, tracking_uri, experiment) if tracking_uri else None
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
-        trainer = Trainer.load(checkpoint, device=cfg.device)
+        trainer = Trainer.load(checkpoint, device=cfg.device, rule=rule)
         if trainer.config.replace(device=cfg.device) != cfg:
             raise UserError(f"checkpoint {checkpoint} was made with another config; drop "
                             "--resume to start over or pass the same options")
         print(f"resuming from step {trainer.step}", file=sys.stderr)
     else:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, rule)
     evals = 0
 
     def report(step: int, metrics: dict[str, float]) -> None:
@@ -65,14 +68,15 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     return final
 
 
-def _start_tracking(cfg: TrialConfig, uri: str, experiment: str) -> tracking.RunLogger:
+def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
+                    experiment: str) -> tracking.RunLogger:
     uri = tracking.check_tracking_uri(uri)
     client = tracking.client(uri)
     exp_id = tracking.experiment_id(client, experiment)
     name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
     run = client.create_run(exp_id, run_name=name, tags={tracking.TAG_KIND: "train"})
     logger = tracking.RunLogger(client, run.info.run_id)
-    logger.log_params(cfg.to_dict())
+    logger.log_params({**cfg.to_dict(), **rule_params(rule)})
     return logger
 
 
@@ -103,7 +107,8 @@ def load_samples(path: str | Path) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def evaluate_file(path: str | Path, values: dict[str, Any]) -> dict[str, float]:
+def evaluate_file(path: str | Path, values: dict[str, Any],
+                  rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:
     """Data-side metrics of a samples file, with the real set drawn at the same N."""
     set_threads()
     make_config(values)  # an unknown dataset fails here, before the file is read
@@ -113,7 +118,7 @@ def evaluate_file(path: str | Path, values: dict[str, Any]) -> dict[str, float]:
     if tuple(x.shape[1:]) != tuple(data.shape):
         want = "N x " + " x ".join(str(d) for d in data.shape)
         raise UserError(f"samples file {path} has shape {x.shape}; this dataset needs {want}")
-    return data.evaluate(torch.from_numpy(x))
+    return data.evaluate(torch.from_numpy(x), rule)
 
 
 def _short(e: Exception) -> str:

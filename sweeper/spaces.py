@@ -9,6 +9,8 @@
       gp_lambda: {log_uniform: [0.1, 100], when: {loss: wgan-gp}}
       clip_value: {log_uniform: [0.001, 1], when: {loss: wgan-clip}}
       n_critic: {int: [1, 10]}
+    success:                               # optional: overrides of the success rule
+      min_hq_ratio: 0.6                    # (trainers/quality.py SuccessRule fields)
 
 Kinds: choice, uniform, log_uniform, int, log_int. `when` makes a parameter conditional on
 an earlier categorical one: it is suggested only when that parameter takes one of the values
@@ -27,11 +29,12 @@ import yaml
 
 from sweeper.errors import UserError, one_line
 from trainers.config import FIELDS, ConfigError, coerce, describe_range, make_config
+from trainers.quality import rule_from_mapping
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = "default"
 KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
-_TOP_KEYS = ("description", "fixed", "params")
+_TOP_KEYS = ("description", "fixed", "params", "success")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class SearchSpace:
     description: str
     fixed: dict[str, Any] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
+    success: dict[str, float] = field(default_factory=dict)  # success-rule overrides
 
     def __call__(self, trial) -> dict[str, Any]:
         """Only suggest_* calls, as OptunaSearch requires; returns the fixed values."""
@@ -142,8 +146,14 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
             raise UserError(f"{key!r} is both fixed and sampled; keep one")
         params.append(_parse_param(key, spec, params, fixed))
     _check_values(fixed, params)
+    success = doc.get("success") or {}
+    try:
+        rule_from_mapping(success, where="'success'")  # validates keys and values
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     return SearchSpace(name=name, source=source, text=text, description=description,
-                       fixed=fixed, params=tuple(params))
+                       fixed=fixed, params=tuple(params),
+                       success={str(k): float(v) for k, v in success.items()})
 
 
 def _field_name(k: Any, where: str) -> str:

@@ -3,23 +3,27 @@
 A *setting* is one point of the search space (one sweep trial), trained with several seeds.
 From the final metrics of each seed:
 
-- A seed **succeeds** when it neither diverged nor collapsed (`sweeper.objective.seed_failed`:
-  it covers at least COVERAGE_THRESHOLD of the modes) and none of its headline metrics
-  (modes_covered, num_modes, mode_kl, fid) is NaN or inf. A diverged seed, a seed with no
-  metrics, a seed whose run is missing, and a NaN are all failures: nothing breaks the table.
+- A seed **succeeds** when it did not diverge, passed the success rule the trainer judged it by
+  (`seed_success`, trainers/quality.py: enough modes *held*, each with a real share of the HQ
+  samples, and an HQ fraction near the real data's), and none of its headline metrics
+  (modes_covered, num_modes, mode_kl, fid, seed_score) is NaN or inf. A diverged seed, a seed
+  with no metrics (or none of the quality metrics), a seed whose run is missing, and a NaN are
+  all failures: nothing breaks the table.
 - **Success rate** = successes / seeds, with two 95% intervals:
   the Wilson score interval (closed form; sensible at 3 seeds, where 3/3 gives [0.44, 1]),
   and a percentile bootstrap interval (N_BOOT resamples of the seeds, RNG seed
   BOOTSTRAP_SEED, so the numbers are reproducible). With few seeds the bootstrap interval of
   a proportion degenerates (3/3 resamples to [1, 1]); that is why **ranking uses the Wilson
   lower bound**, always, and the bootstrap interval is shown for reference.
-- **Median FID** over all seeds, a diverged (or FID-less) seed counting as FID = inf, as in
-  the sweep objective; with a bootstrap 95% interval (same resamples rule) and the min-max
-  spread. FID is compared at equal sample count only (the `fid_n` of the protocol).
-- **Mode KL**: median and min-max; **modes covered**: mean and min.
+- **Median score** (`seed_score`, lower is better; a diverged seed counts as 1) and **median
+  FID** (a diverged or FID-less seed counts as inf) over all seeds, as in the sweep objective,
+  each with a bootstrap 95% interval (same resamples rule) and the min-max spread. FID is
+  compared at equal sample count only (the `fid_n` of the protocol), and so is the score.
+- **Mean HQ**; **mode KL**: median and min-max; **modes held**: mean and min.
 
-**Ranking**: Wilson lower bound of the success rate, higher first; then median FID, lower
-first; then the success rate itself, then the label (a stable order for ties).
+**Ranking** (`objective`, as the sweep's): Wilson lower bound of the success rate, higher
+first; then the median score (quality) or the median FID (fid), lower first; then the success
+rate itself, then the label (a stable order for ties).
 
 **Flagged, not ranked**: a setting with fewer than MIN_SEEDS seeds, or not trained to its full
 step budget (stopped early by ASHA, errored or still running). Flagged settings are listed
@@ -28,9 +32,10 @@ enough (or are of a truncated run) to compete with the ranked ones.
 
 **Stable regions** (`region_grid`): settings are binned on two parameters (e.g. log lambda x
 n_critic), and every cell pools the seeds of its settings: success rate = successes / seeds
-in the cell, median FID over those seeds. A numeric parameter with at most MAX_LEVELS distinct
-integer values gets one bin per value; one spanning at least a factor LOG_SPAN (all positive)
-gets one bin per decade (0.1-1, 1-10, ...); any other gets REGION_BINS equal-width bins.
+in the cell, mean HQ, median score and median FID over those seeds. A numeric parameter with
+at most MAX_LEVELS distinct integer values gets one bin per value; one spanning at least a
+factor LOG_SPAN (all positive) gets one bin per decade (0.1-1, 1-10, ...); any other gets
+REGION_BINS equal-width bins.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.objective import seed_failed, seed_fid
+from sweeper.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
 from trainers import names
+from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Three seeds is the smallest count at which a median and a min-max spread say anything, and
 # what `sweeper run` uses by default; Kurach et al. 2019 train each setting 5 times.
@@ -62,7 +68,7 @@ MAX_LEVELS = 6
 LOG_SPAN = 10.0
 
 # Metrics whose NaN/inf value makes a seed a failure (it could not be measured).
-_HEADLINE = (names.MODES_COVERED, names.NUM_MODES, names.MODE_KL, names.FID)
+_HEADLINE = (names.MODES_COVERED, names.NUM_MODES, names.MODE_KL, names.FID, names.SEED_SCORE)
 
 FLAG_FEW_SEEDS = "few seeds"
 FLAG_PARTIAL = "not at full budget"
@@ -98,15 +104,21 @@ class SettingStats:
     fid_median: float
     fid_ci: tuple[float, float]
     fid_range: tuple[float, float]
+    score_median: float
+    score_ci: tuple[float, float]
+    score_range: tuple[float, float]
     mode_kl_median: float
     mode_kl_range: tuple[float, float]
     modes_covered_mean: float
     modes_covered_min: float
+    modes_held_mean: float
+    modes_held_min: float
     num_modes: float
     hq_fraction_mean: float
     complete: bool
     flags: tuple[str, ...] = ()
     seed_ids: tuple[int, ...] = field(default=())
+    objective: str = DEFAULT_OBJECTIVE  # which median breaks ties: quality (score) or fid
 
     @property
     def ranked(self) -> bool:
@@ -117,8 +129,13 @@ class SettingStats:
         """The number that ranks: the Wilson lower bound of the success rate."""
         return self.success_wilson[0]
 
+    @property
+    def tie_break(self) -> float:
+        """The median that ranks equally stable settings (the sweep objective's)."""
+        return self.fid_median if self.objective == "fid" else self.score_median
+
     def sort_key(self) -> tuple:
-        return (-self.success_lower, self.fid_median, -self.success_rate, self.label)
+        return (-self.success_lower, self.tie_break, -self.success_rate, self.label)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (inf and NaN become None)."""
@@ -188,15 +205,18 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable[..., Any] = np.med
     return float(lo), float(hi)
 
 
-def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS) -> SettingStats:
+def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS,
+                  objective: str = DEFAULT_OBJECTIVE) -> SettingStats:
     """Aggregate one setting over its seeds."""
     seeds = [dict(m) for m in s.seeds]
     n = len(seeds)
     ok = [seed_succeeded(m) for m in seeds]
     clean = [clean_metrics(m) for m in seeds]
     fids = [seed_fid(m) for m in clean]
+    scores = [seed_score(m) for m in clean]
     kls = [m[names.MODE_KL] for m in clean if names.MODE_KL in m]
     covered = [m.get(names.MODES_COVERED, 0.0) for m in clean]
+    held = [m.get(names.MODES_HELD, 0.0) for m in clean]
     k_modes = max((m.get(names.NUM_MODES, math.nan) for m in clean), default=math.nan)
     flags = []
     if n < min_seeds:
@@ -204,6 +224,8 @@ def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS) -> SettingStats:
     if not s.complete:
         flags.append(FLAG_PARTIAL)
     successes = sum(ok)
+    fid_med, fid_ci, fid_range = _median_ci_range(fids, math.inf)
+    score_med, score_ci, score_range = _median_ci_range(scores, 1.0)
     return SettingStats(
         key=s.key, label=s.label, params=dict(s.params), source=s.source, n_seeds=n,
         successes=successes,
@@ -211,16 +233,33 @@ def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS) -> SettingStats:
         success_rate=successes / n if n else 0.0,
         success_wilson=wilson_interval(successes, n),
         success_boot=bootstrap_ci([float(v) for v in ok], np.mean) if n else (0.0, 1.0),
-        fid_median=statistics.median(fids) if fids else math.inf,
-        fid_ci=bootstrap_ci(fids) if fids else (math.inf, math.inf),
-        fid_range=(min(fids), max(fids)) if fids else (math.inf, math.inf),
+        fid_median=fid_med, fid_ci=fid_ci, fid_range=fid_range,
+        score_median=score_med, score_ci=score_ci, score_range=score_range,
         mode_kl_median=statistics.median(kls) if kls else math.nan,
         mode_kl_range=(min(kls), max(kls)) if kls else (math.nan, math.nan),
         modes_covered_mean=sum(covered) / n if n else 0.0,
         modes_covered_min=min(covered) if covered else 0.0,
+        modes_held_mean=sum(held) / n if n else 0.0,
+        modes_held_min=min(held) if held else 0.0,
         num_modes=k_modes,
         hq_fraction_mean=(sum(m.get(names.HQ_FRACTION, 0.0) for m in clean) / n) if n else 0.0,
-        complete=s.complete, flags=tuple(flags), seed_ids=tuple(s.seed_ids))
+        complete=s.complete, flags=tuple(flags), seed_ids=tuple(s.seed_ids),
+        objective=objective)
+
+
+def _median_ci_range(values: Sequence[float], worst: float
+                     ) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """Median, bootstrap 95% interval and min-max; all `worst` when there are no values."""
+    if not values:
+        return worst, (worst, worst), (worst, worst)
+    return statistics.median(values), bootstrap_ci(values), (min(values), max(values))
+
+
+def missing_quality(settings: Iterable[Setting]) -> int:
+    """Seeds that measured something but carry no seed_success: logged before the quality
+    rule existed. They count as failures; re-train them (`stable --confirm`) to judge them."""
+    return sum(1 for s in settings for m in s.seeds
+               if m and names.SEED_SUCCESS not in m and not m.get(names.DIVERGED))
 
 
 def rank(stats: Iterable[SettingStats]) -> tuple[list[SettingStats], list[SettingStats]]:
@@ -308,6 +347,8 @@ class RegionGrid:
     successes: np.ndarray
     settings: np.ndarray  # settings in the cell
     fid_median: np.ndarray  # NaN where the cell is empty; inf where most seeds diverged
+    score_median: np.ndarray  # NaN where the cell is empty
+    hq_mean: np.ndarray  # NaN where the cell is empty
 
     @property
     def success_rate(self) -> np.ndarray:
@@ -320,7 +361,8 @@ class RegionGrid:
             "y_bins": list(self.y.labels), "x_log": self.x.log, "y_log": self.y.log,
             "seeds": self.seeds.tolist(), "successes": self.successes.tolist(),
             "settings": self.settings.tolist(), "success_rate": self.success_rate.tolist(),
-            "fid_median": self.fid_median.tolist()})
+            "fid_median": self.fid_median.tolist(), "score_median": self.score_median.tolist(),
+            "hq_mean": self.hq_mean.tolist()})
 
 
 def region_points(settings: Iterable[Setting], x: str, y: str) -> list[Setting]:
@@ -352,44 +394,55 @@ def region_grid(settings: Iterable[Setting], x: str, y: str, *,
     by = make_bins(y, [s.params[y] for s in pts], n_bins=n_bins)
     shape = (len(by.labels), len(bx.labels))
     seeds, succ, count = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
-    fids: dict[tuple[int, int], list[float]] = {}
+    per_cell: dict[tuple[int, int], list[dict[str, float]]] = {}
     for s in pts:
         cell = (by.index(s.params[y]), bx.index(s.params[x]))
         count[cell] += 1
         for m in s.seeds:
             seeds[cell] += 1
             succ[cell] += seed_succeeded(m)
-            fids.setdefault(cell, []).append(seed_fid(clean_metrics(m)))
-    fid = np.full(shape, np.nan)
-    for cell, v in fids.items():
-        fid[cell] = statistics.median(v)
-    return RegionGrid(bx, by, seeds, succ, count, fid)
+            per_cell.setdefault(cell, []).append(clean_metrics(m))
+    fid, score, hq = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for cell, ms in per_cell.items():
+        fid[cell] = statistics.median(seed_fid(m) for m in ms)
+        score[cell] = statistics.median(seed_score(m) for m in ms)
+        hq[cell] = statistics.mean(m.get(names.HQ_FRACTION, 0.0) for m in ms)
+    return RegionGrid(bx, by, seeds, succ, count, fid, score, hq)
 
 
 # ------------------------------------------------------------------------- documentation
-def definitions_markdown(min_seeds: int = MIN_SEEDS) -> str:
+def definitions_markdown(min_seeds: int = MIN_SEEDS, rule: SuccessRule | None = None,
+                         objective: str = DEFAULT_OBJECTIVE) -> str:
     """The definitions above, with their numbers, for summaries and --help."""
+    rule = rule or DEFAULT_RULE
+    tie = "median FID" if objective == "fid" else "median score"
     return f"""\
-- **Seed success**: the seed neither diverged nor collapsed (covers at least \
-{names.COVERAGE_THRESHOLD:.0%} of the modes at its last evaluation), and none of modes_covered, \
-num_modes, mode_kl, fid is NaN/inf. Diverged seeds, NaNs and missing seed runs are failures.
+- **Seed success**: the seed did not diverge and, at its last evaluation, passed the success \
+rule: {rule.describe()}. A mode is *held* when it has at least one HQ sample and at least \
+{rule.min_mode_share:g} of its expected share of the HQ samples. None of modes_covered, \
+num_modes, mode_kl, fid, seed_score may be NaN/inf. Diverged seeds, NaNs and missing seed \
+runs are failures.
+- **Score** (`seed_score`, in [0, 1], lower is better): the total-variation distance between \
+the generated and the real histogram over the modes plus one off-mode bin (trainers/quality.py).
 - **Success rate** = successes / seeds, with a 95% Wilson score interval and a 95% percentile \
 bootstrap interval ({N_BOOT} resamples of the seeds, RNG seed {BOOTSTRAP_SEED}).
-- **Median FID** over the seeds (a diverged seed counts as FID = inf), with a 95% bootstrap \
-interval and the min-max spread; FID is comparable only at equal sample count. Mode KL: \
-median and min-max. Modes covered: mean and minimum.
-- **Ranking**: the Wilson lower bound of the success rate (higher first), then the median FID \
-(lower first). Wilson, not bootstrap, ranks: with a handful of seeds a bootstrap interval of \
-a proportion degenerates (3/3 successes resample to [1, 1]); Wilson gives 3/3 a lower bound \
-of 0.44 and 10/10 one of 0.72, so more evidence ranks higher.
+- **Median score** (a diverged seed counts as 1) and **median FID** (a diverged seed counts as \
+inf) over the seeds, each with a 95% bootstrap interval and the min-max spread; both are \
+comparable only at equal sample count. Mean HQ. Mode KL: median and min-max. Modes held: \
+mean and minimum.
+- **Ranking**: the Wilson lower bound of the success rate (higher first), then the {tie} \
+(lower first; objective `{objective}`). Wilson, not bootstrap, ranks: with a handful of seeds \
+a bootstrap interval of a proportion degenerates (3/3 successes resample to [1, 1]); Wilson \
+gives 3/3 a lower bound of 0.44 and 10/10 one of 0.72, so more evidence ranks higher.
 - **Flagged, not ranked**: fewer than {min_seeds} seeds, or not trained to the full step budget \
 (stopped early by ASHA, errored, still running). Listed after the ranked settings.
 - **Confirmed** rows (`sweeper stable --confirm N`) use N fresh seeds the sweep never used, \
 instead of the sweep's own seeds, whose best settings are selected on them and so optimistic.
 - **Stable regions**: settings at full budget binned on two parameters; each cell pools the \
-seeds of its settings (success rate = successes / seeds, median FID over them). Integer \
-parameters with at most {MAX_LEVELS} values get one bin per value; parameters spanning a \
-factor of {LOG_SPAN:g} or more get one bin per decade; others {REGION_BINS} equal-width bins."""
+seeds of its settings (success rate = successes / seeds, mean HQ, median score and FID over \
+them). Integer parameters with at most {MAX_LEVELS} values get one bin per value; parameters \
+spanning a factor of {LOG_SPAN:g} or more get one bin per decade; others {REGION_BINS} \
+equal-width bins."""
 
 
 # ------------------------------------------------------------------------- helpers

@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from sweeper import tracking
+from sweeper import objective, tracking
 from sweeper.errors import UserError, one_line
+from sweeper.objective import DEFAULT_OBJECTIVE
 from sweeper.spaces import SearchSpace
 from sweeper.tune_state import (
     TUNE_TRIAL_ATTR,
@@ -37,6 +38,7 @@ from sweeper.tune_state import (
     restore_missing_checkpoints,
 )
 from trainers import names
+from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 
 # How long `--address` may take to answer before we give up with a clear error.
 CONNECT_TIMEOUT_S = 10.0
@@ -64,6 +66,10 @@ class SweepOptions:
     # "tpe" (Optuna's TPE, the default) or "random" (Optuna's RandomSampler). Both go through
     # the same OptunaSearch, so a comparison of the two differs only in the sampler.
     search: str = "tpe"
+    # What a seed must reach to count as a success, and the objective's tie-breaker
+    # (sweeper/objective.py). Both are saved with the sweep and restored by --resume.
+    rule: SuccessRule = DEFAULT_RULE
+    objective: str = DEFAULT_OBJECTIVE
 
 
 SEARCHES = ("tpe", "random")
@@ -73,15 +79,17 @@ SEARCHES = ("tpe", "random")
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
 _SAVED = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
           "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
-          "max_failures", "reuse_actors", "sampler_seed", "search")
+          "max_failures", "reuse_actors", "sampler_seed", "search", "objective")
 # Saved options added after sweeps were already saved without them: the value those older
-# sweeps actually ran with, so they still resume.
-_SAVED_DEFAULTS = {"search": "tpe"}
+# sweeps actually ran with, so they still resume as they started (before the quality rule,
+# seeds succeeded on coverage alone and FID broke ties).
+_SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict()}
 OPTIONS_FILE = "sweep_options.json"
 
 
 def save_options(opts: SweepOptions, path: Path) -> None:
     data = {k: getattr(opts, k) for k in _SAVED}
+    data["rule"] = opts.rule.to_dict()
     data["space"] = {"name": opts.space.name, "source": opts.space.source,
                      "text": opts.space.text, "fixed": opts.space.fixed}
     (path / OPTIONS_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -97,7 +105,7 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
         raise UserError(f"{path / OPTIONS_FILE} is missing or damaged; this sweep cannot be "
                         "resumed safely") from None
     data = {**_SAVED_DEFAULTS, **data}
-    missing = [k for k in (*_SAVED, "space") if k not in data]
+    missing = [k for k in (*_SAVED, "space", "rule") if k not in data]
     if missing:
         raise UserError(f"{path / OPTIONS_FILE} lacks {', '.join(missing)}; this sweep cannot "
                         "be resumed safely")
@@ -106,7 +114,8 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
                         text=sp["text"])
     # --smoke-test edits fixed values after parsing; the saved ones are what actually ran.
     space = dataclasses.replace(space, fixed=sp["fixed"])
-    return dataclasses.replace(opts, space=space, **{k: data[k] for k in _SAVED})
+    rule = rule_from_mapping(data["rule"], where=str(path / OPTIONS_FILE))
+    return dataclasses.replace(opts, space=space, rule=rule, **{k: data[k] for k in _SAVED})
 
 
 def sweep_path(sweep_dir: Path, name: str) -> Path:
@@ -200,7 +209,8 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                            "cpus_per_trial": opts.cpus_per_trial,
                            "gpus_per_trial": opts.gpus_per_trial,
                            "early_stop": opts.early_stop, "search": opts.search,
-                           "sampler_seed": opts.sampler_seed, **{
+                           "sampler_seed": opts.sampler_seed, "objective": opts.objective,
+                           **objective.rule_params(opts.rule), **{
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
     else:
@@ -346,7 +356,8 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
                                    for j in range(opts.seeds)),
                        tracking_uri=opts.tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, cpus_per_trial=opts.cpus_per_trial,
-                       spool_dir=str(path / "unsent"))
+                       spool_dir=str(path / "unsent"), rule=opts.rule,
+                       objective=opts.objective)
     resources = {"cpu": opts.cpus_per_trial}
     if opts.gpus_per_trial:
         resources["gpu"] = opts.gpus_per_trial
@@ -421,26 +432,27 @@ def result_rows(grid, sampled: list[str]) -> list[dict[str, Any]]:
                   else f"stopped@{int(m.get(names.STEP, 0))}" if m else "not started")
         rows.append({"trial_id": m.get("trial_id", ""), "status": status, "params": cfg,
                      "objective": m.get(names.OBJECTIVE), "success_rate":
-                     m.get(names.SUCCESS_RATE), "fid_median": m.get("fid_median"),
-                     "modes": m.get("modes_covered_mean"), "hq": m.get("hq_fraction_mean"),
-                     "run_id": m.get(RUN_ID, "")})
+                     m.get(names.SUCCESS_RATE), "fid_median": m.get(objective.FID_MEDIAN),
+                     "score": m.get(objective.SCORE_MEDIAN),
+                     "modes": m.get(objective.MODES_HELD_MEAN), "hq":
+                     m.get(objective.HQ_FRACTION_MEAN), "run_id": m.get(RUN_ID, "")})
     rows.sort(key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
     return rows
 
 
 def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
-    """A markdown table of trials: rank, status, objective, success, FID, modes, params."""
+    """A markdown table of trials: rank, status, objective, success, HQ, score, FID, params."""
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| # | trial | status | objective | success | median FID | modes | HQ | params "
-             "| MLflow run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | trial | status | objective | success | HQ | median score | median FID "
+             "| modes held | params | MLflow run |", "|---" * 11 + "|"]
     for i, r in enumerate(rows[:top] if top else rows, 1):
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
         lines.append(f"| {i} | {r['trial_id']} | {r['status']} | {f(r['objective'], '.4f')} | "
-                     f"{f(r['success_rate'], '.2f')} | {f(r['fid_median'], '.4g')} | "
-                     f"{f(r['modes'], '.1f')} | {f(r['hq'], '.2f')} | {params} | "
-                     f"{r['run_id'][:12]} |")
+                     f"{f(r['success_rate'], '.2f')} | {f(r['hq'], '.2f')} | "
+                     f"{f(r['score'], '.3f')} | {f(r['fid_median'], '.4g')} | "
+                     f"{f(r['modes'], '.1f')} | {params} | {r['run_id'][:12]} |")
     return "\n".join(lines)
 
 

@@ -23,9 +23,11 @@ from typing import Any
 from ray import tune
 
 from sweeper import objective, tracking
+from sweeper.objective import DEFAULT_OBJECTIVE
 from trainers import names
 from trainers.config import make_config
 from trainers.loop import Trainer, set_threads
+from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Sample plots go to MLflow at the first evaluation (so a trial that ASHA stops early still
 # has one), then every this many evaluations, and at the end. Image grids are worth it at
@@ -51,6 +53,8 @@ class TrialContext:
     parent_run_id: str
     cpus_per_trial: float
     spool_dir: str  # where metrics go if MLflow stays unreachable
+    rule: SuccessRule = DEFAULT_RULE  # judges each seed's seed_success
+    objective: str = DEFAULT_OBJECTIVE  # the objective's tie-breaker: quality or fid
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -70,9 +74,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     latest: list[dict[str, float]] = [{} for _ in configs]
     evals = 0
     try:
-        trainers = _restore(tune.get_checkpoint(), len(configs), values["device"])
+        trainers = _restore(tune.get_checkpoint(), len(configs), values["device"], ctx.rule)
         if trainers is None:
-            trainers = [Trainer(c) for c in configs]
+            trainers = [Trainer(c, ctx.rule) for c in configs]
         else:  # retried after a failure, or resumed: continue every seed where it stopped
             log.trial_logger.set_tags({TAG_RESTORED_FROM: str(trainers[0].step)})
         while True:
@@ -88,7 +92,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             evals += 1
             done = all(t.done for t in trainers)
             step = max(t.step for t in trainers)
-            agg = {**objective.aggregate(latest), names.STEP: float(step)}
+            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(step)}
             if done:
                 agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
             every = PLOT_EVERY_EVALS.get(trainers[0].data.kind, 1)
@@ -110,7 +114,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         raise
 
 
-def _restore(checkpoint, seeds: int, device: str) -> list[Trainer] | None:
+def _restore(checkpoint, seeds: int, device: str, rule: SuccessRule) -> list[Trainer] | None:
     """The seeds' trainers from a Tune checkpoint; None to start over. An empty checkpoint
     is how a resume marks a trial whose checkpoint was lost (see tune_state.py)."""
     if checkpoint is None:
@@ -119,7 +123,7 @@ def _restore(checkpoint, seeds: int, device: str) -> list[Trainer] | None:
         files = [Path(d) / f"seed{j}.pt" for j in range(seeds)]
         if not any(f.exists() for f in files):
             return None
-        return [Trainer.load(f, device=device) for f in files]
+        return [Trainer.load(f, device=device, rule=rule) for f in files]
 
 
 def _ray_gpu_ids() -> list:

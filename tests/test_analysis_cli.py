@@ -27,6 +27,7 @@ from sweeper.cli import main
 from sweeper.mlflow_reader import KIND_CONFIRM, TAG_CONFIRM_OF
 from trainers import names
 from trainers.config import load_config_file, make_config
+from trainers.data import REAL_HQ_2D
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +55,18 @@ def sweeps(tmp_path_factory):
     client = tracking.client(uri)
     copy_experiment(client, MAIN, "copy 'same'", {})
     copy_experiment(client, MAIN, "copy-500", {"eval_samples": "500"})
+    # A sweep as gan-sweeper logged it before the quality rule: no rule or objective on the
+    # sweep run, no quality metrics on the seeds.
+    copy_experiment(client, MAIN, "legacy", {}, drop=("success.", "objective", "seed_",
+                                                      "modes_held"))
     return {"root": root, "uri": uri}
 
 
-def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str]) -> None:
+def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str],
+                    drop: tuple[str, ...] = ()) -> None:
     """Copy a sweep's sweep/trial/seed runs (params, tags, final metrics, nesting) into a new
-    experiment, changing the given params wherever a run has them."""
+    experiment, changing the given params wherever a run has them and leaving out params and
+    metrics whose names start with a prefix in `drop`."""
     runs = client.search_runs([client.get_experiment_by_name(src).experiment_id],
                               max_results=1000)
     exp_id = client.create_experiment(dst)
@@ -72,9 +79,11 @@ def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str]) -
             run = client.create_run(exp_id, run_name=r.info.run_name, tags=tags)
             step = int(r.data.metrics.get(names.STEP, 0))
             client.log_batch(run.info.run_id,
-                             metrics=[Metric(k, v, 0, step) for k, v in r.data.metrics.items()],
+                             metrics=[Metric(k, v, 0, step) for k, v in r.data.metrics.items()
+                                      if not k.startswith(drop)],
                              params=[Param(k, param_changes.get(k, v))
-                                     for k, v in r.data.params.items()])
+                                     for k, v in r.data.params.items()
+                                     if not k.startswith(drop)])
             new_id[r.info.run_id] = run.info.run_id
 
 
@@ -117,13 +126,16 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
                  if s.data.tags[tracking.PARENT_TAG] == trial.info.run_id]
         assert len(seeds) == SEEDS
         ok = 0
-        fids = []
+        fids, scores = [], []
         for s in seeds:
             m = s.data.metrics
-            failed = m.get(names.DIVERGED, 0) >= 1 or m[names.MODES_COVERED] < (
-                names.COVERAGE_THRESHOLD * m[names.NUM_MODES])
+            # The default rule, recomputed from the seed's logged numbers.
+            failed = m.get(names.DIVERGED, 0) >= 1 or m[names.MODES_HELD] < (
+                0.9 * m[names.NUM_MODES]) or m[names.HQ_FRACTION] < 0.5 * REAL_HQ_2D
+            assert m[names.SEED_SUCCESS] == (not failed)
             ok += not failed
             fids.append(m[names.FID] if not m.get(names.DIVERGED) else math.inf)
+            scores.append(m[names.SEED_SCORE])
             assert m[names.STEP] == FIXED["steps"]
         (row,) = [r for r in rows if r["key"] == trial.info.run_id]
         assert row["successes"] == ok and row["n_seeds"] == SEEDS
@@ -131,19 +143,62 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
         assert row["fid_range"] == pytest.approx([min(fids), max(fids)])
         assert row["modes_covered_mean"] == pytest.approx(statistics.mean(
             s.data.metrics[names.MODES_COVERED] for s in seeds))
+        assert row["score_median"] == pytest.approx(statistics.median(scores))
+        assert row["hq_fraction_mean"] == pytest.approx(statistics.mean(
+            s.data.metrics[names.HQ_FRACTION] for s in seeds))
         lo, hi = row["fid_ci"]
         assert min(fids) <= lo <= row["fid_median"] <= hi <= max(fids)
         assert row["params"]["gp_lambda"] == float(trial.data.params["gp_lambda"])
-    keys = [(-r["success_wilson"][0], r["fid_median"]) for r in data["ranked"]]
+    keys = [(-r["success_wilson"][0], r["score_median"]) for r in data["ranked"]]
     assert keys == sorted(keys)
     assert data["params"] == ["gp_lambda", "n_critic", "lr_d"]  # the sampled ones only
+    assert data["objective"] == data["sweep_objective"] == "quality"
+    assert data["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.25, "min_hq_ratio": 0.5}
+    # The parent run records the rule and the objective the sweep ran with.
+    (parent,) = kinds["sweep"]
+    assert parent.data.params["objective"] == "quality"
+    assert parent.data.params["success.min_hq_ratio"] == "0.5"
+
+
+def test_objective_fid_re_ranks_without_retraining(sweeps, capsys):
+    quality = stable_json(sweeps, capsys)
+    fid = stable_json(sweeps, capsys, "--objective", "fid")
+    assert fid["objective"] == "fid" and fid["sweep_objective"] == "quality"
+    assert any("Re-ranked with --objective fid" in line for line in fid["preamble"])
+    keys = [(-r["success_wilson"][0], r["fid_median"] if r["fid_median"] is not None
+             else math.inf) for r in fid["ranked"]]
+    assert keys == sorted(keys)
+    # The same settings and numbers, in the other order.
+    by_key = {r["key"]: r for r in quality["ranked"]}
+    assert sorted(by_key) == sorted(r["key"] for r in fid["ranked"])
+    for r in fid["ranked"]:
+        assert r["successes"] == by_key[r["key"]]["successes"]
+    _, kinds = runs_by_kind(sweeps)
+    assert len(kinds["trial"]) == NUM  # nothing was trained
+    assert "--objective must be one of" in bad(
+        sweeps, capsys, ["stable", "--experiment", MAIN, "--tracking-uri", sweeps["uri"],
+                         "--objective", "hq"])
+
+
+def test_sweeps_logged_before_the_quality_rule_still_load_and_say_so(sweeps, capsys):
+    code, out, err = cli(["stable", "--experiment", "legacy", "--tracking-uri", sweeps["uri"],
+                          "--json"], capsys, sweeps["root"])
+    assert code == 0, err
+    data = json.loads(out.strip().splitlines()[-1])
+    # Such a sweep ran with coverage alone and FID as the tie-breaker: that is what it says.
+    assert data["sweep_objective"] == "fid" and data["rule"]["min_hq_ratio"] == 0.0
+    assert any(f"{NUM * SEEDS} seed(s) carry no seed_success" in line
+               for line in data["preamble"])
+    assert all(r["successes"] == 0 for r in data["ranked"] + data["flagged"])
 
 
 def test_text_table_and_regions(sweeps, capsys):
     code, out, err = cli(["stable", "--experiment", MAIN, "--tracking-uri", sweeps["uri"]],
                          capsys, sweeps["root"])
     assert code == 0, err
-    assert "ranked by the Wilson 95% lower bound" in out
+    assert "ranked by success-rate Wilson 95% lower bound desc, then median seed_score" in out
+    assert "A seed succeeds with >= 90% of the modes held" in out
+    assert "| HQ mean | median score [95% CI] |" in out
     table = [ln for ln in out.splitlines() if ln.startswith("| 1 |")]
     assert table and f"/{SEEDS} |" in table[0]
     assert "Stable region gp_lambda x n_critic" in out
@@ -289,6 +344,10 @@ def test_confirm_replaces_estimates_with_fresh_seeds(sweeps, capsys):
         assert not set(seeds) & {int(r.data.tags[tracking.TAG_SEED]) for r in smoke}
         fids = [r.data.metrics[names.FID] for r in mine]
         assert row["fid_median"] == pytest.approx(statistics.median(fids))
+        # Judged by the sweep's rule, with the same quality metrics as the sweep's seeds.
+        assert row["successes"] == sum(r.data.metrics[names.SEED_SUCCESS] for r in mine)
+        assert row["score_median"] == pytest.approx(statistics.median(
+            r.data.metrics[names.SEED_SCORE] for r in mine))
         for r in mine:
             assert r.data.tags[tracking.PARENT_TAG] == parent.info.run_id
             assert r.data.params["steps"] == str(FIXED["steps"])

@@ -34,12 +34,15 @@ def test_train_json_last_line_and_mlflow_run(tmp_path, capsys):
     assert code == 0, err
     final = json.loads(out.strip().splitlines()[-1])
     assert final["step"] == 40 and final["num_modes"] == 25 and final["diverged"] == 0
+    assert final["seed_success"] in (0, 1) and 0 <= final["seed_score"] <= 1
+    assert "modes_held" in final
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("gan-sweeper-train")
     (run,) = c.search_runs([exp.experiment_id])
     assert run.data.params["loss"] == "bce-ns" and run.data.params["hidden"] == "16"
+    assert run.data.params["success.min_hq_ratio"] == "0.5"  # the rule it was judged by
     hist = c.get_metric_history(run.info.run_id, "fid")
     assert [m.step for m in hist] == [20, 40]  # one value per evaluation, no duplicates
     assert [a.path for a in c.list_artifacts(run.info.run_id, "plots")] == [
@@ -95,7 +98,23 @@ def test_eval_true_samples_give_all_modes(tmp_path, capsys):
     m = json.loads(out)
     assert m["modes_covered"] == 8 and m["mode_kl"] < 0.01 and m["fid_n"] == 2500
     assert m["fid"] < 1e-3
+    assert m["seed_success"] == 1 and m["modes_held"] == 8 and m["seed_score"] < 0.05
 
+
+def test_eval_judges_quality_and_takes_rule_overrides(tmp_path, capsys):
+    theta = np.random.default_rng(0).uniform(0, 2 * np.pi, 2500)
+    np.save(tmp_path / "ring.npy", np.stack([np.cos(theta), np.sin(theta)], 1))
+    args = ["eval", "--dataset", "ring8", "--samples", str(tmp_path / "ring.npy"), "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    m = json.loads(out)  # a uniform circle: every mode "covered", no mode learned
+    assert m["modes_covered"] == 8 and m["seed_success"] == 0 and m["seed_score"] > 0.85
+    # With the legacy rule (coverage alone) the same samples pass: the override reaches eval.
+    code, out, err = run_cli([*args, "--min-hq-ratio", "0", "--min-mode-share", "0"], capsys)
+    assert code == 0 and json.loads(out)["seed_success"] == 1
+    code, _, err = run_cli([*args, "--min-coverage", "2"], capsys)
+    assert code == 2 and "min_coverage must be a number in [0, 1]" in err
+    assert err.count("\n") == 1
 
 def _bad_files(tmp_path):
     good = np.zeros((100, 2), np.float32)
@@ -154,6 +173,7 @@ def test_console_script_diverging_run_exits_0_and_reports_it():
     final = json.loads(p.stdout.strip().splitlines()[-1])
     assert final["diverged"] == 1 and final["step"] < 300
     assert final["modes_covered"] == 0 and "fid" not in final and "DIVERGED" in p.stderr
+    assert final["seed_success"] == 0 and final["seed_score"] == 1
 
 
 def test_eval_accepts_image_arrays(tmp_path, capsys, monkeypatch):
@@ -168,6 +188,7 @@ def test_eval_accepts_image_arrays(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     m = json.loads(out)
     assert m["modes_covered"] == 10 and m["fid_n"] == 1000 and "kid" in m
+    assert m["seed_success"] == 1 and m["seed_score"] < 0.1
     np.save(tmp_path / "flat.npy", x.reshape(1000, 64))
     code, _, err = run_cli(["eval", "--dataset", "digits", "--samples",
                             str(tmp_path / "flat.npy")], capsys)

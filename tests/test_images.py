@@ -124,6 +124,9 @@ def test_real_digits_score_near_perfect_and_fid_near_zero(digits) -> None:
     assert m[names.MODE_KL] < 0.02
     assert 0 <= m[names.FID] < FID_REAL_TOL
     assert m[names.CLASSIFIER_ACC] == digits.classifier.test_accuracy >= 0.97
+    # The quality rule: real digits succeed, with a score near 0 (sampling noise only).
+    assert m[names.SEED_SUCCESS] == 1 and m[names.MODES_HELD] == 10
+    assert m[names.SEED_SCORE] < 0.05
     # The very set the real statistics were fitted on gives 0 up to round-off.
     same = digits.sample(N, torch.Generator().manual_seed(REAL_EVAL_SEED))
     assert digits.evaluate(same)[names.FID] < 1e-6
@@ -140,6 +143,10 @@ def test_kid_is_zero_for_identical_sets_and_positive_for_collapse(digits, exempl
     real = digits.evaluate(digits.sample(N, torch.Generator().manual_seed(7)))
     assert m[names.KID] > 50 * max(abs(real[names.KID]), 1.0)
     assert m[names.FID] > 20 * FID_REAL_TOL
+    # One class: confident, so HQ is high, but 1 of 10 modes held: a failure, a poor score.
+    assert m[names.HQ_FRACTION] > 0.9 and m[names.MODES_HELD] == 1
+    assert m[names.SEED_SUCCESS] == 0 and m[names.SEED_SCORE] > 0.8
+    assert real[names.SEED_SUCCESS] == 1 and real[names.SEED_SCORE] < m[names.SEED_SCORE] / 10
 
 
 def test_kid_matches_the_unbiased_formula_written_out() -> None:
@@ -167,6 +174,7 @@ def test_noise_and_blank_images_are_not_digits(digits) -> None:
                       torch.full((20, 1, 8, 8), -1.0), torch.full((20, 1, 8, 8), 1.0)])
     m = digits.evaluate(junk)
     assert m[names.HQ_FRACTION] < 0.02 and m[names.MODES_COVERED] <= 1
+    assert m[names.SEED_SUCCESS] == 0 and m[names.SEED_SCORE] > 0.9
     untrained = Trainer(make_config({"dataset": "digits", "hidden": 32, "eval_samples": 500,
                                      "device": "cpu"})).sample()
     assert digits.evaluate(untrained)[names.HQ_FRACTION] < 0.05
@@ -209,6 +217,16 @@ def test_stacked_samples_from_known_triples_are_counted_exactly(stacked, exempla
     blurred[0, 1] = unreadable
     m2 = stacked.evaluate(blurred)
     assert m2[names.HQ_FRACTION] == pytest.approx(6 / 7) and m2[names.MODES_COVERED] == 5
+    assert m[names.SEED_SUCCESS] == 0  # 5 of 1,000 modes
+
+
+def test_real_stacked_digits_succeed(stacked) -> None:
+    # 10,000 samples: ~10 per mode, and a mode is held from a quarter of its expected share
+    # (3 samples); real data holds nearly all and succeeds. The score's floor at this N is
+    # the histogram's noise, 1/2 sum |Poisson(10) - 10| / N ~ 0.13.
+    m = stacked.evaluate(stacked.sample(10_000, torch.Generator().manual_seed(4)))
+    assert m[names.SEED_SUCCESS] == 1 and m[names.MODES_HELD] >= 980
+    assert m[names.SEED_SCORE] < 0.2
 
 
 def test_evaluate_takes_float32_numpy_batches_like_sweeper_eval(exemplars) -> None:

@@ -71,6 +71,9 @@ BASE = {"fixed": {"dataset": "ring8"}, "params": {"gp_lambda": {"log_uniform": [
     ({"fixed": {"steps": 10}, "params": {"steps": {"int": [1, 5]}}}, "both fixed and sampled"),
     ({"params": {"seed": {"int": [0, 5]}}}, "cannot be sampled"),
     ([1, 2], "must be a mapping"),
+    ({**BASE, "success": {"min_hq": 0.5}}, "unknown key 'min_hq' in 'success'"),
+    ({**BASE, "success": {"min_hq_ratio": 2}}, "min_hq_ratio must be a number in [0, 1]"),
+    ({**BASE, "success": [0.5]}, "'success' must be a mapping"),
 ])
 def test_bad_spaces_get_one_clear_line(doc, needle):
     with pytest.raises(UserError) as e:
@@ -93,3 +96,9 @@ def test_bad_file_error_names_the_file(tmp_path):
 def test_unknown_space_name_lists_shipped_ones():
     with pytest.raises(UserError, match="unknown search space 'nope'; shipped spaces: .*default"):
         load_space("nope")
+
+
+def test_success_block_overrides_the_rule():
+    space = parse_space({**BASE, "success": {"min_hq_ratio": 0.7, "min_coverage": 1}})
+    assert space.success == {"min_hq_ratio": 0.7, "min_coverage": 1.0}
+    assert parse_space(BASE).success == {}

@@ -16,16 +16,20 @@ from sweeper.stability import Setting
 from trainers import names
 
 
-def seed(modes=8, fid=0.1, kl=0.05, diverged=0.0, hq=0.5):
+def seed(modes=8, fid=0.1, kl=0.05, diverged=0.0, hq=0.5, score=None):
+    """A seed's final metrics; it succeeds (as the trainer's rule would say) with 8/8 held."""
     m = {names.NUM_MODES: 8.0, names.MODES_COVERED: modes, names.DIVERGED: diverged,
-         names.MODE_KL: kl, names.HQ_FRACTION: hq, names.STEP: 100.0}
+         names.MODE_KL: kl, names.HQ_FRACTION: hq, names.STEP: 100.0,
+         names.MODES_HELD: modes, names.SEED_SUCCESS: float(modes >= 8 and not diverged),
+         names.SEED_SCORE: fid if score is None else score}
     if fid is not None:
         m[names.FID] = fid
     return m
 
 
 DIVERGED = {names.DIVERGED: 1.0, names.MODES_COVERED: 0.0, names.NUM_MODES: 8.0,
-            names.HQ_FRACTION: 0.0, names.MODE_KL: math.log(8)}
+            names.HQ_FRACTION: 0.0, names.MODE_KL: math.log(8), names.MODES_HELD: 0.0,
+            names.SEED_SCORE: 1.0, names.SEED_SUCCESS: 0.0}
 
 
 def setting(label, seeds, complete=True, **params):
@@ -144,6 +148,27 @@ def test_rank_wilson_lower_bound_first_then_median_fid():
     assert [s.label for s in flagged] == ["F", "E"]  # F: LB 0.44 beats E: LB 0.34
 
 
+def test_objective_picks_the_tie_breaker_between_equally_stable_settings():
+    sets = [setting("sharp", [seed(fid=0.02, score=0.05)] * 3),  # modes learned well
+            setting("blurred", [seed(fid=0.001, score=0.8)] * 3)]  # a better FID, poor quality
+    by_quality, _ = stability.rank(stability.setting_stats(s) for s in sets)
+    by_fid, _ = stability.rank(stability.setting_stats(s, objective="fid") for s in sets)
+    assert [s.label for s in by_quality] == ["sharp", "blurred"]
+    assert [s.label for s in by_fid] == ["blurred", "sharp"]
+    top = by_quality[0]
+    assert top.score_median == 0.05 and top.score_range == (0.05, 0.05)
+    assert top.modes_held_mean == 8 and top.tie_break == 0.05
+
+
+def test_seeds_without_a_verdict_are_counted_as_failures_and_reported():
+    old = {names.NUM_MODES: 8.0, names.MODES_COVERED: 8.0, names.FID: 0.01,
+           names.HQ_FRACTION: 0.9, names.MODE_KL: 0.0}
+    sets = [setting("old", [old] * 3), setting("new", [seed()] * 3),
+            setting("div", [DIVERGED] * 3)]
+    assert stability.setting_stats(sets[0]).successes == 0
+    assert stability.missing_quality(sets) == 3  # diverged seeds are judged, not missing
+
+
 def test_varied_params_ignores_defaults_of_other_losses():
     sets = [Setting("a", "a", {"loss": "wgan-gp", "gp_lambda": 1.0, "clip_value": 0.01,
                                "n_critic": 5}, []),
@@ -186,6 +211,10 @@ def test_region_grid_pools_seeds_per_cell_like_a_direct_count():
     assert g.success_rate[0, 0] == pytest.approx(0.8) and math.isnan(g.success_rate[0, 1])
     assert g.fid_median[0, 0] == pytest.approx(statistics.median([0.1, 0.1, 0.3, 0.3, 0.3]))
     assert g.fid_median[1, 2] == math.inf  # median of (inf, 0.5)
+    assert g.score_median[0, 0] == pytest.approx(0.3)  # median of 0.1, 0.1, 0.3, 0.3, 0.3
+    assert g.score_median[1, 2] == pytest.approx(0.75)  # diverged counts as 1: (1 + 0.5) / 2
+    assert g.hq_mean[0, 0] == pytest.approx(0.5) and g.hq_mean[1, 2] == pytest.approx(0.25)
+    assert math.isnan(g.score_median[0, 1]) and math.isnan(g.hq_mean[0, 1])
     json.dumps(g.to_dict(), allow_nan=False)
 
 
@@ -200,5 +229,7 @@ def test_region_grid_skips_params_the_sweep_did_not_vary():
 
 def test_definitions_state_the_ranking_rule_with_numbers():
     text = stability.definitions_markdown()
-    assert "Wilson lower bound" in text and "then the median FID" in text
+    assert "Wilson lower bound" in text and "then the median score" in text
     assert f"fewer than {stability.MIN_SEEDS} seeds" in text and "90%" in text
+    assert "0.25 of a mode's expected HQ share" in text and "0.5 x the real data's" in text
+    assert "then the median FID" in stability.definitions_markdown(objective="fid")

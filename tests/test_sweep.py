@@ -19,6 +19,7 @@ import yaml
 
 from sweeper import tracking
 from trainers import names
+from trainers.data import REAL_HQ_2D
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,7 @@ SPACE = {
         "clip_value": {"log_uniform": [0.001, 1.0], "when": {"loss": "wgan-clip"}},
         "lr_d": {"log_uniform": [1e-4, 1e-2]},
     },
+    "success": {"min_hq_ratio": 0.4, "min_mode_share": 0.3},  # the CLI overrides the share
 }
 NUM, SEEDS = 4, 2
 
@@ -49,7 +51,8 @@ def sweep(tmp_path_factory):
     (root / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     args = ["--space", "space.yaml", "--experiment", "it's a \"test\" sweep",
             "--num-samples", str(NUM), "--seeds", str(SEEDS), "--max-concurrent", "1",
-            "--grace", "0.2", "--reduction-factor", "2", "--sampler-seed", "0"]
+            "--grace", "0.2", "--reduction-factor", "2", "--sampler-seed", "0",
+            "--min-mode-share", "0.2"]
     t0 = time.time()
     p = sweeper("run", *args, cwd=root)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -100,6 +103,31 @@ def test_every_trial_and_seed_has_one_mlflow_run(sweep):
     assert parent.data.tags["gan_sweeper.git_commit"]
 
 
+def test_the_success_rule_comes_from_the_space_then_the_command_line(sweep):
+    import json
+
+    from sweeper.sweep import OPTIONS_FILE, sweep_path
+
+    c, kinds = runs_of(sweep)
+    (parent,) = kinds["sweep"]
+    params = parent.data.params
+    assert params["objective"] == "quality"
+    assert (params["success.min_hq_ratio"], params["success.min_mode_share"],
+            params["success.min_coverage"]) == ("0.4", "0.2", "0.9")
+    saved = json.loads((sweep_path(sweep["root"] / "sweeps", sweep["name"]) / OPTIONS_FILE)
+                       .read_text())
+    assert saved["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.2, "min_hq_ratio": 0.4}
+    assert saved["objective"] == "quality"
+    for s in kinds["seed"]:  # every seed carries the verdict and the score
+        m = s.data.metrics
+        assert m[names.SEED_SUCCESS] in (0.0, 1.0) and 0.0 <= m[names.SEED_SCORE] <= 1.0
+        want = (m[names.MODES_HELD] >= 0.9 * m[names.NUM_MODES]
+                and m[names.HQ_FRACTION] >= 0.4 * REAL_HQ_2D and not m[names.DIVERGED])
+        assert m[names.SEED_SUCCESS] == want
+    for t in kinds["trial"]:
+        assert "seed_score_median" in t.data.metrics
+
+
 def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
     c, kinds = runs_of(sweep)
     status = {r.data.tags[tracking.TAG_TRIAL]: r for r in kinds["trial"]}
@@ -134,9 +162,11 @@ def test_final_table_ranks_finished_trials_first(sweep):
 def test_resume_of_a_finished_sweep_adds_nothing(sweep):
     before = {k: len(v) for k, v in runs_of(sweep)[1].items()}
     # No --experiment and other options: --resume picks the latest sweep and its saved options.
-    p = sweeper("run", "--resume", "--seeds", "5", cwd=sweep["root"])
+    p = sweeper("run", "--resume", "--seeds", "5", "--objective", "fid", "--min-hq-ratio", "0.9",
+                cwd=sweep["root"])
     assert f"resuming sweep {sweep['name']!r}" in p.stderr and f"x {SEEDS} seeds" in p.stderr
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "m = median seed_score" in p.stdout  # the saved objective, not this command's
     after = {k: len(v) for k, v in runs_of(sweep)[1].items()}
     assert after == before
     assert len(study_of(sweep).trials) == NUM
@@ -158,6 +188,8 @@ def test_rerun_without_resume_is_refused(sweep):
     (["--cpus-per-trial", "64"], "more than the cluster has"),
     (["--resume", "--experiment", "never-ran"], "no sweep named 'never-ran' to resume"),
     (["--search", "bayes"], "--search must be one of tpe, random, got 'bayes'"),
+    (["--objective", "hq"], "--objective must be one of quality, fid, got 'hq'"),
+    (["--min-coverage", "1.5"], "min_coverage must be a number in [0, 1], got 1.5"),
 ])
 def test_bad_sweep_input_one_line_exit_2_before_any_trial(tmp_path, args, needle):
     (tmp_path / "bad.yaml").write_text("params: {gp_lamda: {log_uniform: [0.1, 1]}}\n")
@@ -212,6 +244,33 @@ def test_options_saved_before_search_existed_restore_as_tpe(tmp_path):
     del data["search"]
     (tmp_path / OPTIONS_FILE).write_text(json.dumps(data))
     assert restore_options(_options(tmp_path, "random"), tmp_path).search == "tpe"
+
+
+def test_rule_and_objective_survive_save_restore(tmp_path):
+    import dataclasses
+
+    from sweeper.sweep import restore_options, save_options
+    from trainers.quality import SuccessRule
+
+    rule = SuccessRule(min_hq_ratio=0.8, min_mode_share=0.1)
+    opts = dataclasses.replace(_options(tmp_path, "tpe"), rule=rule, objective="fid")
+    save_options(opts, tmp_path)
+    restored = restore_options(_options(tmp_path, "tpe"), tmp_path)  # defaults: quality
+    assert restored.rule == rule and restored.objective == "fid"
+
+
+def test_options_saved_before_the_quality_rule_restore_as_they_ran(tmp_path):
+    import json
+
+    from sweeper.sweep import OPTIONS_FILE, restore_options, save_options
+    from trainers.quality import LEGACY_RULE
+
+    save_options(_options(tmp_path, "tpe"), tmp_path)
+    data = json.loads((tmp_path / OPTIONS_FILE).read_text())
+    del data["rule"], data["objective"]
+    (tmp_path / OPTIONS_FILE).write_text(json.dumps(data))
+    restored = restore_options(_options(tmp_path, "tpe"), tmp_path)
+    assert restored.rule == LEGACY_RULE and restored.objective == "fid"
 
 
 def test_random_search_sweep_end_to_end(tmp_path):

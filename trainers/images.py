@@ -15,6 +15,8 @@ Metrics (names in `trainers.names`; the evaluation classifier is `trainers.class
                  and at equal N. It is not Inception FID; `fid_backend: inception` gives that.
   kid            unbiased KID (Binkowski et al. 2018, arXiv 1801.01401) on the same features
   classifier_acc the classifier's held-out accuracy, logged so a weak scorer is visible
+  modes_held, seed_score, seed_success  the quality score and success rule of
+                 `trainers.quality`, against the real set's confident fraction and p_real
 
 FID/KID implementation: computed directly, FID with `trainers.metrics.frechet_distance` and KID
 with `kid` below, not with torchmetrics' `FrechetInceptionDistance`/`KernelInceptionDistance`.
@@ -49,6 +51,7 @@ from torch import Tensor
 from trainers import classifier as clf
 from trainers import metrics, names
 from trainers.config import ConfigError
+from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
@@ -211,6 +214,13 @@ def _first_line(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------- dataset
+@dataclass(frozen=True)
+class _RealSide:
+    stats: tuple[np.ndarray, np.ndarray]  # Gaussian fit of the real features
+    features: np.ndarray
+    hq: float  # fraction of real samples labelled confidently (the real HQ fraction)
+
+
 class ImageDataset:
     """Single-channel images, or `channels` independent images stacked as channels.
 
@@ -269,32 +279,31 @@ class ImageDataset:
         modes = torch.where(confident, (labels * self._place).sum(1), -1)
         return modes, confident, feats.view(n, -1)
 
-    def evaluate(self, fake: Tensor) -> dict[str, float]:
+    def evaluate(self, fake: Tensor, rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:
         x = self._check(fake)
         modes, confident, feats = self.classify(x)
         counts = torch.bincount(modes[confident], minlength=self.num_modes).cpu().numpy()
         f = self._features(x, feats)
-        real_stats, real_feats = self._real
+        real = self._real
         return {
-            names.MODES_COVERED: float((counts > 0).sum()),
-            names.NUM_MODES: float(self.num_modes),
-            names.HQ_FRACTION: float(confident.float().mean().item()),
-            names.MODE_KL: metrics.kl_to_reference(counts, self.p_real),
-            names.FID: metrics.frechet_distance(*real_stats, *metrics.gaussian_stats(f)),
+            **quality_metrics(counts, len(x), self.p_real, real.hq, rule),
+            names.FID: metrics.frechet_distance(*real.stats, *metrics.gaussian_stats(f)),
             names.FID_N: float(len(f)),
-            names.KID: kid(real_feats, f),
+            names.KID: kid(real.features, f),
             names.CLASSIFIER_ACC: self.classifier.test_accuracy,
         }
 
     @functools.cached_property
-    def _real(self) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-        """Gaussian fit and features of `eval_samples` real samples, drawn with a fixed seed."""
+    def _real(self) -> _RealSide:
+        """Features, their Gaussian fit and the confident (HQ) fraction of `eval_samples` real
+        samples drawn with a fixed seed: the reference every evaluation is scored against."""
         from trainers.data import REAL_EVAL_SEED  # late: data imports this module
 
         g = torch.Generator(device=self.device).manual_seed(REAL_EVAL_SEED)
         real = self.sample(self.eval_samples, g)
-        f = self._features(real, self.classify(real)[2])
-        return metrics.gaussian_stats(f), f
+        _, confident, feats = self.classify(real)
+        f = self._features(real, feats)
+        return _RealSide(metrics.gaussian_stats(f), f, float(confident.float().mean().item()))
 
     def _features(self, x: Tensor, classifier_feats: Tensor) -> np.ndarray:
         if self.fid_backend == "inception":

@@ -22,6 +22,7 @@ from trainers.config import TrialConfig, make_config
 from trainers.data import build_dataset
 from trainers.losses import critic_grad_norms, make_loss, random_interpolates
 from trainers.models import build_models
+from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
 
 Report = Callable[[int, dict[str, float]], None]
 
@@ -60,10 +61,15 @@ def set_threads(n: int | None = None) -> int:
 
 
 class Trainer:
-    """One GAN run: models, optimisers, data sampler, loss strategy and step counter."""
+    """One GAN run: models, optimisers, data sampler, loss strategy and step counter.
 
-    def __init__(self, config: TrialConfig) -> None:
+    `rule` judges `seed_success` at every evaluation; it is evaluation policy, not a training
+    hyperparameter, so it is not part of the config or the checkpoint.
+    """
+
+    def __init__(self, config: TrialConfig, rule: SuccessRule = DEFAULT_RULE) -> None:
         self.config = cfg = config
+        self.rule = rule
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)  # weight initialisation
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -187,7 +193,7 @@ class Trainer:
         if self.diverged:
             out.update(self._diverged_metrics())
         else:
-            out.update(self.data.evaluate(fake))
+            out.update(self.data.evaluate(fake, self.rule))
             out.update(self._critic_metrics(fake))
             out[names.DIVERGED] = 0.0
         self.eval_seconds += time.perf_counter() - t0
@@ -209,10 +215,8 @@ class Trainer:
 
     def _diverged_metrics(self) -> dict[str, float]:
         # Non-finite samples lie within 3 sigma of no mode: nothing is covered, no sample is HQ,
-        # and the mode KL takes its documented worst case log K. FID is not reported.
-        k = self.data.num_modes
-        return {names.DIVERGED: 1.0, names.MODES_COVERED: 0.0, names.NUM_MODES: float(k),
-                names.HQ_FRACTION: 0.0, names.MODE_KL: math.log(k)}
+        # the mode KL and the score take their worst cases. FID is not reported.
+        return {names.DIVERGED: 1.0, **failed_metrics(self.data.num_modes)}
 
     def _weights_exploded(self) -> bool:
         with torch.no_grad():
@@ -257,13 +261,14 @@ class Trainer:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> Trainer:
+    def load(cls, path: str | Path, device: str | None = None,
+             rule: SuccessRule = DEFAULT_RULE) -> Trainer:
         """Rebuild a trainer from a checkpoint; `device` may move it (e.g. GPU -> CPU)."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         cfg = dict(state["config"])
         if device is not None:
             cfg["device"] = device
-        trainer = cls(make_config(cfg, fill_loss_defaults=False))
+        trainer = cls(make_config(cfg, fill_loss_defaults=False), rule)
         trainer.load_state_dict(state)
         return trainer
 
@@ -274,7 +279,8 @@ def _optimizer(cfg: TrialConfig, params: Any, lr: float) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def train(config: TrialConfig, report: Report | None = None) -> dict[str, float]:
+def train(config: TrialConfig, report: Report | None = None,
+          rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:
     """Train one run from scratch and return its final metrics."""
-    return Trainer(config).run(report)
+    return Trainer(config, rule).run(report)
 

@@ -21,18 +21,30 @@ def mode_coverage(samples: np.ndarray, centres: np.ndarray, sigma: float) -> dic
     KL(p_hat || uniform) over the mode histogram of the HQ samples. With no HQ sample at all
     the KL is log K, its worst case, rather than undefined.
     """
+    counts = mode_counts(samples, centres, sigma)
+    k = len(counts)
+    return histogram_metrics(counts, len(samples), np.full(k, 1.0 / k))
+
+
+def mode_counts(samples: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+    """HQ samples per centre: samples within 3 sigma of their nearest centre, by that centre."""
     samples = np.asarray(samples, dtype=np.float64)
     centres = np.asarray(centres, dtype=np.float64)
-    k = len(centres)
     d2 = ((samples[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     nearest = d2.argmin(1)
     hq = np.sqrt(d2[np.arange(len(samples)), nearest]) <= 3.0 * sigma
-    counts = np.bincount(nearest[hq], minlength=k).astype(np.float64)
+    return np.bincount(nearest[hq], minlength=len(centres)).astype(np.float64)
+
+
+def histogram_metrics(counts: np.ndarray, n_samples: int,
+                      reference: np.ndarray) -> dict[str, float]:
+    """Modes covered, K, HQ fraction and mode KL from an HQ mode histogram of n_samples."""
+    counts = np.asarray(counts, dtype=np.float64)
     return {
         names.MODES_COVERED: float((counts > 0).sum()),
-        names.NUM_MODES: float(k),
-        names.HQ_FRACTION: float(hq.mean()) if len(samples) else 0.0,
-        names.MODE_KL: kl_to_reference(counts, np.full(k, 1.0 / k)),
+        names.NUM_MODES: float(len(counts)),
+        names.HQ_FRACTION: float(counts.sum() / n_samples) if n_samples else 0.0,
+        names.MODE_KL: kl_to_reference(counts, reference),
     }
 
 

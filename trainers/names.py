@@ -2,6 +2,7 @@
 
 STEP = "step"
 MODES_COVERED = "modes_covered"  # modes that are the nearest centre/class of >= 1 HQ sample
+MODES_HELD = "modes_held"  # modes holding a real share of the HQ samples (trainers/quality.py)
 NUM_MODES = "num_modes"  # how many modes the dataset has (K)
 HQ_FRACTION = "hq_fraction"  # fraction of samples that are high quality
 MODE_KL = "mode_kl"  # KL(p_hat || p_real) over the mode histogram of HQ samples
@@ -11,6 +12,8 @@ KID = "kid"  # unbiased kernel distance on the same features (images)
 CLASSIFIER_ACC = "classifier_acc"  # held-out accuracy of the classifier behind image metrics
 W_DISTANCE = "w_distance"  # critic estimate E[c(x)] - E[c(G(z))] on a held-out batch
 GRAD_NORM = "grad_norm"  # mean ||grad_x c(x_hat)||_2 at random interpolates, for every loss
+SEED_SCORE = "seed_score"  # distance of the mode histogram to the real one, in [0, 1], lower better
+SEED_SUCCESS = "seed_success"  # 1 if the seed passes the success rule (trainers/quality.py), else 0
 DIVERGED = "diverged"  # 1 if a loss became NaN/inf or weights exploded, else 0
 LOSS_D = "loss_d"  # critic/discriminator loss, mean over the steps since the last evaluation
 LOSS_G = "loss_g"  # generator loss, mean over the steps since the last evaluation
@@ -21,10 +24,4 @@ EVAL_SECONDS = "eval_seconds"  # wall time spent in evaluation
 OBJECTIVE = "objective"  # what the sweep minimises; present only in a trial's final result
 RUNNING_OBJECTIVE = "running_objective"  # the same, at every evaluation; drives early stopping
 SUCCESS_RATE = "success_rate"  # fraction of seeds that neither diverged nor collapsed
-FAILED_SEEDS = "failed_seeds"  # number of seeds that diverged or collapsed
-COLLAPSED = "collapsed"  # 1 if modes_covered < COVERAGE_THRESHOLD * num_modes
-
-# A seed "collapsed" when it covers fewer than this fraction of the modes. 0.9 keeps the rule
-# strict on small mixtures (ring8 needs 8/8, grid25 needs 23/25) while tolerating a few missed
-# classes on 1,000-mode stacked data, where even good models miss rare triples.
-COVERAGE_THRESHOLD = 0.9
+FAILED_SEEDS = "failed_seeds"  # number of seeds that fail the success rule (or diverged)

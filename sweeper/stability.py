@@ -22,8 +22,9 @@ From the final metrics of each seed:
 - **Mean HQ**; **mode KL**: median and min-max; **modes held**: mean and min.
 
 **Ranking** (`objective`, as the sweep's): Wilson lower bound of the success rate, higher
-first; then the median score (quality) or the median FID (fid), lower first; then the success
-rate itself, then the label (a stable order for ties).
+first; then the median score (quality) or the median FID (fid), lower first; then the median
+FID (which breaks exact score ties, as in the sweep objective), the success rate itself, and
+the label (a stable order for ties).
 
 **Flagged, not ranked**: a setting with fewer than MIN_SEEDS seeds, or not trained to its full
 step budget (stopped early by ASHA, errored or still running). Flagged settings are listed
@@ -135,7 +136,9 @@ class SettingStats:
         return self.fid_median if self.objective == "fid" else self.score_median
 
     def sort_key(self) -> tuple:
-        return (-self.success_lower, self.tie_break, -self.success_rate, self.label)
+        # Exact score ties (no sample HQ) fall to FID, as in the sweep objective.
+        return (-self.success_lower, self.tie_break, self.fid_median, -self.success_rate,
+                self.label)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (inf and NaN become None)."""

@@ -46,3 +46,15 @@ def test_load_test_smoke_finds_every_run_once() -> None:
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "RESULT: all runs present once" in out.stdout
     assert "trial runs 6/6, seed runs 6/6" in out.stdout and "duplicate keys 0" in out.stdout
+
+
+def test_quality_cases_smoke_shows_old_and_new_verdicts() -> None:
+    text = _run("quality_cases.py")
+    rows = {r[2].strip(): (r[-3].strip(), r[-2].strip())
+            for r in (line.split("|") for line in text.splitlines()
+                      if line.startswith("| ring8") or line.startswith("| grid25"))}
+    assert len(rows) == 8
+    assert rows["uniform on the unit circle (no modes)"] == ("success", "fail")
+    assert rows["the 8 modes at sigma x 5"] == ("success", "fail")
+    assert rows["one mode"] == ("fail", "fail")
+    assert rows["the true mixture (sigma 0.01)"] == ("success", "success")

@@ -25,7 +25,8 @@ def test_all_good_seeds_objective_is_squashed_median_score():
     agg = objective.aggregate([seed(score=0.1), seed(score=0.3), seed(score=0.2)])
     assert agg[names.FAILED_SEEDS] == 0
     assert agg[names.SUCCESS_RATE] == 1.0
-    assert math.isclose(agg[names.RUNNING_OBJECTIVE], 0.2 / 1.2)
+    tie = objective.TIE_WEIGHT * 0.01 / 1.01  # the FID term (median FID 0.01)
+    assert math.isclose(agg[names.RUNNING_OBJECTIVE], 0.2 / 1.2 + tie)
     assert math.isclose(agg[objective.SCORE_MEDIAN], 0.2)
 
 
@@ -45,6 +46,17 @@ def test_one_failed_seed_always_loses_to_none(which):
     assert stable[names.RUNNING_OBJECTIVE] < lucky[names.RUNNING_OBJECTIVE]
 
 
+def test_fid_breaks_exact_score_ties_but_never_a_real_score_difference():
+    # No sample HQ yet: every setting scores the same; the nearer one (lower FID) ranks first.
+    near = objective.aggregate([seed(modes=0, score=0.989, fid=0.5)] * 3)
+    far = objective.aggregate([seed(modes=0, score=0.989, fid=50.0)] * 3)
+    assert near[names.RUNNING_OBJECTIVE] < far[names.RUNNING_OBJECTIVE]
+    # A score better by 0.002 (a tenth of its sampling noise) beats any FID difference.
+    better = objective.aggregate([seed(score=0.100, fid=math.inf)] * 3)
+    worse = objective.aggregate([seed(score=0.102, fid=0.0)] * 3)
+    assert better[names.RUNNING_OBJECTIVE] < worse[names.RUNNING_OBJECTIVE]
+
+
 def test_failure_is_the_trainers_seed_success():
     assert not objective.seed_failed(seed(modes=8))
     assert objective.seed_failed(seed(modes=7))
@@ -60,7 +72,8 @@ def test_diverged_seeds_are_failures_and_never_nan():
     agg = objective.aggregate([seed(modes=0, fid=None, diverged=1.0)] * 3)
     assert agg[names.FAILED_SEEDS] == 3
     assert agg[objective.DIVERGED_SEEDS] == 3
-    assert agg[names.RUNNING_OBJECTIVE] == 3.5  # 3 failures + squashed worst score (1/2)
+    # 3 failures + squashed worst score (1/2) + the FID term at inf FID (TIE_WEIGHT)
+    assert agg[names.RUNNING_OBJECTIVE] == 3.5 + objective.TIE_WEIGHT
     assert objective.aggregate([seed(modes=0, fid=None, diverged=1.0)] * 3, "fid")[
         names.RUNNING_OBJECTIVE] == 4.0  # 3 failures + squashed inf FID (1)
     assert objective.FID_MEDIAN not in agg

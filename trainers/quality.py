@@ -87,8 +87,11 @@ class SuccessRule:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def describe(self) -> str:
-        return (f">= {self.min_coverage:.0%} of the modes held (>= {self.min_mode_share:g} of "
-                f"a mode's expected HQ share), HQ >= {self.min_hq_ratio:g} x the real data's")
+        share = ("one HQ sample holds a mode" if self.min_mode_share == 0 else
+                 f">= {self.min_mode_share:g} of a mode's expected HQ share")
+        hq = ("any HQ fraction" if self.min_hq_ratio == 0 else
+              f"HQ >= {self.min_hq_ratio:g} x the real data's")
+        return f">= {self.min_coverage:.0%} of the modes held ({share}), {hq}"
 
 
 RULE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(SuccessRule)}

@@ -42,7 +42,7 @@ def test_smoke_prints_our_rows_the_target_line_and_the_quoted_rows(tmp_path: Pat
                                    "(ring8-wgan-gp)"]), (grid25, ["bce", "wgan-gp"])):
         found = re.findall(rf"^\| ([a-z0-9, ()-]+) {row}", table, re.M)
         assert [f[0] for f in found] == labels, table
-        for _, modes, diverged, failed in found:
+        for _, _modes, diverged, failed in found:
             # at 10 steps nothing learns a ring: every seed fails the quality rule
             assert int(failed) == 2 and int(diverged) <= 2
     assert "Target for wgan-gp, sweep-recommended (ring8-wgan-gp) (8/8 modes held on every " \

@@ -114,7 +114,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         raise
 
 
-def _restore(checkpoint, seeds: int, device: str, rule: SuccessRule) -> list[Trainer] | None:
+def _restore(checkpoint, seeds: int, device: str,
+             rule: SuccessRule = DEFAULT_RULE) -> list[Trainer] | None:
     """The seeds' trainers from a Tune checkpoint; None to start over. An empty checkpoint
     is how a resume marks a trial whose checkpoint was lost (see tune_state.py)."""
     if checkpoint is None:

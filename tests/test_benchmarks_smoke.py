@@ -58,3 +58,12 @@ def test_quality_cases_smoke_shows_old_and_new_verdicts() -> None:
     assert rows["the 8 modes at sigma x 5"] == ("success", "fail")
     assert rows["one mode"] == ("fail", "fail")
     assert rows["the true mixture (sigma 0.01)"] == ("success", "success")
+
+
+def test_population_benchmark_smoke_prints_both_sizes() -> None:
+    text = _run("population.py")
+    rows = re.findall(r"^\| (ring8 table|compute-bound)[^|]* \| (\d+) \| ([\d.]+) \| ([\d.]+) \|",
+                      text, re.M)
+    assert [(r[0], r[1]) for r in rows] == [("ring8 table", "1"), ("ring8 table", "3"),
+                                            ("compute-bound", "1"), ("compute-bound", "3")]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)

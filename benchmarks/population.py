@@ -49,28 +49,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _timed(runner, warm: int, steps: int, device: str) -> float:
+    """Seconds for generator steps warm .. warm + steps of a Trainer or a Population."""
+    runner.train_until(warm)
+    _sync(device)
+    t0 = time.perf_counter()
+    runner.train_until(warm + steps)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_separate(cfgs: list, warm: int, steps: int, device: str) -> float:
-    """Seconds for `steps` generator steps of every member, trained one after another."""
-    total = 0.0
-    for cfg in cfgs:
-        t = Trainer(cfg)
-        t.train_until(warm)
-        _sync(device)
-        t0 = time.perf_counter()
-        t.train_until(warm + steps)
-        _sync(device)
-        total += time.perf_counter() - t0
-    return total
+    """Every member's steps, trained one after another (K Trainers)."""
+    return sum(_timed(Trainer(cfg), warm, steps, device) for cfg in cfgs)
 
 
 def time_population(cfgs: list, warm: int, steps: int, device: str) -> float:
-    pop = Population(cfgs)
-    pop.train_until(warm)
-    _sync(device)
-    t0 = time.perf_counter()
-    pop.train_until(warm + steps)
-    _sync(device)
-    return time.perf_counter() - t0
+    return _timed(Population(cfgs), warm, steps, device)
 
 
 def main(argv: list[str] | None = None) -> None:

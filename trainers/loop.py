@@ -254,11 +254,7 @@ class Trainer:
         self.eval_seconds = float(state["eval_seconds"])
 
     def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically (a crash mid-write never leaves a torn file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None,
@@ -271,6 +267,14 @@ class Trainer:
         trainer = cls(make_config(cfg, fill_loss_defaults=False), rule)
         trainer.load_state_dict(state)
         return trainer
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically (a crash mid-write never leaves a torn file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _optimizer(cfg: TrialConfig, params: Any, lr: float) -> torch.optim.Optimizer:

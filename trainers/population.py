@@ -28,7 +28,6 @@ So far this covers the MLP models of the 2D datasets; image (conv) datasets rais
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from trainers.loop import (
     _LOSS_LIMIT,
     _WEIGHT_LIMIT,
     resolve_device,
+    save_atomic,
 )
 from trainers.models import build_models
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
@@ -424,11 +424,7 @@ class Population:
         self.eval_seconds = float(state["eval_seconds"])
 
     def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None,

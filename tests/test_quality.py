@@ -70,6 +70,18 @@ def test_balanced_histogram_scores_the_hq_gap() -> None:
             pytest.approx(abs(h - REAL_HQ_2D), abs=1e-12)
 
 
+def test_unbalanced_modes_raise_the_score() -> None:
+    ref = np.full(8, 1 / 8)
+    balanced = np.full(8, 300.0)
+    skewed = np.array([600.0, 600.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0])  # same HQ
+    s_bal = seed_score(balanced, 2400, ref, 1.0)
+    s_skew = seed_score(skewed, 2400, ref, 1.0)
+    assert s_bal == pytest.approx(0.0, abs=1e-15)
+    # Two modes hold 1/4 each instead of 1/8: 1/4 of the mass must move.
+    assert s_skew == pytest.approx(0.25)
+    assert quality_metrics(skewed, 2400, ref, 1.0)[names.SEED_SUCCESS] == 1  # still held
+
+
 def test_real_hq_fraction_of_a_2d_gaussian_is_one_minus_exp_minus_4_5() -> None:
     assert REAL_HQ_2D == pytest.approx(0.988891, abs=1e-6)
 

@@ -106,11 +106,6 @@ def seed_score(m: Mapping[str, Any]) -> float:
     return v if v is not None and not _finite(m, names.DIVERGED) else 1.0
 
 
-def tie_breaker(objective: str):
-    """The per-seed number whose median breaks ties between equally stable settings."""
-    return seed_fid if objective == "fid" else seed_score
-
-
 def squash(m: float) -> float:
     """m / (1 + m) in [0, 1); inf -> 1."""
     return 1.0 if math.isinf(m) else m / (1.0 + m)

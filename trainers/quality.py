@@ -101,18 +101,19 @@ DEFAULT_RULE = SuccessRule()
 LEGACY_RULE = SuccessRule(min_coverage=MIN_COVERAGE, min_mode_share=0.0, min_hq_ratio=0.0)
 
 
-def rule_from_mapping(values: Mapping[str, Any] | None, where: str = "success rule",
-                      base: SuccessRule = DEFAULT_RULE) -> SuccessRule:
-    """A rule from a mapping (a space file's `success:` block, saved options); one-line errors."""
+def rule_from_mapping(values: Mapping[str, Any] | None,
+                      where: str = "success rule") -> SuccessRule:
+    """The default rule with the values of a mapping (a space file's `success:` block, saved
+    options) overriding it; one-line errors."""
     if values is None:
-        return base
+        return DEFAULT_RULE
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where} must be a mapping of {', '.join(RULE_FIELDS)}")
     unknown = sorted(str(k) for k in values if k not in RULE_FIELDS)
     if unknown:
         raise ConfigError(f"unknown key {_excerpt(unknown[0])} in {where}; valid keys: "
                           f"{', '.join(RULE_FIELDS)}")
-    return base.replace(**dict(values))
+    return DEFAULT_RULE.replace(**dict(values))
 
 
 def quality_metrics(counts: np.ndarray, n_samples: int, reference: np.ndarray, real_hq: float,

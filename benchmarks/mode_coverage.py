@@ -21,6 +21,9 @@ run here and their networks and budgets differ from ours.
         --steps 500 --hidden 32 --batch-size 64 --eval-samples 26000
     python benchmarks/mode_coverage.py --smoke-test
 
+A row's seeds on one dataset train as one batched population (trainers/population.py), which
+trains each seed as its own run would (within float round-off) at a fraction of the cost.
+
 With --cache DIR each run's result is kept, so an interrupted table resumes, and a table can
 grow: run the reference rows while the sweeps run, then rerun with --recommended added. Each
 result records a hash of trainers/; results from other trainer code are still reused, but the
@@ -48,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import trainers  # noqa: E402
 from trainers import names  # noqa: E402
 from trainers.config import ConfigError, load_config_file, make_config  # noqa: E402
-from trainers.loop import set_threads, train  # noqa: E402
+from trainers.loop import set_threads  # noqa: E402
+from trainers.members import make_members  # noqa: E402
 from trainers.quality import DEFAULT_RULE  # noqa: E402
 
 # What a recommended setting contributes; everything else is the table's protocol.
@@ -122,16 +126,22 @@ def recommended_row(path: Path, *, everywhere: bool = False) -> Row:
                {k: values[k] for k in HYPERPARAMETERS if k in values}, recommended=True)
 
 
-def train_one(dataset: str, row: Row, seed: int, protocol: dict[str, Any]) -> Run:
-    """Train one seed of one row; runs in a worker process with one torch thread."""
+def train_seeds(dataset: str, row: Row, seeds: Sequence[int],
+                protocol: dict[str, Any]) -> list[Run]:
+    """Train a row's seeds as one population (trainers.members); runs in a worker process with
+    one torch thread. Each run is charged its share of the population's CPU time."""
     set_threads(1)
     fill = not row.recommended  # reference rows take the loss's defaults for the rest
-    cfg = make_config({**row.values, **protocol, "dataset": dataset, "seed": seed,
-                       "eval_every": protocol["steps"], "device": "cpu"},
-                      fill_loss_defaults=fill)
+    cfgs = [make_config({**row.values, **protocol, "dataset": dataset, "seed": seed,
+                         "eval_every": protocol["steps"], "device": "cpu"},
+                        fill_loss_defaults=fill) for seed in seeds]
     t0 = time.process_time()
-    metrics = train(cfg)
-    return Run(row.label, seed, metrics, time.process_time() - t0)
+    members = make_members(cfgs)
+    while not members.done:
+        members.train_until(members.next_eval_step())
+    finals = members.evaluate()
+    share = (time.process_time() - t0) / len(cfgs)
+    return [Run(row.label, s, m, share) for s, m in zip(seeds, finals, strict=True)]
 
 
 def cache_path(cache: Path, dataset: str, row: Row, seed: int,
@@ -160,6 +170,7 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
     produced). With `retrain_stale` those are trained again instead of reused.
     """
     runs: list[Run | None] = [None] * len(jobs)
+    missing: dict[tuple[str, str], list[int]] = {}
     futures = {}
     stale = 0
     for i, (d, row, s) in enumerate(jobs):
@@ -173,19 +184,26 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
         if saved is not None:
             runs[i] = Run(row.label, s, saved["metrics"], saved["cpu_seconds"])
         else:
-            futures[i] = pool.submit(train_one, d, row, s, protocol)
-    for i, fut in futures.items():
-        d, row, s = jobs[i]
-        run = runs[i] = fut.result()
-        if cache:
-            path = cache_path(cache, d, row, s, protocol)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"metrics": run.metrics, "cpu_seconds": run.cpu_seconds,
-                                        "trainer": version}), encoding="utf-8")
-        print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} modes, "
-              f"HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
-              file=sys.stderr, flush=True)
-    return [r for r in runs if r is not None], len(futures), stale
+            missing.setdefault((d, row.label), []).append(i)
+    # A row's missing seeds on one dataset train together, as one batched population.
+    for idx in missing.values():
+        d, row, _ = jobs[idx[0]]
+        futures[tuple(idx)] = pool.submit(train_seeds, d, row, [jobs[i][2] for i in idx],
+                                          protocol)
+    for idx, fut in futures.items():
+        for i, run in zip(idx, fut.result(), strict=True):
+            d, row, s = jobs[i]
+            runs[i] = run
+            if cache:
+                path = cache_path(cache, d, row, s, protocol)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"metrics": run.metrics,
+                                            "cpu_seconds": run.cpu_seconds,
+                                            "trainer": version}), encoding="utf-8")
+            print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} "
+                  f"modes, HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
+                  file=sys.stderr, flush=True)
+    return [r for r in runs if r is not None], sum(len(i) for i in futures), stale
 
 
 def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
@@ -264,9 +282,11 @@ def protocol_text(protocol: dict[str, Any], seeds: Sequence[int], rows: Sequence
              f"networks width {base.hidden} (MLP depth {base.depth} for 2D data; conv nets "
              f"for images), z_dim {base.z_dim}, evaluation on N = {base.eval_samples} "
              f"generated samples (FID against {base.eval_samples} real), seeds "
-             f"{seeds[0]}..{seeds[-1]} (mean ± s.e. over {len(seeds)}), 1 torch thread per "
-             f"run, {workers} run(s) at once, CPU; FID is on raw coordinates for 2D data and "
-             "on the evaluation classifier's features for images (trainers/classifier.py), "
+             f"{seeds[0]}..{seeds[-1]} (mean ± s.e. over {len(seeds)}), a row's seeds "
+             f"trained as one batched population (trainers/members.py) on 1 torch thread, "
+             f"{workers} population(s) at once, CPU; CPU s are each seed's share; FID is on "
+             "raw coordinates for 2D data and on the evaluation classifier's features for "
+             "images (trainers/classifier.py), "
              "comparable only within this repository", "", "hyperparameters per row:"]
     for row in rows:
         c = make_config({**row.values, **protocol}, fill_loss_defaults=not row.recommended)

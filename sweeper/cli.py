@@ -96,24 +96,35 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
 @click.option("--samples-out", type=click.Path(dir_okay=False),
               help="Save the final generated samples (.npy) for `sweeper eval`.")
+@click.option("--seeds", "n_seeds", type=int, default=1, show_default=True,
+              help="Train seeds --seed .. --seed + K - 1 together, as one batched population "
+              "where that pays; --json then holds a `seeds` list and the aggregates.")
 @click.option("--smoke-test", is_flag=True, help="Tiny budget (seconds) for a quick check.")
 @rule_options
 def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, resume,
-          samples_out, smoke_test, **options) -> None:
-    """Train one GAN and report its final metrics (seed_success judged by the success rule)."""
+          samples_out, n_seeds, smoke_test, **options) -> None:
+    """Train a GAN (or K seeds of it) and report the final metrics (seed_success judged by the
+    success rule)."""
     from sweeper.single import run_single
 
     rule = rule_from_options(options)
     cfg = config_from_options(config_file, options, smoke_test)
     if resume and not checkpoint:
         raise UserError("--resume needs --checkpoint PATH (the file to continue from)")
+    if n_seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {n_seeds}")
     final = run_single(cfg, tracking_uri=None if no_track else tracking_uri,
                        experiment=experiment, checkpoint=checkpoint, resume=resume,
-                       samples_out=samples_out, rule=rule)
+                       samples_out=samples_out, rule=rule, seeds=n_seeds)
     if as_json:
         click.echo(json.dumps(final, sort_keys=True))
-    else:
+    elif n_seeds == 1:
         click.echo(format_metrics(final))
+    else:
+        for m in final["seeds"]:
+            click.echo(f"seed {m['seed']}: {format_metrics(m)}")
+        click.echo(f"{n_seeds - final[names.FAILED_SEEDS]:.0f}/{n_seeds} seeds succeeded "
+                   f"in {final[names.TRAIN_SECONDS]:.1f} s of training")
 
 
 def format_metrics(m: dict[str, float]) -> str:

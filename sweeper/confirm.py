@@ -4,9 +4,9 @@ A sweep picks its best settings from the same seeds it scores them on, so their 
 optimistic (the winner's curse). Re-training the winners with seeds the sweep never used gives
 numbers that are not selected on; `sweeper stable` then shows those instead.
 
-The runs train sequentially, in this process, on one CPU thread, with the real
-`trainers.Trainer`: K x N runs of one setting do not need a cluster, and this keeps the
-command free of Ray. Each run is an MLflow run
+The runs train in this process, on one CPU thread: the settings x N fresh seeds that share a
+shape train as one batched population (`trainers.members`), which needs no cluster and keeps
+the command free of Ray. Each run is an MLflow run
 with tag kind=confirm under the sweep's parent run, tagged with the trial it re-trains
 (gan_sweeper.confirm_of), its seed, and its final status.
 
@@ -24,7 +24,8 @@ from sweeper import tracking
 from sweeper.mlflow_reader import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE, SweepRecords
 from trainers import names
 from trainers.config import make_config
-from trainers.loop import Trainer, set_threads
+from trainers.loop import set_threads
+from trainers.members import make_members, share_groups
 
 
 def fresh_seeds(records: SweepRecords, n: int) -> list[int]:
@@ -49,46 +50,65 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
     # One thread: these small networks gain nothing from more, and on a shared machine extra
     # torch threads spin-wait on busy cores (measured 5-25x slower with 2 threads here).
     set_threads(1)
-    run_ids = []
+    jobs = []  # (trial id, trial run id, config) per run to train
     for rid in trial_run_ids:
         trial = records.trial(rid)
         # The setting exactly as the sweep trained it; the device is re-chosen for this machine.
         values = {**trial.params, "device": "auto", **(smoke or {})}
-        for seed in seeds:
-            cfg = make_config({**values, "seed": seed}, fill_loss_defaults=False)
-            run_ids.append(_train_one(client, records, trial.trial_id, rid, cfg,
-                                      smoke=smoke is not None))
-    return run_ids
+        jobs += [(trial.trial_id, rid, make_config({**values, "seed": seed},
+                                                    fill_loss_defaults=False))
+                 for seed in seeds]
+    run_ids = {}
+    # Every setting x seed that can share one batched computation trains as one population.
+    for group in share_groups([cfg for _, _, cfg in jobs]):
+        run_ids.update(_train_group(client, records, [(i, *jobs[i]) for i in group],
+                                    smoke=smoke is not None))
+    return [run_ids[i] for i in range(len(jobs))]
 
 
-def _train_one(client, records: SweepRecords, trial_id: str, trial_run_id: str, cfg, *,
-               smoke: bool) -> str:
-    key = tracking.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
-    run_id, _ = tracking.find_or_create_run(
-        client, records.experiment_id, key, name=f"{trial_id}-confirm-seed{cfg.seed}",
-        parent_run_id=records.parent_run_id,
-        tags={tracking.TAG_KIND: KIND_CONFIRM, tracking.TAG_SWEEP: records.experiment,
-              tracking.TAG_TRIAL: trial_id, tracking.TAG_SEED: str(cfg.seed),
-              TAG_CONFIRM_OF: trial_run_id, TAG_SMOKE: "1" if smoke else "0",
-              tracking.TAG_STATUS: "running"})
-    logger = tracking.RunLogger(client, run_id)
-    logger.log_params(cfg.to_dict())
-    trainer = Trainer(cfg, records.rule)  # judged by the rule the sweep used
+def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool) -> dict[int, str]:
+    loggers = {}
+    for i, trial_id, trial_run_id, cfg in jobs:
+        key = tracking.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
+        run_id, _ = tracking.find_or_create_run(
+            client, records.experiment_id, key, name=f"{trial_id}-confirm-seed{cfg.seed}",
+            parent_run_id=records.parent_run_id,
+            tags={tracking.TAG_KIND: KIND_CONFIRM, tracking.TAG_SWEEP: records.experiment,
+                  tracking.TAG_TRIAL: trial_id, tracking.TAG_SEED: str(cfg.seed),
+                  TAG_CONFIRM_OF: trial_run_id, TAG_SMOKE: "1" if smoke else "0",
+                  tracking.TAG_STATUS: "running"})
+        loggers[i] = tracking.RunLogger(client, run_id)
+        loggers[i].log_params(cfg.to_dict())
+    order = [i for i, *_ in jobs]
+    # Judged by the rule the sweep used.
+    members = make_members([cfg for *_, cfg in jobs], records.rule)
     try:
-        final = trainer.run(logger.log_metrics)
+        latest: list[dict[str, float]] = []
+        while not members.done or not latest:
+            members.train_until(members.next_eval_step())
+            latest = members.evaluate()
+            for i, m in zip(order, latest, strict=True):
+                loggers[i].log_metrics(int(m[names.STEP]), m)
     except BaseException:
-        logger.close("error")
+        for logger in loggers.values():
+            logger.close("error")
         raise
     from sweeper.plots import sample_figure
 
-    logger.log_figure(sample_figure(trainer.data, trainer.sample().cpu().numpy(),
-                                    f"{cfg.loss}, confirm seed {cfg.seed}, step {trainer.step}"),
-                      "plots/samples_final.png")
-    logger.close("diverged" if final.get(names.DIVERGED) else "finished")
-    print(f"confirm {trial_id} seed {cfg.seed}: "
+    samples = members.sample().cpu().numpy()
+    for j, ((i, trial_id, _, cfg), final) in enumerate(zip(jobs, latest, strict=True)):
+        fig = sample_figure(members.data, samples[j], f"{cfg.loss}, confirm seed {cfg.seed}, "
+                            f"step {int(final[names.STEP])}")
+        loggers[i].log_figure(fig, "plots/samples_final.png")
+        loggers[i].close("diverged" if final.get(names.DIVERGED) else "finished")
+        _print(trial_id, cfg.seed, final)
+    return {i: logger.run_id for i, logger in loggers.items()}
+
+
+def _print(trial_id: str, seed: int, final: dict[str, float]) -> None:
+    print(f"confirm {trial_id} seed {seed}: "
           f"{'success' if final.get(names.SEED_SUCCESS) else 'FAIL'}, modes held "
           f"{final.get(names.MODES_HELD, 0):.0f}/{final.get(names.NUM_MODES, 0):.0f}, HQ "
           f"{final.get(names.HQ_FRACTION, 0):.3f}, score {final.get(names.SEED_SCORE, 1):.3f}, "
           f"fid {final.get(names.FID, float('nan')):.4g}"
           f"{' DIVERGED' if final.get(names.DIVERGED) else ''}", file=sys.stderr)
-    return run_id

@@ -1,4 +1,5 @@
-"""One training run from the CLI (`sweeper train`) and evaluation of a samples file."""
+"""Training from the CLI (`sweeper train`, one seed or `--seeds K`) and evaluation of a
+samples file."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import torch
 
 from sweeper import tracking
 from sweeper.errors import UserError
-from sweeper.objective import rule_params
+from sweeper.objective import aggregate, rule_params
 from trainers import names
 from trainers.config import TrialConfig, make_config
 from trainers.data import build_dataset
-from trainers.loop import Trainer, set_threads
+from trainers.loop import set_threads
+from trainers.members import load_members_file, make_members, save_members_file
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Curves reach MLflow every this many evaluations (and at the end): live enough to watch in
@@ -25,47 +27,68 @@ FLUSH_EVERY_EVALS = 5
 
 def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
                checkpoint: str | None = None, resume: bool = False,
-               samples_out: str | None = None,
-               rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:
-    """Train `cfg` (optionally resuming a checkpoint), log it to MLflow, return final metrics."""
-    logger = _start_tracking(cfg, rule, tracking_uri, experiment) if tracking_uri else None
+               samples_out: str | None = None, rule: SuccessRule = DEFAULT_RULE,
+               seeds: int = 1) -> dict[str, Any]:
+    """Train `cfg` with seeds cfg.seed .. cfg.seed + seeds - 1 (one population where that
+    pays), optionally resuming a checkpoint; one MLflow run per seed. Returns the final
+    metrics: one seed's dict, or for several `{"seeds": [...], aggregates, train_seconds}`."""
+    cfgs = [cfg.replace(seed=cfg.seed + j) for j in range(seeds)]
+    loggers = ([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
+               if tracking_uri else [])
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
-        trainer = Trainer.load(checkpoint, device=cfg.device, rule=rule)
-        if trainer.config.replace(device=cfg.device) != cfg:
+        members = load_members_file(checkpoint, device=cfg.device, rule=rule)
+        if [c.replace(device=cfg.device) for c in members.configs] != cfgs:
             raise UserError(f"checkpoint {checkpoint} was made with another config; drop "
                             "--resume to start over or pass the same options")
-        print(f"resuming from step {trainer.step}", file=sys.stderr)
+        print(f"resuming from step {members.step}", file=sys.stderr)
     else:
-        trainer = Trainer(cfg, rule)
+        members = make_members(cfgs, rule)
+    from sweeper.cli import format_metrics
+    from sweeper.plots import sample_figure
+
     evals = 0
-
-    def report(step: int, metrics: dict[str, float]) -> None:
-        nonlocal evals
-        from sweeper.cli import format_metrics
-        from sweeper.plots import sample_figure
-
-        print(format_metrics(metrics), file=sys.stderr, flush=True)
+    latest: list[dict[str, float]] = []
+    while not members.done or not latest:
+        members.train_until(members.next_eval_step())
+        latest = members.evaluate()
+        evals += 1
+        for c, m in zip(cfgs, latest, strict=True):
+            prefix = f"seed {c.seed}: " if seeds > 1 else ""
+            print(prefix + format_metrics(m), file=sys.stderr, flush=True)
         if checkpoint:
-            trainer.save(checkpoint)
-        if logger:
-            evals += 1
-            logger.log_metrics(step, metrics)
+            save_members_file(members, checkpoint)
+        if loggers:
             # A sample figure at every evaluation: collapse is visible at a glance in the UI.
-            fig = sample_figure(trainer.data, trainer.sample().cpu().numpy(), _title(cfg, metrics))
-            logger.log_figure(fig, f"plots/samples_step{step:07d}.png")
-            if evals % FLUSH_EVERY_EVALS == 0:
-                logger.flush()
-
-    final = trainer.run(report)
-    samples = trainer.sample().cpu().numpy()
+            samples = members.sample().cpu().numpy()
+            for j, (c, m, logger) in enumerate(zip(cfgs, latest, loggers, strict=True)):
+                logger.log_metrics(int(m[names.STEP]), m)
+                fig = sample_figure(members.data, samples[j], _title(c, m))
+                logger.log_figure(fig, f"plots/samples_step{int(m[names.STEP]):07d}.png")
+                if evals % FLUSH_EVERY_EVALS == 0:
+                    logger.flush()
+    samples = members.sample().cpu().numpy()
     if samples_out:
-        np.save(samples_out, samples)
-    if logger:
-        logger.close("diverged" if final.get(names.DIVERGED) else "finished")
+        for path, x in zip(samples_paths(samples_out, cfgs), samples, strict=True):
+            np.save(path, x)
+    for m, logger in zip(latest, loggers, strict=False):  # no loggers without tracking
+        logger.close("diverged" if m.get(names.DIVERGED) else "finished")
         print(f"mlflow run {logger.run_id} in experiment {experiment!r} ({tracking_uri})",
               file=sys.stderr)
-    return final
+    if seeds == 1:
+        return latest[0]
+    return {**aggregate(latest), "seeds": [{"seed": c.seed, **m}
+                                           for c, m in zip(cfgs, latest, strict=True)],
+            names.TRAIN_SECONDS: members.train_seconds}
+
+
+def samples_paths(samples_out: str, cfgs: list[TrialConfig]) -> list[Path]:
+    """Where each seed's samples go: the path itself for one seed, else X-seed{S}.npy."""
+    p = Path(samples_out)
+    if len(cfgs) == 1:
+        return [p]
+    stem = p.name[: -len(".npy")] if p.name.endswith(".npy") else p.name
+    return [p.with_name(f"{stem}-seed{c.seed}.npy") for c in cfgs]
 
 
 def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,

@@ -1,5 +1,7 @@
 """One Tune trial = one proposed setting, trained with k seeds in lockstep.
 
+The seeds train as one batched population where that pays (`trainers.members`).
+
 The seeds advance together from one evaluation step to the next, so every Tune report (and so
 every ASHA decision) sees the setting's aggregate over all its seeds at the same step. The
 final report alone carries `objective`: a trial that ASHA stops early never reports it, and
@@ -26,7 +28,8 @@ from sweeper import objective, tracking
 from sweeper.objective import DEFAULT_OBJECTIVE
 from trainers import names
 from trainers.config import make_config
-from trainers.loop import Trainer, set_threads
+from trainers.loop import set_threads
+from trainers.members import Members, load_members, make_members, member_done, save_members
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Sample plots go to MLflow at the first evaluation (so a trial that ASHA stops early still
@@ -72,39 +75,38 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
     log = _TrialLogs(ctx, trial_id, params, configs)
     latest: list[dict[str, float]] = [{} for _ in configs]
+    finished = [False] * len(configs)  # members whose last metrics are logged
     evals = 0
     try:
-        trainers = _restore(tune.get_checkpoint(), len(configs), values["device"], ctx.rule)
-        if trainers is None:
-            trainers = [Trainer(c, ctx.rule) for c in configs]
+        members = _restore(tune.get_checkpoint(), len(configs), values["device"], ctx.rule)
+        if members is None:
+            members = make_members(configs, ctx.rule)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
-            log.trial_logger.set_tags({TAG_RESTORED_FROM: str(trainers[0].step)})
+            log.trial_logger.set_tags({TAG_RESTORED_FROM: str(members.step)})
         while True:
-            pending = [t for t in trainers if not t.done]
-            target = min((t.next_eval_step() for t in pending), default=None)
-            for j, t in enumerate(trainers):
-                if not t.done:
-                    t.train_until(target)
-                    latest[j] = t.evaluate()
-                    log.seed_metrics(j, t.step, latest[j])
-                elif not latest[j]:  # finished before a restart: re-measure its final state
-                    latest[j] = t.evaluate()
+            members.train_until(members.next_eval_step())
+            latest = members.evaluate()
+            moved = [not f for f in finished]  # members with new metrics at this evaluation
+            for j, m in enumerate(latest):
+                # A member that finished or diverged is logged once; steps logged before a
+                # restart are skipped by the logger.
+                if not finished[j]:
+                    log.seed_metrics(j, int(m[names.STEP]), m)
+                    finished[j] = member_done(m, configs[j])
             evals += 1
-            done = all(t.done for t in trainers)
-            step = max(t.step for t in trainers)
-            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(step)}
+            done = members.done
+            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(members.step)}
             if done:
                 agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
-            every = PLOT_EVERY_EVALS.get(trainers[0].data.kind, 1)
-            log.trial_metrics(step, agg, plots=done or (evals - 1) % every == 0,
-                              trainers=trainers)
+            every = PLOT_EVERY_EVALS.get(members.data.kind, 1)
+            log.trial_metrics(members.step, agg, plots=done or (evals - 1) % every == 0,
+                              members=members, latest=latest, moved=moved)
             if done:
                 # Close the runs before the final report: once Tune has the last result it
                 # may end this actor at once (ASHA stops trials that reach max_t).
                 log.close(latest, status="finished")
             with tempfile.TemporaryDirectory() as d:
-                for j, t in enumerate(trainers):
-                    t.save(Path(d) / f"seed{j}.pt")
+                save_members(members, d)
                 tune.report({**agg, RUN_ID: log.trial_run_id or ""},
                             checkpoint=tune.Checkpoint.from_directory(d))
             if done:
@@ -115,16 +117,13 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
 
 
 def _restore(checkpoint, seeds: int, device: str,
-             rule: SuccessRule = DEFAULT_RULE) -> list[Trainer] | None:
-    """The seeds' trainers from a Tune checkpoint; None to start over. An empty checkpoint
+             rule: SuccessRule = DEFAULT_RULE) -> Members | None:
+    """The seeds' members from a Tune checkpoint; None to start over. An empty checkpoint
     is how a resume marks a trial whose checkpoint was lost (see tune_state.py)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        files = [Path(d) / f"seed{j}.pt" for j in range(seeds)]
-        if not any(f.exists() for f in files):
-            return None
-        return [Trainer.load(f, device=device, rule=rule) for f in files]
+        return load_members(d, seeds, device=device, rule=rule)
 
 
 def _ray_gpu_ids() -> list:
@@ -175,7 +174,8 @@ class _TrialLogs:
         self.seed_loggers[j].log_metrics(step, metrics)
 
     def trial_metrics(self, step: int, metrics: dict[str, float], *, plots: bool,
-                      trainers: list[Trainer]) -> None:
+                      members: Members, latest: list[dict[str, float]],
+                      moved: list[bool]) -> None:
         """Send this evaluation's metrics (one log_batch per run) and, every few evaluations,
         a sample plot per seed (~0.1 s each) that shows how collapse develops.
 
@@ -186,10 +186,15 @@ class _TrialLogs:
         if plots:
             from sweeper.plots import sample_figure
 
-            for t, logger in zip(trainers, self.seed_loggers, strict=True):
-                fig = sample_figure(t.data, t.sample().cpu().numpy(),
-                                    f"{t.config.loss}, seed {t.config.seed}, step {t.step}")
-                logger.log_figure(fig, f"plots/samples_step{t.step:07d}.png")
+            samples = members.sample().cpu().numpy()
+            for j, (cfg, m, logger) in enumerate(zip(members.configs, latest, self.seed_loggers,
+                                                     strict=True)):
+                if not moved[j]:
+                    continue
+                at = int(m[names.STEP])
+                fig = sample_figure(members.data, samples[j],
+                                    f"{cfg.loss}, seed {cfg.seed}, step {at}")
+                logger.log_figure(fig, f"plots/samples_step{at:07d}.png")
         for logger in (*self.seed_loggers, self.trial_logger):
             logger.flush()
 

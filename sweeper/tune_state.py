@@ -156,11 +156,14 @@ def _align_search_generator(path: Path) -> str | None:
     return gen.name
 
 
-def _intact(fs, ckpt_dir: str, seed_files: list[str]) -> bool:
+def _intact(fs, ckpt_dir: str, seeds: int) -> bool:
     import pyarrow.fs as pafs
 
-    infos = fs.get_file_info([f"{ckpt_dir}/{n}" for n in seed_files])
-    return all(i.type == pafs.FileType.File and i.size > 0 for i in infos)
+    from trainers.members import checkpoint_complete
+
+    infos = fs.get_file_info(pafs.FileSelector(ckpt_dir))
+    return checkpoint_complete([i.base_name for i in infos
+                                if i.type == pafs.FileType.File and i.size > 0], seeds)
 
 
 def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
@@ -178,7 +181,6 @@ def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
     import pyarrow.fs as pafs
     from ray.tune import ExperimentAnalysis
 
-    seed_files = [f"seed{j}.pt" for j in range(seeds)]
     fixed = []
     # It warns about trials that never reported (no result file): expected after a crash.
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
@@ -199,7 +201,7 @@ def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
         siblings = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(parent))
                            if i.type == pafs.FileType.Directory
                            and i.base_name.startswith("checkpoint_")), reverse=True)
-        source = next((s for s in siblings if _intact(fs, s, seed_files)), None)
+        source = next((s for s in siblings if _intact(fs, s, seeds)), None)
         fs.create_dir(ckpt.path)
         if source is not None:
             pafs.copy_files(source, ckpt.path, source_filesystem=fs, destination_filesystem=fs)

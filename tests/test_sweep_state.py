@@ -130,6 +130,30 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
     t.train_until(2)
     full = tmp_path / "checkpoint_000004"
     full.mkdir()
-    t.save(full / "seed0.pt")
-    (restored,) = _restore(tune.Checkpoint.from_directory(str(full)), 1, "cpu")
-    assert restored.step == 2
+    t.save(full / "seed0.pt")  # the layout of checkpoints written before populations
+    restored = _restore(tune.Checkpoint.from_directory(str(full)), 1, "cpu")
+    assert restored.step == 2 and restored.k == 1
+
+
+def test_a_population_checkpoint_continues_every_member(tmp_path):
+    from ray import tune
+
+    from sweeper.trial import _restore
+    from sweeper.tune_state import _intact
+    from trainers.config import make_config
+    from trainers.members import Population, make_members, save_members
+
+    cfgs = [make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
+                         "depth": 1, "batch_size": 8, "eval_every": 2, "seed": s})
+            for s in (0, 1)]
+    members = make_members(cfgs)
+    assert isinstance(members, Population)
+    members.train_until(2)
+    save_members(members, tmp_path)
+    restored = _restore(tune.Checkpoint.from_directory(str(tmp_path)), 2, "cpu")
+    assert isinstance(restored, Population) and restored.step == 2 and restored.k == 2
+    import pyarrow.fs as pafs
+
+    assert _intact(pafs.LocalFileSystem(), str(tmp_path), 2)
+    (tmp_path / "empty").mkdir()
+    assert not _intact(pafs.LocalFileSystem(), str(tmp_path / "empty"), 2)

@@ -51,6 +51,7 @@ class DatasetSpec:
     name: str
     doc: str
     build: Callable[[TrialConfig, torch.device], Dataset]
+    kind: str = "points"  # the built Dataset's kind, known without building it
 
 
 class GaussianMixture2D:
@@ -115,20 +116,20 @@ DATASETS: dict[str, DatasetSpec] = {
                           _grid25),
     # Image datasets (trainers/images.py); the MNIST family reads --data-root.
     "digits": DatasetSpec("digits", "scikit-learn's 8x8 digits, 1,797 images, 10 classes "
-                          "(bundled, no download).", images.build_digits),
+                          "(bundled, no download).", images.build_digits, "image"),
     "stacked-digits": DatasetSpec("stacked-digits", "3 independent digits as channels, 3x8x8, "
                                   "1,000 modes (embedded Stacked MNIST).",
-                                  partial(images.build_digits, channels=3)),
+                                  partial(images.build_digits, channels=3), "image"),
     "mnist": DatasetSpec("mnist", "MNIST 28x28, 60,000 training images (torchvision).",
-                         partial(images.build_torchvision, cls_name="MNIST", key="mnist")),
+                         partial(images.build_torchvision, cls_name="MNIST", key="mnist"), "image"),
     "fashion-mnist": DatasetSpec("fashion-mnist", "Fashion-MNIST 28x28, 60,000 training "
                                  "images (torchvision).",
                                  partial(images.build_torchvision, cls_name="FashionMNIST",
-                                         key="fashion-mnist")),
+                                         key="fashion-mnist"), "image"),
     "stacked-mnist": DatasetSpec("stacked-mnist", "3 independent MNIST digits as channels, "
                                  "3x28x28, 1,000 modes (VEEGAN/PacGAN).",
                                  partial(images.build_torchvision, cls_name="MNIST",
-                                         key="mnist", channels=3)),
+                                         key="mnist", channels=3), "image"),
 }
 
 

@@ -260,7 +260,13 @@ class Trainer:
     def load(cls, path: str | Path, device: str | None = None,
              rule: SuccessRule = DEFAULT_RULE) -> Trainer:
         """Rebuild a trainer from a checkpoint; `device` may move it (e.g. GPU -> CPU)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False),
+                              device, rule)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: str | None = None,
+                   rule: SuccessRule = DEFAULT_RULE) -> Trainer:
+        """Rebuild a trainer from a `state_dict()`."""
         cfg = dict(state["config"])
         if device is not None:
             cfg["device"] = device

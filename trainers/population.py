@@ -21,8 +21,8 @@ How it stays equal to K separate `Trainer` runs:
   frozen: its parameters stop changing (masked updates) and it reports `diverged = 1`. The
   others are computed by the same per-member kernels as before, so they continue bit for bit.
 
-So far this covers the MLP models of the 2D datasets; image (conv) datasets raise a one-line
-`ConfigError` (issue 14 lists them next).
+The 2D datasets' MLPs stack as [K, in, out] weights (`StackedMLP`); the image datasets' conv
+nets as grouped convolutions (`trainers.stacked_conv`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from trainers.loop import (
 )
 from trainers.models import build_models
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
+from trainers.stacked_conv import StackedConvCritic, StackedConvGenerator
 
 # What members must share (one batched computation) and what may differ between them.
 SHARED = ("loss", "dataset", "steps", "batch_size", "n_critic", "optimizer", "lr_schedule",
@@ -217,17 +218,20 @@ class Population:
         self.rule = rule
         self.device = resolve_device(cfg.device)
         self.data = build_dataset(cfg, self.device)
-        if self.data.kind != "points":
-            raise ConfigError(f"population training covers the 2D datasets so far, not "
-                              f"{cfg.dataset!r}; train image datasets one seed at a time")
         gs, ds = [], []
         for c in configs:
             torch.manual_seed(c.seed)  # as Trainer: the member's weights depend on its seed
             g, d = build_models(c, self.data)
             gs.append(g)
             ds.append(d)
-        self.G = StackedMLP.stack(gs).to(self.device)
-        self.D = StackedMLP.stack(ds).to(self.device)
+        if self.data.kind == "image":
+            self.G = StackedConvGenerator.stack(gs).to(self.device)
+            self.D = StackedConvCritic.stack(ds).to(self.device)
+        else:
+            self.G = StackedMLP.stack(gs).to(self.device)
+            self.D = StackedMLP.stack(ds).to(self.device)
+        # Per-sample interpolation weights broadcast over a sample's dims (as in Trainer).
+        self._eps_shape = (1,) * len(self.data.shape)
         self.gens = [torch.Generator(device=self.device).manual_seed(c.seed) for c in configs]
 
         def col(name: str) -> Tensor:
@@ -281,11 +285,14 @@ class Population:
             scale = 1.0 - self.step / cfg.steps if cfg.lr_schedule == "linear" else 1.0
             active = ~self.diverged
             frozen = self.diverged if bool(self.diverged.any()) else None
+            # Batch-norm running statistics change in every forward pass: a frozen member's
+            # are put back after the step, like its weights.
+            kept = [buf[frozen].clone() for buf in G.buffers()] if frozen is not None else []
             for _ in range(cfg.n_critic):
                 real = self._draw(lambda g: self.data.sample(b, g))
                 noise = self._draw(lambda g: torch.randn(b, z, generator=g, device=dev))
-                eps = (self._draw(lambda g: torch.rand(b, 1, generator=g, device=dev))
-                       if gp else None)
+                eps = (self._draw(lambda g: torch.rand(b, *self._eps_shape, generator=g,
+                                                       device=dev)) if gp else None)
                 with torch.no_grad():
                     fake = G(noise)
                 loss_d = _critic_loss(cfg.loss, D, real, fake, eps, self.gp_lambda)
@@ -301,6 +308,8 @@ class Population:
             loss_g.sum().backward()
             self.opt_g.step(self.lr_g * scale, frozen)
             D.requires_grad_(True)
+            for buf, old in zip(G.buffers(), kept, strict=False):
+                buf[frozen] = old
             self._loss_sum += torch.where(active[:, None],
                                           torch.stack([loss_d.detach(), loss_g.detach()], 1),
                                           torch.zeros((), device=dev))
@@ -346,8 +355,13 @@ class Population:
 
     @torch.no_grad()
     def sample(self) -> Tensor:
-        """[K, eval_samples, 2] samples from each member's fixed evaluation noise."""
-        return self.G(self.eval_z)
+        """[K, eval_samples, ...] samples from each member's fixed evaluation noise; batch
+        norm uses its running statistics, as `Trainer.sample`."""
+        self.G.eval()
+        try:
+            return torch.cat([self.G(z) for z in self.eval_z.split(4096, dim=1)], dim=1)
+        finally:
+            self.G.train()
 
     def evaluate(self) -> list[dict[str, float]]:
         """Per-member metrics (the same names and rules as `Trainer.evaluate`)."""
@@ -375,9 +389,9 @@ class Population:
                 m[names.DIVERGED] = 0.0
             out.append(m)
         self.eval_seconds += time.perf_counter() - t0
-        for m in out:
-            m[names.TRAIN_SECONDS] = self.train_seconds
-            m[names.EVAL_SECONDS] = self.eval_seconds
+        for m in out:  # each member's share, so that summing members gives the real cost
+            m[names.TRAIN_SECONDS] = self.train_seconds / self.k
+            m[names.EVAL_SECONDS] = self.eval_seconds / self.k
         return out
 
     def _critic_metrics(self, fake: Tensor) -> dict[str, list[float]]:
@@ -387,7 +401,8 @@ class Population:
         for state in self._eval_states:
             g = torch.Generator(device=self.device)
             g.set_state(state)
-            eps.append(torch.rand(real.shape[1], 1, generator=g, device=self.device))
+            eps.append(torch.rand(real.shape[1], *self._eps_shape, generator=g,
+                                  device=self.device))
         x_hat = (torch.stack(eps) * real + (1 - torch.stack(eps)) * fake).detach()
         x_hat.requires_grad_(True)
         (grad,) = torch.autograd.grad(self.D(x_hat).sum(), x_hat)
@@ -429,7 +444,12 @@ class Population:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None,
              rule: SuccessRule = DEFAULT_RULE) -> Population:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False),
+                              device, rule)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: str | None = None,
+                   rule: SuccessRule = DEFAULT_RULE) -> Population:
         cfgs = [make_config({**c, **({"device": device} if device else {})},
                             fill_loss_defaults=False) for c in state["configs"]]
         pop = cls(cfgs, rule)
@@ -439,10 +459,23 @@ class Population:
 
 def check_shared(configs: Sequence[TrialConfig]) -> None:
     """One line naming the first field that members must share but do not."""
+    reason = _unshared(configs)
+    if reason:
+        raise ConfigError(reason)
+
+
+def _unshared(configs: Sequence[TrialConfig]) -> str | None:
     first = configs[0]
     for c in configs[1:]:
         for f in SHARED:
             if getattr(c, f) != getattr(first, f):
-                raise ConfigError(f"population members must share {f} ({getattr(first, f)!r} "
-                                  f"vs {getattr(c, f)!r}); only {', '.join(PER_MEMBER)} may "
-                                  "differ")
+                return (f"population members must share {f} ({getattr(first, f)!r} vs "
+                        f"{getattr(c, f)!r}); only {', '.join(PER_MEMBER)} may differ")
+    return None
+
+
+def batchable(configs: Sequence[TrialConfig]) -> str | None:
+    """None if these members can train as one population, else one line saying why not."""
+    if not configs:
+        return "a population needs at least one member"
+    return _unshared(configs)

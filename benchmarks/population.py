@@ -9,6 +9,7 @@ separate time / population time, the speed-up in member-steps per second.
 
     python benchmarks/population.py                 # the table (about 2 minutes on a CPU)
     python benchmarks/population.py --device cuda   # the same on a GPU
+    python benchmarks/population.py --device cuda --scan   # the largest K at ~solo speed
     python benchmarks/population.py --smoke-test
 """
 
@@ -30,16 +31,23 @@ from trainers.population import Population  # noqa: E402
 
 # (label, TrialConfig overrides). The first is the ring8 table's networks (docs/results.md).
 SIZES = [
-    ("ring8 table: MLP 64x3, batch 128", {"hidden": 64, "depth": 3, "batch_size": 128}),
-    ("compute-bound: MLP 128x3, batch 512", {"hidden": 128, "depth": 3, "batch_size": 512}),
+    ("ring8 table: MLP 64x3, batch 128",
+     {"dataset": "ring8", "hidden": 64, "depth": 3, "batch_size": 128}),
+    ("digits space: conv h32, batch 64", {"dataset": "digits", "hidden": 32, "batch_size": 64}),
+    ("compute-bound: MLP 128x3, batch 512",
+     {"dataset": "ring8", "hidden": 128, "depth": 3, "batch_size": 512}),
 ]
+# --scan: K doubles up to this; a member of a population of K runs at >= 80% of its solo
+# speed while the population's step takes <= 1.25x a single run's step.
+SCAN_MAX_K = 1024
+SCAN_SLACK = 1.25
 KS = (1, 3, 10, 30)
 # Below this speed-up batching does not pay on this device: the table says so.
 PAYS = 1.05
 
 
 def _configs(k: int, size: dict, device: str, steps: int) -> list:
-    return [make_config({"loss": "wgan-gp", "dataset": "ring8", "n_critic": 4, "steps": steps,
+    return [make_config({"loss": "wgan-gp", "n_critic": 4, "steps": steps,
                          "eval_every": steps, "eval_samples": 100, "device": device,
                          "seed": s, **size}) for s in range(k)]
 
@@ -68,26 +76,54 @@ def time_population(cfgs: list, warm: int, steps: int, device: str) -> float:
     return _timed(Population(cfgs), warm, steps, device)
 
 
+def scan(label: str, size: dict, device: str, warm: int, steps: int) -> None:
+    """The largest K whose population step costs <= SCAN_SLACK x one single run's step."""
+    solo = time_separate(_configs(1, size, device, warm + steps), warm, steps, device) / steps
+    best, k = (1, solo), 1
+    while k <= SCAN_MAX_K:
+        t = time_population(_configs(k, size, device, warm + steps), warm, steps, device) / steps
+        print(f"| {label} | {k} | {1e3 * solo:.2f} | {1e3 * t:.2f} | {k / t:.0f} | "
+              f"{t / solo:.2f} |", flush=True)
+        if t > SCAN_SLACK * solo:
+            break
+        best = (k, t)
+        k *= 2
+    print(f"\n{label}: largest K with a population step <= {SCAN_SLACK}x a single run's "
+          f"step: K = {best[0]} ({best[0] / best[1]:.0f} members/s)\n", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=20, help="timed generator steps")
     ap.add_argument("--warm", type=int, default=3, help="untimed warm-up steps")
     ap.add_argument("--ks", default=",".join(map(str, KS)))
+    ap.add_argument("--scan", action="store_true", help=f"double K up to {SCAN_MAX_K} while "
+                    f"a population step costs <= {SCAN_SLACK}x a single run's (for GPUs)")
+    ap.add_argument("--sizes", default="all", help="comma-separated indexes into SIZES "
+                    "(0 ring8 MLP, 1 digits conv, 2 compute-bound MLP)")
     ap.add_argument("--smoke-test", action="store_true", help="K = 1, 3; 2 steps")
     args = ap.parse_args(argv)
+    sizes = SIZES if args.sizes == "all" else [SIZES[int(i)] for i in args.sizes.split(",")]
     ks = [int(k) for k in args.ks.split(",")]
     steps, warm = args.steps, args.warm
     if args.smoke_test:
         ks, steps, warm = [1, 3], 2, 1
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"device {args.device}, 1 torch thread; WGAN-GP on ring8, n_critic 4, seeds 0..K-1; "
+          f"device {args.device}, 1 torch thread; WGAN-GP, n_critic 4, seeds 0..K-1; "
           f"{steps} timed generator steps after {warm} warm-up steps; evaluation not timed\n")
+    if args.scan:
+        print("| networks | K | single run ms/step | population ms/step | population "
+              "members/s | population / single |")
+        print("|---|---|---|---|---|---|")
+        for label, size in sizes:
+            scan(label, size, args.device, warm, steps)
+        return
     print("| networks | K | separate ms/step | population ms/step | separate members/s "
           "| population members/s | speed-up |")
     print("|---|---|---|---|---|---|---|")
-    for label, size in SIZES:
+    for label, size in sizes:
         for k in ks:
             cfgs = _configs(k, size, args.device, warm + steps)
             sep = time_separate(cfgs, warm, steps, args.device)

@@ -88,6 +88,59 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, capsys):
         assert a[key] == b[key], key
 
 
+def test_train_seeds_is_one_population_with_a_run_per_seed(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["train", "--loss", "wgan-gp", "--hidden", "16", "--steps", "20",
+              "--eval-every", "10", "--eval-samples", "300", "--seed", "5", "--json"]
+    code, out, err = run_cli([*common, "--seeds", "3", "--tracking-uri", uri,
+                              "--samples-out", str(tmp_path / "x.npy")], capsys)
+    assert code == 0, err
+    final = json.loads(out.strip().splitlines()[-1])
+    assert [m["seed"] for m in final["seeds"]] == [5, 6, 7]
+    assert final["failed_seeds"] == sum(1 - m["seed_success"] for m in final["seeds"])
+    assert final["train_seconds"] > 0 and "seed_score_median" in final
+    # Seed 6 of the population is the single run with --seed 6 (within float round-off).
+    _, one, _ = run_cli([*common[:-3], "--seed", "6", "--json", "--no-track"], capsys)
+    alone = json.loads(one.strip().splitlines()[-1])
+    for key in ("fid", "hq_fraction", "seed_score", "w_distance", "grad_norm"):
+        assert final["seeds"][1][key] == pytest.approx(alone[key], rel=1e-4, abs=1e-6), key
+    assert [np.load(tmp_path / f"x-seed{s}.npy").shape for s in (5, 6, 7)] == [(300, 2)] * 3
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    runs = c.search_runs([c.get_experiment_by_name("gan-sweeper-train").experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["5", "6", "7"]
+    for r in runs:  # per-seed runs as before: curves without duplicates, plots, status
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "fid")] == [10, 20]
+        assert len(c.list_artifacts(r.info.run_id, "plots")) == 2
+        assert r.info.status == "FINISHED"
+
+
+def test_train_seeds_resumes_the_whole_population(tmp_path, capsys):
+    from trainers.members import make_members, save_members_file
+
+    common = ["train", "--no-track", "--json", "--hidden", "16", "--eval-every", "10",
+              "--eval-samples", "200", "--seed", "3", "--steps", "30", "--seeds", "2"]
+    _, full, _ = run_cli(common, capsys)
+    members = make_members([make_config({"hidden": 16, "eval_every": 10, "eval_samples": 200,
+                                         "seed": s, "steps": 30}) for s in (3, 4)])
+    members.train_until(20)
+    members.evaluate()
+    save_members_file(members, tmp_path / "ck.pt")
+    code, resumed, err = run_cli([*common, "--checkpoint", str(tmp_path / "ck.pt"),
+                                  "--resume"], capsys)
+    assert code == 0 and "resuming from step 20" in err
+    a, b = json.loads(full.splitlines()[-1]), json.loads(resumed.splitlines()[-1])
+    for sa, sb in zip(a["seeds"], b["seeds"], strict=True):
+        for key in ("fid", "hq_fraction", "w_distance", "grad_norm"):
+            assert sa[key] == sb[key], key
+    code, _, err = run_cli([*common[:-1], "3", "--checkpoint", str(tmp_path / "ck.pt"),
+                            "--resume"], capsys)
+    assert code == 2 and "another config" in err and "\n" not in err.strip()
+    code, _, err = run_cli([*common[:-1], "0"], capsys)
+    assert code == 2 and "--seeds must be at least 1" in err
+
+
 def test_eval_true_samples_give_all_modes(tmp_path, capsys):
     data = build_dataset(make_config({"dataset": "ring8", "eval_samples": 2}), torch.device("cpu"))
     x = data.sample(2500, torch.Generator().manual_seed(9)).numpy()

@@ -6,6 +6,9 @@ Sections, printed as markdown (stdout carries only the report; Ray's own output 
   Sweep    - a real sweep (local Ray, Optuna, MLflow in sqlite) on this machine's CPUs:
              efficiency = trainer seconds / (wall x concurrency), and where the other seconds
              go (start-up, inside the trial function, between trials, shut-down), per trial.
+  Seeds    - a sweep of k-seed trials with the seeds as one batched population against the
+             same sweep with the seeds trained one after another, side by side: cost per
+             setting (wall and trainer seconds) and the ratio.
   Scaling  - the same sweep on a 1-node and on a 2-node `ray start` cluster (1 CPU each, token
              auth): wall(1 node) / wall(2 nodes), and what limits it, from measured numbers.
   Memory   - peak RSS of the driver, of one trial (Ray worker) process and of Ray's services.
@@ -140,13 +143,14 @@ def trainer_section(report: Report, smoke: bool) -> None:
         rows.append(f"| {loss} | {cfg.n_critic} | {cfg.hidden} | {cfg.batch_size} | "
                     f"{1e3 * m['trainer_step']:.2f} | {1e3 * m['minimal_step']:.2f} | "
                     f"{m['ratio']:.3f} [{m['ratio_lo']:.3f}, {m['ratio_hi']:.3f}] | "
-                    f"{m['wall_ratio']:.3f} | {'yes' if m['identical'] else 'NO'} | "
+                    f"{m['wall_ratio']:.3f} | {m['difference']:.1e} | "
                     f"{m['eval_fraction']:.4f} |")
     report.add(f"1 torch thread, ring8, CPU-time medians of {repeats} interleaved repeats "
-               "(benchmarks/trainer_overhead.py; the two loops are checked to do bit-identical "
-               "math)\n",
+               "(benchmarks/trainer_overhead.py; the Trainer is a population of one, the "
+               "minimal loop is trainers/reference.py; their weights after two steps from the "
+               "same seed are compared)\n",
                "| loss | n_critic | hidden | batch | Trainer CPU ms/step | minimal loop CPU "
-               "ms/step | ratio (median [min, max]) | wall-time ratio | bit-identical | "
+               "ms/step | ratio (median [min, max]) | wall-time ratio | weight difference | "
                "eval / train time |",
                "|---|---|---|---|---|---|---|---|---|---|", *rows, "")
 
@@ -333,6 +337,37 @@ def measured_sweep(label: str, *, steps: int, trials: int, hidden: int, concurre
         shutdown=end - max(e for _, e in spans),
         in_trial=sum(e - s for s, e in spans) - r["busy"], nodes=nodes,
         memory=sampler.mem if sampler else None)
+
+
+# ---------------------------------------------------------------------------- seeds section
+
+
+def seeds_section(report: Report, *, steps: int, trials: int, hidden: int, seeds: int) -> None:
+    """The same sweep twice, its trials' seeds one after another and then as a population."""
+    concurrency = min(2, len(os.sched_getaffinity(0)))
+    got = {}
+    for batch in (False, True):
+        with tempfile.TemporaryDirectory(prefix="overhead-seeds-") as d, stdout_to_stderr():
+            got[batch] = sweep_overhead.one_sweep(
+                Path(d), trials=trials, steps=steps, seeds=seeds, reuse=True,
+                concurrency=concurrency, hidden=hidden, name=f"seeds-batched-{batch}",
+                batch_seeds=batch)
+    report.add(f"## Seeds: {seeds}-seed trials as one population vs one after another\n",
+               f"{trials} trials x {seeds} seeds, WGAN-GP ring8, {steps} generator steps, "
+               f"n_critic 5, hidden {hidden}, batch 128, {concurrency} trials at once, 1 CPU "
+               "each (local Ray, Optuna, MLflow in sqlite); both sweeps in this run, one "
+               "after the other. Trainer seconds = the seed runs' train + eval seconds (a "
+               "population charges each member its share).\n",
+               "| seeds trained | sweep wall s | wall s per setting | trainer s per setting |",
+               "|---|---|---|---|")
+    for batch, label in ((False, "one after another"), (True, "as one population")):
+        r = got[batch]
+        report.add(f"| {label} | {r['wall']:.1f} | {r['wall'] * concurrency / trials:.2f} | "
+                   f"{r['busy'] / trials:.2f} |")
+    sep, pop = got[False], got[True]
+    report.add("", f"cost per setting, one after another / as one population: wall "
+               f"{sep['wall'] / pop['wall']:.2f}x, trainer seconds "
+               f"{sep['busy'] / pop['busy']:.2f}x", "")
 
 
 # ---------------------------------------------------------------------------- sweep section
@@ -601,6 +636,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="comma-separated step budgets for the cost-per-trial plot")
     ap.add_argument("--budget-trials", type=int, default=4, help="trials per budget sweep")
     ap.add_argument("--hidden", type=int, default=64, help="model width of the sweep trials")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per trial in the Seeds section")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs/img/overhead_vs_steps.png")
     ap.add_argument("--out", type=Path, help="also write the markdown report here")
     ap.add_argument("--sweep-json", help=argparse.SUPPRESS)  # internal, see cluster_sweep
@@ -609,6 +645,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.smoke_test:
         a.trials, a.steps, a.budgets, a.budget_trials, a.hidden = 2, 20, "20,60", 2, 8
+        a.seeds = 2
     a.budgets = sorted({int(b) for b in str(a.budgets).split(",")})
     return a
 
@@ -636,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweeps[steps, trials]
 
     sweep_section(report, local(a.steps, a.trials), a.hidden)
+    seeds_section(report, steps=a.steps, trials=a.trials, hidden=a.hidden, seeds=a.seeds)
     scaling_section(report, *scaling_runs(steps=a.steps, trials=a.trials, hidden=a.hidden))
     budget = [local(s, a.budget_trials) for s in a.budgets]
     memory_section(report, list(sweeps.values()))

@@ -28,7 +28,7 @@ from trainers import names
 
 def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
               concurrency: int, hidden: int = 64, address: str | None = None,
-              name: str | None = None) -> dict[str, float]:
+              name: str | None = None, batch_seeds: bool = True) -> dict[str, float]:
     """Run one sweep of equal-cost trials in `root` (MLflow in root/mlflow.db, experiment
     `name`) on local Ray, or on the cluster at `address` (its auth env must be set)."""
     space_file = root / "space.yaml"
@@ -43,7 +43,7 @@ def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
         max_concurrent=concurrency, seeds=seeds, cpus_per_trial=1.0, gpus_per_trial=0.0,
         tracking_uri=f"sqlite:///{root}/mlflow.db", sweep_dir=root / "sweeps", address=address,
         early_stop=False, grace_fraction=0.25, reduction_factor=3, max_failures=0,
-        reuse_actors=reuse, sampler_seed=0, command="benchmark")
+        reuse_actors=reuse, sampler_seed=0, command="benchmark", batch_seeds=batch_seeds)
     started_at = time.time()  # epoch, to line up with MLflow's run timestamps
     t0 = time.perf_counter()
     rows = run_sweep(opts, resume=False)

@@ -1,9 +1,11 @@
 """What the Trainer costs on top of the math: step time, evaluation share, thread setting.
 
 Prints, side by side and as ratios:
-  (a) the Trainer's time per generator step against a minimal hand-written PyTorch loop with
-      the same models (a deep copy, so identical weights), batch, n_critic and random stream;
-      the two are checked to stay bit-identical, so both really do the same math (target <= 1.10);
+  (a) the Trainer's time per generator step (a population of one: trainers/population.py is
+      the only training loop) against the plainest PyTorch loop, `trainers.reference`, with
+      the same initial weights, batch, n_critic and random stream; the two are checked to
+      agree to float round-off after two steps, so both really do the same math (target
+      <= 1.10, i.e. a single run at >= 0.9x the minimal loop's speed);
   (b) one evaluation at the default schedule (every `eval_every` steps, `eval_samples` fakes)
       as a fraction of the training time between two evaluations (target <= 0.10);
   (c) that `trainers.loop.set_threads` sets torch's threads from the CPUs the process is given.
@@ -20,7 +22,6 @@ inflate, with the wall-time ratio beside it. Timing runs on `--threads` torch th
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -29,93 +30,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainers.config import TrialConfig, make_config  # noqa: E402
 from trainers.loop import Trainer, set_threads  # noqa: E402
+from trainers.reference import ReferenceRun  # noqa: E402
 
 TARGET_STEP_RATIO = 1.10
 TARGET_EVAL_FRACTION = 0.10
 
 
-class MinimalLoop:
-    """The leanest loop with the Trainer's math: no strategies, no bookkeeping, no checks.
-
-    It draws from its own generator in exactly the Trainer's order (real batch, noise, eps for
-    the penalty; then noise for G), so with the same seed the two stay bit-identical.
-    """
-
-    def __init__(self, trainer: Trainer) -> None:
-        cfg = trainer.config
-        self.G, self.D = copy.deepcopy(trainer.G), copy.deepcopy(trainer.D)
-        # fresh optimisers of the same class and settings (Adam or RMSprop) on the copies
-        self.opt_g = type(trainer.opt_g)(self.G.parameters(), **trainer.opt_g.defaults)
-        self.opt_d = type(trainer.opt_d)(self.D.parameters(), **trainer.opt_d.defaults)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.gen.set_state(trainer.gen.get_state())
-        self.centres = trainer.data.centres
-        self.sigma = trainer.data.sigma
-        self.k = len(self.centres)
-        self.batch, self.z_dim, self.n_critic = cfg.batch_size, cfg.z_dim, cfg.n_critic
-        self.gp_lambda = cfg.gp_lambda
-        self.step = {"wgan-gp": self._wgan_gp_step, "bce-ns": self._bce_ns_step}[cfg.loss]
-
-    def _real(self) -> Tensor:
-        idx = torch.randint(self.k, (self.batch,), generator=self.gen)
-        return self.centres[idx] + self.sigma * torch.randn(self.batch, 2, generator=self.gen)
-
-    def _z(self) -> Tensor:
-        return torch.randn(self.batch, self.z_dim, generator=self.gen)
-
-    def _wgan_gp_step(self) -> None:
-        G, D = self.G, self.D
-        for _ in range(self.n_critic):
-            real = self._real()
-            with torch.no_grad():
-                fake = G(self._z())
-            wgan = D(fake).mean() - D(real).mean()
-            eps = torch.rand(self.batch, 1, generator=self.gen)
-            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-            out = D(x_hat)
-            (grad,) = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True)
-            loss_d = wgan + self.gp_lambda * ((grad.norm(2, dim=1) - 1) ** 2).mean()
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-        D.requires_grad_(False)
-        loss_g = -D(G(self._z())).mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        D.requires_grad_(True)
-
-    def _bce_ns_step(self) -> None:
-        G, D = self.G, self.D
-        for _ in range(self.n_critic):
-            real = self._real()
-            with torch.no_grad():
-                fake = G(self._z())
-            loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-        D.requires_grad_(False)
-        loss_g = F.softplus(-D(G(self._z()))).mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        D.requires_grad_(True)
-
-    def run(self, n: int) -> None:
-        for _ in range(n):
-            self.step()
-
-
-def _same_weights(a: nn.Module, b: nn.Module) -> bool:
-    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+def _max_difference(trainer: Trainer, minimal: ReferenceRun) -> float:
+    """Largest |weight difference| between the trainer's member and the reference run."""
+    ours = [*trainer.G.member_state_dict(0).values(), *trainer.D.member_state_dict(0).values()] \
+        if hasattr(trainer.G, "member_state_dict") else trainer.G.member(0) + trainer.D.member(0)
+    ref = [*minimal.G.state_dict().values(), *minimal.D.state_dict().values()]
+    return max((a.float() - b.float()).abs().max().item() for a, b in zip(ours, ref,
+                                                                          strict=True))
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -132,10 +64,13 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 def measure(cfg: TrialConfig, steps: int, repeats: int) -> dict[str, float]:
     """Median CPU seconds per generator step (Trainer, minimal loop) and per evaluation."""
     trainer = Trainer(cfg)
-    minimal = MinimalLoop(trainer)
+    minimal = ReferenceRun(cfg, trainer.data)
     trainer.train_until(2)  # warm-up (allocator, autograd caches) for both
     minimal.run(2)
-    identical = _same_weights(trainer.G, minimal.G) and _same_weights(trainer.D, minimal.D)
+    # The same math: after the same two steps from the same seed the weights agree to float
+    # round-off (stacked and plain matmuls add up in different orders, so not bit for bit;
+    # GAN training is chaotic, so the gap then grows and is not compared later).
+    difference = _max_difference(trainer, minimal)
     cpu: dict[str, list[float]] = {"trainer": [], "minimal": [], "eval": []}
     wall: dict[str, list[float]] = {"trainer": [], "minimal": [], "eval": []}
     runs = {"trainer": lambda: trainer.train_until(trainer.step + steps),
@@ -149,8 +84,6 @@ def measure(cfg: TrialConfig, steps: int, repeats: int) -> dict[str, float]:
         c, w = _timed(trainer.evaluate)
         cpu["eval"].append(c)
         wall["eval"].append(w)
-    identical = identical and _same_weights(trainer.G, minimal.G) and _same_weights(
-        trainer.D, minimal.D)
     ratios = [a / b for a, b in zip(cpu["trainer"], cpu["minimal"], strict=True)]
     wall_ratios = [a / b for a, b in zip(wall["trainer"], wall["minimal"], strict=True)]
     step = statistics.median(cpu["trainer"])
@@ -163,7 +96,7 @@ def measure(cfg: TrialConfig, steps: int, repeats: int) -> dict[str, float]:
         "wall_ratio": statistics.median(wall_ratios),
         "eval": statistics.median(cpu["eval"]),
         "eval_fraction": statistics.median(cpu["eval"]) / (cfg.eval_every * step),
-        "identical": float(identical),
+        "difference": difference,
     }
 
 
@@ -229,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} torch thread(s), CPU-time medians of {repeats} interleaved "
           "repeats\n")
     print("| loss | n_critic | Trainer CPU ms/step | minimal CPU ms/step | (a) ratio [min, max] "
-          f"(target <= {TARGET_STEP_RATIO:.2f}) | wall-time ratio | bit-identical | eval CPU ms | "
+          f"(target <= {TARGET_STEP_RATIO:.2f}) | wall-time ratio | max weight difference "
+          "after 2 steps | eval CPU ms | "
           f"(b) eval / train (target <= {TARGET_EVAL_FRACTION:.2f}) |")
     print("|---|---|---|---|---|---|---|---|---|")
     worst = {"ratio": 0.0, "eval_fraction": 0.0}
@@ -240,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {loss} | {cfg.n_critic} | {1e3 * m['trainer_step']:.2f} | "
               f"{1e3 * m['minimal_step']:.2f} | {m['ratio']:.3f} [{m['ratio_lo']:.3f}, "
               f"{m['ratio_hi']:.3f}] | {m['wall_ratio']:.3f} | "
-              f"{'yes' if m['identical'] else 'NO'} | "
+              f"{m['difference']:.1e} | "
               f"{1e3 * m['eval']:.1f} | {m['eval_fraction']:.4f} |")
     print(f"\nworst step ratio {worst['ratio']:.3f} "
           f"({'within' if worst['ratio'] <= TARGET_STEP_RATIO else 'ABOVE'} target), "

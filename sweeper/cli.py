@@ -192,6 +192,9 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
               help="Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
 @click.option("--seeds", type=int, default=3, show_default=True,
               help="Seeds per setting; the objective aggregates them (see README).")
+@click.option("--batch-seeds/--separate-seeds", default=True, show_default=True,
+              help="Train a trial's seeds as one batched population, or one after another "
+              "(where batching does not pay: benchmarks/population.py).")
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
 @click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
               help="GPU share per trial, e.g. 0.25 packs four trials on a GPU.")
@@ -223,7 +226,7 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 @_objective_option
 @rule_options
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
-def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
+def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus_per_trial,
         gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
         reduction_factor, max_failures, reuse_actors, search, sampler_seed, objective,
         smoke_test, **rule_opts) -> None:
@@ -267,7 +270,7 @@ def run(space, experiment, num_samples, max_concurrent, seeds, cpus_per_trial,
         address=address, early_stop=early_stop, grace_fraction=grace,
         reduction_factor=reduction_factor, max_failures=max_failures,
         reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
-        search=search, rule=rule, objective=objective)
+        search=search, rule=rule, objective=objective, batch_seeds=batch_seeds)
     if not resume:  # a resume prints the options it restored instead
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
                    f"{seeds} seeds, {search} search, objective {objective}; a seed succeeds "

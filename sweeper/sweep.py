@@ -70,6 +70,9 @@ class SweepOptions:
     # (sweeper/objective.py). Both are saved with the sweep and restored by --resume.
     rule: SuccessRule = DEFAULT_RULE
     objective: str = DEFAULT_OBJECTIVE
+    # A trial's seeds train as one batched population (trainers/population.py); False trains
+    # them one after another, for devices where batching does not pay.
+    batch_seeds: bool = True
 
 
 SEARCHES = ("tpe", "random")
@@ -79,11 +82,12 @@ SEARCHES = ("tpe", "random")
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
 _SAVED = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
           "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
-          "max_failures", "reuse_actors", "sampler_seed", "search", "objective")
+          "max_failures", "reuse_actors", "sampler_seed", "search", "objective", "batch_seeds")
 # Saved options added after sweeps were already saved without them: the value those older
 # sweeps actually ran with, so they still resume as they started (before the quality rule,
 # seeds succeeded on coverage alone and FID broke ties).
-_SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict()}
+_SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict(),
+                   "batch_seeds": True}
 OPTIONS_FILE = "sweep_options.json"
 
 
@@ -210,6 +214,7 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                            "gpus_per_trial": opts.gpus_per_trial,
                            "early_stop": opts.early_stop, "search": opts.search,
                            "sampler_seed": opts.sampler_seed, "objective": opts.objective,
+                           "batch_seeds": opts.batch_seeds,
                            **objective.rule_params(opts.rule), **{
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
@@ -357,7 +362,7 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
                        tracking_uri=opts.tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, cpus_per_trial=opts.cpus_per_trial,
                        spool_dir=str(path / "unsent"), rule=opts.rule,
-                       objective=opts.objective)
+                       objective=opts.objective, batch_seeds=opts.batch_seeds)
     resources = {"cpu": opts.cpus_per_trial}
     if opts.gpus_per_trial:
         resources["gpu"] = opts.gpus_per_trial
@@ -368,7 +373,7 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         for name in repair_tune_state(path):
             print(f"repaired {name}: the driver died while saving it; using its last "
                   "complete snapshot", file=sys.stderr)
-        for tid in restore_missing_checkpoints(path, opts.seeds):
+        for tid in restore_missing_checkpoints(path):
             print(f"trial {tid}: its snapshot names a checkpoint deleted just before the "
                   "driver died; resuming it from its newer one", file=sys.stderr)
         print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "

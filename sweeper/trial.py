@@ -58,6 +58,7 @@ class TrialContext:
     spool_dir: str  # where metrics go if MLflow stays unreachable
     rule: SuccessRule = DEFAULT_RULE  # judges each seed's seed_success
     objective: str = DEFAULT_OBJECTIVE  # the objective's tie-breaker: quality or fid
+    batch_seeds: bool = True  # the seeds as one population (False: one after another)
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -80,7 +81,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         members = _restore(tune.get_checkpoint(), len(configs), values["device"], ctx.rule)
         if members is None:
-            members = make_members(configs, ctx.rule)
+            members = make_members(configs, ctx.rule, batched=ctx.batch_seeds)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
             log.trial_logger.set_tags({TAG_RESTORED_FROM: str(members.step)})
         while True:

@@ -156,17 +156,17 @@ def _align_search_generator(path: Path) -> str | None:
     return gen.name
 
 
-def _intact(fs, ckpt_dir: str, seeds: int) -> bool:
+def _intact(fs, ckpt_dir: str) -> bool:
     import pyarrow.fs as pafs
 
     from trainers.members import checkpoint_complete
 
     infos = fs.get_file_info(pafs.FileSelector(ckpt_dir))
     return checkpoint_complete([i.base_name for i in infos
-                                if i.type == pafs.FileType.File and i.size > 0], seeds)
+                                if i.type == pafs.FileType.File and i.size > 0])
 
 
-def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
+def restore_missing_checkpoints(path: Path) -> list[str]:
     """Give every unfinished trial the checkpoint its snapshot names.
 
     Tune keeps one checkpoint per trial: it deletes the old one when a new one registers and
@@ -201,7 +201,7 @@ def restore_missing_checkpoints(path: Path, seeds: int) -> list[str]:
         siblings = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(parent))
                            if i.type == pafs.FileType.Directory
                            and i.base_name.startswith("checkpoint_")), reverse=True)
-        source = next((s for s in siblings if _intact(fs, s, seeds)), None)
+        source = next((s for s in siblings if _intact(fs, s)), None)
         fs.create_dir(ckpt.path)
         if source is not None:
             pafs.copy_files(source, ckpt.path, source_filesystem=fs, destination_filesystem=fs)

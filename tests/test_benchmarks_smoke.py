@@ -21,11 +21,12 @@ def test_trainer_overhead_smoke_prints_ratios_and_thread_check() -> None:
     text = _run("trainer_overhead.py")
     assert "| loss | n_critic | Trainer CPU ms/step | minimal CPU ms/step |" in text
     for loss in ("wgan-gp", "bce-ns"):
-        row = re.search(rf"^\| {loss} \| \d+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) .*\| (\w+) \| "
-                        r"([\d.]+) \| ([\d.]+) \|$", text, re.M)
+        row = re.search(rf"^\| {loss} \| \d+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) .*\| "
+                        r"([\d.e+-]+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
         assert row, text
         assert float(row[3]) > 0 and float(row[6]) >= 0
-        assert row[4] == "yes"  # the minimal loop and the Trainer did the same math
+        # the minimal loop and the Trainer did the same math (to float round-off)
+        assert float(row[4]) < 1e-4
     assert text.count(" OK") == 2 and "MISMATCH" not in text
 
 

@@ -25,9 +25,10 @@ from trainers import images, names
 from trainers.config import ConfigError, make_config
 from trainers.data import DATASETS, REAL_EVAL_SEED, build_dataset
 from trainers.loop import Trainer
-from trainers.losses import critic_grad_norms, gradient_penalty, random_interpolates
+from trainers.losses import critic_grad_norms, gradient_penalty, interpolate, interpolation_eps
 from trainers.metrics import kl_to_reference
 from trainers.models import build_models
+from trainers.stacked_conv import StackedConvCritic
 
 CPU = torch.device("cpu")
 N = 2500  # the default eval_samples: FID tolerances below hold at this N only
@@ -291,22 +292,27 @@ def test_gradient_penalty_on_image_critic_is_per_sample() -> None:
     torch.manual_seed(0)
     shape = (3, 8, 8)
     # A linear critic on images: the gradient is w for every sample, the penalty (||w|| - 1)^2.
-    lin = nn.Sequential(nn.Flatten(), nn.Linear(192, 1))
-    real, fake = torch.randn(16, *shape), torch.randn(16, *shape)
+    lin = nn.Sequential(nn.Flatten(2), nn.Linear(192, 1))
+    real, fake = torch.randn(1, 16, *shape), torch.randn(1, 16, *shape)
     w = lin[1].weight.detach()
-    gp = gradient_penalty(lin, real, fake, torch.Generator().manual_seed(0))
+    eps = interpolation_eps(16, 3, torch.Generator().manual_seed(0))[None]
+    gp = gradient_penalty(lin, interpolate(real, fake, eps))
     assert gp.item() == pytest.approx(((w.norm() - 1) ** 2).item(), rel=1e-5)
-    # The conv critic: batched per-sample norms equal norms computed one sample at a time,
-    # which holds only if the gradient is flattened per sample and no layer mixes the batch.
-    _, critic = build_models(make_config({"dataset": "stacked-digits", "hidden": 8}),
-                             type("D", (), {"kind": "image", "shape": shape})())
-    x_hat = random_interpolates(real, fake, torch.Generator().manual_seed(1))
-    batched = critic_grad_norms(critic, x_hat)
-    single = torch.cat([critic_grad_norms(critic, x_hat[i:i + 1]) for i in range(16)])
-    assert torch.allclose(batched, single, rtol=1e-5, atol=1e-6)
-    manual = ((single - 1) ** 2).mean()
-    assert gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1)).item() == \
-        pytest.approx(manual.item(), rel=1e-5)
+    # Two conv critics stacked as one (grouped convolutions): each member's per-sample norms
+    # equal its own plain critic's, one sample at a time, which holds only if the gradient is
+    # flattened per sample and no layer mixes samples or members.
+    data = type("D", (), {"kind": "image", "shape": shape})()
+    critics = [build_models(make_config({"dataset": "stacked-digits", "hidden": 8}), data)[1]
+               for _ in range(2)]
+    stacked = StackedConvCritic.stack(critics)
+    real2, fake2 = torch.randn(2, 16, *shape), torch.randn(2, 16, *shape)
+    x_hat = interpolate(real2, fake2, torch.rand(2, 16, 1, 1, 1))
+    batched = critic_grad_norms(stacked, x_hat)
+    for j, critic in enumerate(critics):
+        single = torch.cat([critic_grad_norms(lambda x, c=critic: c(x[0])[None], x_hat[j:j + 1,
+                                              i:i + 1])[0] for i in range(16)])
+        assert torch.allclose(batched[j], single, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gradient_penalty(stacked, x_hat), ((batched - 1) ** 2).mean(1))
 
 
 # ------------------------------------------------------------------------------ figure

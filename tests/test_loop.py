@@ -115,16 +115,17 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(loss: str, schedule: str
 def test_linear_schedule_decays_both_learning_rates_to_zero() -> None:
     t = Trainer(_cfg(lr_schedule="linear", lr_g=1e-3, lr_d=4e-3, steps=40))
     seen = []
-    for until in (1, 10, 40):
+    for until in (0, 10, 39):
         t.train_until(until)
-        seen.append((t.opt_g.param_groups[0]["lr"], t.opt_d.param_groups[0]["lr"]))
+        seen.append(tuple(lr.item() for lr in t.learning_rates()))
     # the lr used for step k (0-based) is lr * (1 - k / steps); step 39 is the last
     assert seen[0] == pytest.approx((1e-3, 4e-3))
-    assert seen[1] == pytest.approx((1e-3 * 31 / 40, 4e-3 * 31 / 40))
+    assert seen[1] == pytest.approx((1e-3 * 30 / 40, 4e-3 * 30 / 40))
     assert seen[2] == pytest.approx((1e-3 / 40, 4e-3 / 40))
     const = Trainer(_cfg(lr_g=1e-3, steps=40))
     const.train_until(40)
-    assert const.opt_g.param_groups[0]["lr"] == 1e-3
+    assert const.learning_rates()[0].item() == pytest.approx(1e-3)
+    t.train_until(40)
     assert _untimed(t.evaluate()) != _untimed(const.evaluate())
 
 

@@ -1,4 +1,7 @@
-"""The loss strategies, the gradient penalty and its interpolates (trainers/losses.py)."""
+"""The loss strategies, the gradient penalty and its interpolates (trainers/losses.py).
+
+Tensors are a population's, [K, B, ...] with the member first; most cases here are one
+member (K = 1), and the per-member cases use K linear critics of `StackedMLP`."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from trainers.batched import StackedMLP
 from trainers.losses import (
     WGANGP,
     BCEMinimax,
@@ -15,8 +19,9 @@ from trainers.losses import (
     WGANClip,
     critic_grad_norms,
     gradient_penalty,
+    interpolate,
+    interpolation_eps,
     make_loss,
-    random_interpolates,
 )
 from trainers.models import mlp
 
@@ -32,10 +37,16 @@ def _linear_critic(w: list[float], b: float = 0.3) -> nn.Linear:
 
 
 def _pair(n: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One member's [1, n, *shape] real and fake batches."""
     g = torch.Generator().manual_seed(seed)
-    real = torch.randn(n, *shape, generator=g, dtype=torch.float64)
-    fake = torch.randn(n, *shape, generator=g, dtype=torch.float64) + 2
+    real = torch.randn(1, n, *shape, generator=g, dtype=torch.float64)
+    fake = torch.randn(1, n, *shape, generator=g, dtype=torch.float64) + 2
     return real, fake
+
+
+def _x_hat(real: torch.Tensor, fake: torch.Tensor, seed: int) -> torch.Tensor:
+    eps = interpolation_eps(real.shape[1], real.dim() - 2, torch.Generator().manual_seed(seed))
+    return interpolate(real, fake, eps.double()[None])
 
 
 # ----------------------------------------------------------------------------- penalty
@@ -43,7 +54,8 @@ def _pair(n: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
 def test_gradient_penalty_of_linear_critic_is_norm_minus_one_squared(w: list[float]) -> None:
     critic = _linear_critic(w)
     real, fake = _pair(64, len(w))
-    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1))
+    gp = gradient_penalty(critic, _x_hat(real, fake, 1))
+    assert gp.shape == (1,)
     norm = math.sqrt(sum(v * v for v in w))
     assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
 
@@ -53,7 +65,7 @@ def test_gradient_penalty_reaches_critic_weights() -> None:
     w = torch.tensor([3.0, 4.0], dtype=torch.float64)
     critic = _linear_critic(w.tolist())
     real, fake = _pair(16, 2)
-    gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0)).backward()
+    gradient_penalty(critic, _x_hat(real, fake, 0)).sum().backward()
     expected = 2 * (5.0 - 1.0) * w / 5.0
     torch.testing.assert_close(critic.weight.grad[0], expected, rtol=0, atol=1e-12)
     assert critic.bias.grad is None or critic.bias.grad.abs().item() < 1e-12
@@ -64,34 +76,48 @@ def test_gradient_penalty_flattens_each_sample_of_4d_inputs() -> None:
     # penalty is (||w|| - 1)^2 only if the norm runs over all of C, H and W per sample (a norm
     # over dim 1 alone, a bug of several ports, gives a different number).
     g = torch.Generator().manual_seed(0)
-    critic = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1)).double()
+    critic = nn.Sequential(nn.Flatten(2), nn.Linear(3 * 4 * 4, 1)).double()
     with torch.no_grad():
         critic[1].weight.copy_(torch.randn(1, 48, generator=g, dtype=torch.float64) * 0.5)
     norm = critic[1].weight.norm().item()
     real, fake = _pair(8, 3, 4, 4)
-    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(2))
+    gp = gradient_penalty(critic, _x_hat(real, fake, 2))
     assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
     norms = critic_grad_norms(critic, real)
-    assert norms.shape == (8,)
-    torch.testing.assert_close(norms, torch.full((8,), norm, dtype=torch.float64))
+    assert norms.shape == (1, 8)
+    torch.testing.assert_close(norms, torch.full((1, 8), norm, dtype=torch.float64))
 
 
 def test_critic_grad_norms_of_a_quadratic_critic() -> None:
     # c(x) = 0.5 |x|^2 has gradient x, so the per-sample norm is |x|
     class Half(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return 0.5 * (x**2).flatten(1).sum(1, keepdim=True)
+            return 0.5 * (x**2).flatten(2).sum(2, keepdim=True)
 
     real, _ = _pair(10, 2, 3)
-    torch.testing.assert_close(critic_grad_norms(Half(), real), real.flatten(1).norm(dim=1))
+    torch.testing.assert_close(critic_grad_norms(Half(), real), real.flatten(2).norm(dim=2))
+
+
+def test_per_member_penalty_weights_and_penalties() -> None:
+    # K = 3 linear critics w_j: member j's loss is its own W estimate + lambda_j (|w_j| - 1)^2.
+    w = torch.tensor([[3.0, 4.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
+    critic = StackedMLP([w[:, :, None]], [torch.zeros(3, 1, 1, dtype=torch.float64)])
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
+    fake = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
+    eps = torch.rand(3, 16, 1, generator=g, dtype=torch.float64)
+    lam = torch.tensor([0.5, 10.0, 2.0], dtype=torch.float64)
+    got = WGANGP(lam).critic_loss(critic, real, fake, eps)
+    wgan = (fake @ w[:, :, None]).mean((1, 2)) - (real @ w[:, :, None]).mean((1, 2))
+    torch.testing.assert_close(got, wgan + lam * (w.norm(dim=1) - 1) ** 2)
 
 
 def test_interpolates_use_per_sample_eps_in_unit_interval() -> None:
     n = 256
-    real = torch.ones(n, 3, 4, 4, dtype=torch.float64)
-    fake = torch.zeros(n, 3, 4, 4, dtype=torch.float64)
-    x_hat = random_interpolates(real, fake, torch.Generator().manual_seed(0))
-    eps = x_hat.flatten(1)
+    real = torch.ones(1, n, 3, 4, 4, dtype=torch.float64)
+    fake = torch.zeros(1, n, 3, 4, 4, dtype=torch.float64)
+    x_hat = _x_hat(real, fake, 0)
+    eps = x_hat.flatten(2)[0]
     # one eps per sample, shared by every pixel of that sample
     torch.testing.assert_close(eps, eps[:, :1].expand_as(eps), rtol=0, atol=0)
     eps = eps[:, 0]
@@ -103,13 +129,12 @@ def test_interpolates_use_per_sample_eps_in_unit_interval() -> None:
 
 def test_interpolates_lie_on_the_segment_and_follow_the_generator() -> None:
     real, fake = _pair(32, 5)
-    x_hat = random_interpolates(real, fake, torch.Generator().manual_seed(3))
+    x_hat = _x_hat(real, fake, 3)
     direction = real - fake
-    eps = ((x_hat - fake) * direction).sum(1) / (direction * direction).sum(1)
-    torch.testing.assert_close(x_hat, fake + eps[:, None] * direction, rtol=0, atol=1e-12)
+    eps = ((x_hat - fake) * direction).sum(2) / (direction * direction).sum(2)
+    torch.testing.assert_close(x_hat, fake + eps[..., None] * direction, rtol=0, atol=1e-12)
     assert eps.min() >= 0 and eps.max() <= 1
-    again = random_interpolates(real, fake, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(x_hat, again, rtol=0, atol=0)
+    torch.testing.assert_close(x_hat, _x_hat(real, fake, 3), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- clipping
@@ -120,10 +145,10 @@ def test_clipping_keeps_every_critic_weight_in_range_after_a_large_step() -> Non
     loss.after_critic_step(critic)  # start inside the box, as the trainer does after step 1
     opt = torch.optim.RMSprop(critic.parameters(), lr=1.0)
     g = torch.Generator().manual_seed(0)
-    real = torch.randn(64, 2, generator=g)
-    fake = torch.randn(64, 2, generator=g) + 3
+    real = torch.randn(1, 64, 2, generator=g)
+    fake = torch.randn(1, 64, 2, generator=g) + 3
     opt.zero_grad()
-    loss.critic_loss(critic, real, fake, g).backward()
+    loss.critic_loss(critic, real, fake).sum().backward()
     opt.step()
     before = max(p.abs().max().item() for p in critic.parameters())
     assert before > 0.01  # the step really left the box ...
@@ -132,6 +157,16 @@ def test_clipping_keeps_every_critic_weight_in_range_after_a_large_step() -> Non
     for p in critic.parameters():  # ... and clipping brought every weight back
         assert p.min() >= -c and p.max() <= c
     assert max(p.abs().max().item() for p in critic.parameters()) == pytest.approx(0.01)
+
+
+def test_each_member_is_clipped_to_its_own_value() -> None:
+    g = torch.Generator().manual_seed(0)
+    critic = StackedMLP([torch.randn(2, 3, 4, generator=g), torch.randn(2, 4, 1, generator=g)],
+                        [torch.randn(2, 1, 4, generator=g), torch.randn(2, 1, 1, generator=g)])
+    WGANClip(torch.tensor([0.01, 0.5])).after_critic_step(critic)
+    for p in critic.parameters():
+        assert p[0].abs().max() <= 0.01 and p[1].abs().max() <= 0.5
+    assert max(p[1].abs().max().item() for p in critic.parameters()) == pytest.approx(0.5)
 
 
 def test_only_wgan_clip_clips() -> None:
@@ -146,15 +181,15 @@ def test_only_wgan_clip_clips() -> None:
 # ----------------------------------------------------------------------------- loss formulas
 def _scores(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(50, 1, generator=g, dtype=torch.float64) * 3,
-            torch.randn(50, 1, generator=g, dtype=torch.float64) * 3 - 1)
+    return (torch.randn(1, 50, 1, generator=g, dtype=torch.float64) * 3,
+            torch.randn(1, 50, 1, generator=g, dtype=torch.float64) * 3 - 1)
 
 
 class _Table(nn.Module):
     """A 'critic' that returns the first column of its input: scores are chosen directly."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1]
+        return x[..., :1]
 
 
 def test_bce_critic_loss_is_the_discriminator_cross_entropy() -> None:
@@ -162,7 +197,7 @@ def test_bce_critic_loss_is_the_discriminator_cross_entropy() -> None:
     expected = (-torch.log(torch.sigmoid(s_real)).mean()
                 - torch.log(1 - torch.sigmoid(s_fake)).mean())
     for loss in (BCEMinimax(), BCENonSaturating()):
-        got = loss.critic_loss(_Table(), s_real, s_fake, torch.Generator())
+        got = loss.critic_loss(_Table(), s_real, s_fake)
         assert got.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
@@ -180,16 +215,16 @@ def test_non_saturating_generator_loss_is_minus_mean_log_d() -> None:
 
 
 def test_bce_losses_are_finite_for_extreme_logits() -> None:
-    s = torch.tensor([[-200.0], [200.0]], dtype=torch.float32)
+    s = torch.tensor([[[-200.0], [200.0]]], dtype=torch.float32)
     for loss in (BCEMinimax(), BCENonSaturating()):
         assert torch.isfinite(loss.generator_loss(s))
-        assert torch.isfinite(loss.critic_loss(_Table(), s, s, torch.Generator()))
+        assert torch.isfinite(loss.critic_loss(_Table(), s, s))
 
 
 def test_wgan_losses_match_their_formulas() -> None:
     s_real, s_fake = _scores(3)
-    for loss in (WGANClip(0.01), WGANGP(0.0)):
-        got = loss.critic_loss(_Table(), s_real, s_fake, torch.Generator())
+    for loss in (WGANClip(0.01),):
+        got = loss.critic_loss(_Table(), s_real, s_fake)
         assert got.item() == pytest.approx((s_fake.mean() - s_real.mean()).item(), rel=1e-12)
         assert loss.generator_loss(s_fake).item() == pytest.approx(-s_fake.mean().item())
         assert loss.wasserstein
@@ -202,9 +237,15 @@ def test_wgan_gp_critic_loss_adds_lambda_times_the_penalty() -> None:
     real, fake = _pair(40, 2)
     w_t = torch.tensor(w, dtype=torch.float64)
     wgan = (fake @ w_t).mean() - (real @ w_t).mean()
+    eps = torch.rand(1, 40, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for lam in (0.0, 0.1, 10.0):
-        got = WGANGP(lam).critic_loss(critic, real, fake, torch.Generator().manual_seed(0))
+        got = WGANGP(lam).critic_loss(critic, real, fake, eps)
         assert got.item() == pytest.approx(wgan.item() + lam * 16.0, rel=1e-12)
+        assert WGANGP(lam).generator_loss(fake @ w_t).item() == pytest.approx(
+            -(fake @ w_t).mean().item())
+    assert WGANGP.wasserstein and WGANGP.needs_interpolates
+    with pytest.raises(ValueError, match="needs the interpolation eps"):
+        WGANGP(1.0).critic_loss(critic, real, fake)
 
 
 def test_make_loss_maps_names_to_strategies_with_their_constants() -> None:

@@ -9,19 +9,14 @@ import torch
 
 from trainers import names
 from trainers.config import ConfigError, make_config
-from trainers.loop import Trainer
 from trainers.population import Population
+from trainers.reference import ReferenceRun
 
 BASE = {"dataset": "ring8", "steps": 20, "eval_every": 10, "hidden": 16, "depth": 2,
         "batch_size": 32, "eval_samples": 300, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def member_configs(loss: str, seeds=(0, 1, 2), **extra):
@@ -51,31 +46,51 @@ DIGITS = {"dataset": "digits", "steps": 6, "eval_every": 3, "hidden": 4, "batch_
           "eval_samples": 200, "n_critic": 2, "device": "cpu"}
 
 
+def reference_weights(ref: ReferenceRun) -> list[torch.Tensor]:
+    return [*ref.G.state_dict().values(), *ref.D.state_dict().values()]
+
+
+def _check_members_match_single_runs(pop: Population, cfgs, tol: dict) -> None:
+    got = pop.run()
+    samples = pop.sample()
+    for j, cfg in enumerate(cfgs):
+        ref = ReferenceRun(cfg, pop.data)
+        ref.run(cfg.steps)
+        # State dicts include the conv generator's batch-norm running statistics.
+        for a, b in zip(reference_weights(ref), weights(pop, j), strict=True):
+            torch.testing.assert_close(b, a, **tol)
+        torch.testing.assert_close(samples[j], ref.sample(), **tol)
+        want = pop.data.evaluate(ref.sample())
+        assert got[j][names.STEP] == cfg.steps
+        for key in (names.FID, names.HQ_FRACTION, names.SEED_SCORE):
+            assert got[j][key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+        assert got[j][names.MODES_HELD] == want[names.MODES_HELD]
+        assert got[j][names.SEED_SUCCESS] == want[names.SEED_SUCCESS]
+
+
 @pytest.mark.parametrize("loss", ["bce", "bce-ns", "wgan-clip", "wgan-gp"])
 def test_member_j_matches_a_single_run_with_seed_j(loss):
+    # The single run is the plain PyTorch loop (trainers/reference.py): nn.Linear layers,
+    # torch.optim's Adam / RMSprop, the losses written out.
     cfgs = member_configs(loss, lr_schedule="linear")
-    pop = Population(cfgs)
-    got = pop.run()
-    for j, cfg in enumerate(cfgs):
-        t = Trainer(cfg)
-        want = t.run()
-        ref = [p.detach() for net in (t.G, t.D) for p in net.parameters()]
-        for a, b in zip(ref, weights(pop, j), strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-        assert got[j][names.STEP] == want[names.STEP] == 20
-        for key in (names.FID, names.HQ_FRACTION, names.SEED_SCORE, names.GRAD_NORM,
-                    names.LOSS_D, names.LOSS_G):
-            assert got[j][key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
-        assert got[j][names.SEED_SUCCESS] == want[names.SEED_SUCCESS]
+    _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-5, "atol": 1e-5})
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce-ns", "wgan-clip", "wgan-gp"])
+def test_conv_member_j_matches_a_single_run_with_seed_j(loss, classifier_cache):
+    # Grouped convolutions add up in another order than K separate ones: float round-off.
+    cfgs = member_configs(loss, **DIGITS)
+    _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-4, "atol": 1e-5})
 
 
 def test_the_same_batches_as_a_single_run():
     cfg = member_configs("wgan-gp", seeds=(4,))[0]
-    pop, t = Population([cfg]), Trainer(cfg)
-    g_pop, g_run = pop.gens[0], t.gen
+    pop = Population([cfg])
+    ref = ReferenceRun(cfg, pop.data)
     for _ in range(3):  # the same real batches from the same stream
-        assert torch.equal(pop.data.sample(32, g_pop), t.data.sample(32, g_run))
-    assert torch.equal(pop.eval_z[0], t.eval_z) and torch.equal(pop.eval_real[0], t.eval_real)
+        assert torch.equal(pop.data.sample(32, pop.gens[0]), ref.data.sample(32, ref.gen))
+    assert torch.equal(pop.sample()[0], pop.G(pop.eval_z)[0])
+    torch.testing.assert_close(pop.sample()[0], ref.sample(), rtol=1e-6, atol=1e-6)
 
 
 def test_a_members_trajectory_does_not_depend_on_the_others():
@@ -138,23 +153,6 @@ def test_members_must_share_the_shape():
         Population([cfgs[0], cfgs[1].replace(dataset="grid25")])
 
 
-@pytest.mark.parametrize("loss", ["bce", "bce-ns", "wgan-clip", "wgan-gp"])
-def test_conv_member_j_matches_a_single_run_with_seed_j(loss, classifier_cache):
-    cfgs = member_configs(loss, **DIGITS)
-    pop = Population(cfgs)
-    got = pop.run()
-    for j, cfg in enumerate(cfgs):
-        t = Trainer(cfg)
-        want = t.run()
-        ref = [*t.G.state_dict().values(), *t.D.state_dict().values()]
-        # Grouped convolutions add up in another order than K separate ones: float round-off.
-        for a, b in zip(ref, weights(pop, j), strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
-        for key in (names.FID, names.HQ_FRACTION, names.SEED_SCORE, names.GRAD_NORM):
-            assert got[j][key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
-        assert got[j][names.MODES_HELD] == want[names.MODES_HELD]
-
-
 def test_a_nan_conv_member_is_frozen_with_its_batch_norm_statistics(classifier_cache):
     cfgs = member_configs("wgan-gp", **{**DIGITS, "steps": 30, "eval_every": 30})
     hit, clean = Population(cfgs), Population([cfgs[0], cfgs[2]])
@@ -174,3 +172,22 @@ def test_a_nan_conv_member_is_frozen_with_its_batch_norm_statistics(classifier_c
         assert final[j_hit][names.DIVERGED] == 0
         for a, b in zip(weights(hit, j_hit), weights(clean, j_clean), strict=True):
             assert torch.equal(a, b)
+
+
+def test_separate_runs_are_the_same_members_one_after_another(tmp_path):
+    from trainers.members import SeparateRuns, load_members_file, make_members, save_members_file
+
+    cfgs = member_configs("wgan-gp")
+    together, apart = make_members(cfgs), make_members(cfgs, batched=False)
+    assert isinstance(apart, SeparateRuns)
+    apart.train_until(10)
+    apart.evaluate()
+    save_members_file(apart, tmp_path / "m.pt")
+    resumed = load_members_file(tmp_path / "m.pt", device="cpu")
+    assert isinstance(resumed, SeparateRuns) and resumed.step == 10
+    together.train_until(20)
+    resumed.train_until(20)
+    for a, b in zip(together.evaluate(), resumed.evaluate(), strict=True):
+        for key in (names.STEP, names.FID, names.HQ_FRACTION, names.GRAD_NORM):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert resumed.sample().shape == together.sample().shape == (3, 300, 2)

@@ -15,12 +15,7 @@ K, B, Z = 3, 5, 6
 SHAPES = [((1, 8, 8), 4), ((3, 8, 8), 6), ((1, 8, 12), 5)]  # the last one is not square
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def generators(shape, hidden) -> list[ConvGenerator]:

@@ -121,6 +121,7 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
     from sweeper.trial import _restore
     from trainers.config import make_config
     from trainers.loop import Trainer
+    from trainers.members import save_members
 
     empty = tmp_path / "checkpoint_000003"
     empty.mkdir()
@@ -130,9 +131,13 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
     t.train_until(2)
     full = tmp_path / "checkpoint_000004"
     full.mkdir()
-    t.save(full / "seed0.pt")  # the layout of checkpoints written before populations
+    save_members(t, full)  # a single run is a population of one
     restored = _restore(tune.Checkpoint.from_directory(str(full)), 1, "cpu")
     assert restored.step == 2 and restored.k == 1
+    old = tmp_path / "checkpoint_000005"
+    old.mkdir()
+    (old / "seed0.pt").write_bytes(b"a checkpoint from before population training")
+    assert _restore(tune.Checkpoint.from_directory(str(old)), 1, "cpu") is None  # starts over
 
 
 def test_a_population_checkpoint_continues_every_member(tmp_path):
@@ -141,7 +146,8 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     from sweeper.trial import _restore
     from sweeper.tune_state import _intact
     from trainers.config import make_config
-    from trainers.members import Population, make_members, save_members
+    from trainers.members import make_members, save_members
+    from trainers.population import Population
 
     cfgs = [make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
                          "depth": 1, "batch_size": 8, "eval_every": 2, "seed": s})
@@ -154,6 +160,6 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     assert isinstance(restored, Population) and restored.step == 2 and restored.k == 2
     import pyarrow.fs as pafs
 
-    assert _intact(pafs.LocalFileSystem(), str(tmp_path), 2)
+    assert _intact(pafs.LocalFileSystem(), str(tmp_path))
     (tmp_path / "empty").mkdir()
-    assert not _intact(pafs.LocalFileSystem(), str(tmp_path / "empty"), 2)
+    assert not _intact(pafs.LocalFileSystem(), str(tmp_path / "empty"))

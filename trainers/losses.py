@@ -1,5 +1,9 @@
 """The four GAN losses as small strategy objects, and the WGAN-GP gradient penalty.
 
+Every tensor is a population's: [K, B, ...] with the member first (a single run is K = 1),
+and every loss is per member, shape [K]; the trainer sums them, so each member's gradient is
+its own. Per-member constants (lambda, clip value) are [K] tensors, or floats shared by all.
+
 Each loss turns critic outputs into a critic loss and a generator loss, and may constrain the
 critic after its optimiser step (weight clipping). The training loop never branches on the
 loss name. For BCE losses the "critic" returns the discriminator's logit: D(x) = sigmoid(c(x)).
@@ -14,49 +18,66 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def random_interpolates(real: Tensor, fake: Tensor,
-                        generator: torch.Generator | None = None) -> Tensor:
-    """x_hat = eps * x + (1 - eps) * G(z), with eps ~ U[0, 1] drawn once per sample."""
-    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
+def interpolation_eps(n: int, sample_dims: int, generator: torch.Generator,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """One eps ~ U[0, 1] per sample, [n, 1, ...] so that it broadcasts over the sample."""
+    return torch.rand((n,) + (1,) * sample_dims, generator=generator, device=device)
+
+
+def interpolate(real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
+    """x_hat = eps * x + (1 - eps) * G(z): points on the segments between real and fake."""
     return eps * real + (1 - eps) * fake
 
 
 def critic_grad_norms(critic: nn.Module, x: Tensor, *, create_graph: bool = False) -> Tensor:
-    """Per-sample ||grad_x c(x)||_2, with the gradient flattened per sample (images too)."""
+    """Per-sample ||grad_x c(x)||_2 [K, B], the gradient flattened per sample (images too).
+
+    Members and samples are independent, so the gradient of the sum of all outputs holds each
+    sample's own gradient."""
     x = x.detach().requires_grad_(True)
-    out = critic(x)
-    (grad,) = torch.autograd.grad(out, x, grad_outputs=torch.ones_like(out),
-                                  create_graph=create_graph)
-    return grad.flatten(1).norm(2, dim=1)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=create_graph)
+    return grad.flatten(2).norm(2, dim=2)
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
-    """E[(||grad c(x_hat)||_2 - 1)^2] at random interpolates (Gulrajani et al. 2017, eq. 3).
+def gradient_penalty(critic: nn.Module, x_hat: Tensor) -> Tensor:
+    """E[(||grad c(x_hat)||_2 - 1)^2] per member [K] (Gulrajani et al. 2017, eq. 3).
 
-    `fake` must already be detached from the generator. The graph is kept (create_graph) so the
-    penalty's gradient reaches the critic's weights. For a linear critic c(x) = w.x + b the
-    gradient is w everywhere, so the penalty is exactly (||w|| - 1)^2.
+    The graph is kept (create_graph) so the penalty's gradient reaches the critic's weights.
+    For a linear critic c(x) = w.x + b the gradient is w everywhere, so the penalty is
+    exactly (||w|| - 1)^2.
     """
-    x_hat = random_interpolates(real, fake, generator)
     norms = critic_grad_norms(critic, x_hat, create_graph=True)
-    return ((norms - 1) ** 2).mean()
+    return ((norms - 1) ** 2).mean(1)
+
+
+def _mean(scores: Tensor) -> Tensor:
+    """Per-member mean over a [K, B, ...] batch of scores."""
+    return scores.flatten(1).mean(1)
+
+
+def _per_member(value: Tensor | float, like: Tensor) -> Tensor | float:
+    """A [K] constant shaped to broadcast against a [K, ...] tensor."""
+    if isinstance(value, Tensor):
+        return value.view((-1,) + (1,) * (like.dim() - 1))
+    return value
 
 
 class Loss(ABC):
     """Interface: critic_loss, generator_loss and an after_critic_step hook."""
 
     wasserstein = False
+    # The critic loss needs random interpolates (one eps per sample, drawn by the trainer
+    # from each member's own stream).
+    needs_interpolates = False
 
     @abstractmethod
     def critic_loss(self, critic: nn.Module, real: Tensor, fake: Tensor,
-                    generator: torch.Generator) -> Tensor:
-        """Loss the critic minimises, given real samples and detached fakes."""
+                    eps: Tensor | None = None) -> Tensor:
+        """Per-member loss [K] the critic minimises, given real samples and detached fakes."""
 
     @abstractmethod
     def generator_loss(self, fake_scores: Tensor) -> Tensor:
-        """Loss the generator minimises, given the critic's scores of fresh fakes."""
+        """Per-member loss [K] the generator minimises, given the scores of fresh fakes."""
 
     def after_critic_step(self, critic: nn.Module) -> None:
         """Constrain the critic after each of its optimiser steps; most losses do nothing."""
@@ -67,60 +88,79 @@ class BCEMinimax(Loss):
     """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))); G minimises
     log(1 - D(G(z))), whose gradient vanishes when D confidently rejects fakes."""
 
-    def critic_loss(self, critic, real, fake, generator):
+    def critic_loss(self, critic, real, fake, eps=None):
         # -log D(x) = softplus(-c(x)); -log(1 - D(G(z))) = softplus(c(G(z)))
-        return F.softplus(-critic(real)).mean() + F.softplus(critic(fake)).mean()
+        return _mean(F.softplus(-critic(real))) + _mean(F.softplus(critic(fake)))
 
     def generator_loss(self, fake_scores):
-        return -F.softplus(fake_scores).mean()  # log(1 - sigmoid(s)) = -softplus(s)
+        return -_mean(F.softplus(fake_scores))  # log(1 - sigmoid(s)) = -softplus(s)
 
 
 class BCENonSaturating(BCEMinimax):
     """Same discriminator; G maximises log D(G(z)) instead (the 'non-saturating' trick)."""
 
     def generator_loss(self, fake_scores):
-        return F.softplus(-fake_scores).mean()  # -log sigmoid(s) = softplus(-s)
+        return _mean(F.softplus(-fake_scores))  # -log sigmoid(s) = softplus(-s)
 
 
 class WGANClip(Loss):
     """Arjovsky et al. 2017: critic maximises E[c(x)] - E[c(G(z))]; weights clamped to [-c, c]
-    after every critic step to keep it (crudely) Lipschitz."""
+    after every critic step to keep it (crudely) Lipschitz. c is per member."""
 
     wasserstein = True
 
-    def __init__(self, clip_value: float) -> None:
+    def __init__(self, clip_value: Tensor | float) -> None:
         self.clip_value = clip_value
 
-    def critic_loss(self, critic, real, fake, generator):
-        return critic(fake).mean() - critic(real).mean()
+    def critic_loss(self, critic, real, fake, eps=None):
+        return _mean(critic(fake)) - _mean(critic(real))
 
     def generator_loss(self, fake_scores):
-        return -fake_scores.mean()
+        return -_mean(fake_scores)
 
     @torch.no_grad()
     def after_critic_step(self, critic):
+        # Clamping is idempotent, so a frozen (diverged) member's weights, clipped before it
+        # froze, stay exactly as they are.
         for p in critic.parameters():
-            p.clamp_(-self.clip_value, self.clip_value)
+            c = _per_member(self.clip_value, p)
+            if isinstance(c, Tensor):
+                torch.minimum(p, c, out=p)
+                torch.maximum(p, -c, out=p)
+            else:
+                p.clamp_(-c, c)
 
 
 class WGANGP(WGANClip):
     """Gulrajani et al. 2017: E[c(G(z))] - E[c(x)] + lambda * gradient_penalty; no clipping."""
 
-    def __init__(self, gp_lambda: float) -> None:
+    needs_interpolates = True
+
+    def __init__(self, gp_lambda: Tensor | float) -> None:
         self.gp_lambda = gp_lambda
 
-    def critic_loss(self, critic, real, fake, generator):
-        wgan = critic(fake).mean() - critic(real).mean()
-        return wgan + self.gp_lambda * gradient_penalty(critic, real, fake, generator)
+    def critic_loss(self, critic, real, fake, eps=None):
+        if eps is None:
+            raise ValueError("WGAN-GP's critic loss needs the interpolation eps")
+        wgan = _mean(critic(fake)) - _mean(critic(real))
+        return wgan + self.gp_lambda * gradient_penalty(critic, interpolate(real, fake, eps))
 
     def after_critic_step(self, critic):
         pass
 
 
-def make_loss(name: str, *, gp_lambda: float, clip_value: float) -> Loss:
-    return {
-        "bce": lambda: BCEMinimax(),
-        "bce-ns": lambda: BCENonSaturating(),
-        "wgan-clip": lambda: WGANClip(clip_value),
-        "wgan-gp": lambda: WGANGP(gp_lambda),
-    }[name]()
+LOSSES: dict[str, type[Loss]] = {
+    "bce": BCEMinimax,
+    "bce-ns": BCENonSaturating,
+    "wgan-clip": WGANClip,
+    "wgan-gp": WGANGP,
+}
+
+
+def make_loss(name: str, *, gp_lambda: Tensor | float, clip_value: Tensor | float) -> Loss:
+    cls = LOSSES[name]
+    if issubclass(cls, WGANGP):
+        return cls(gp_lambda)
+    if issubclass(cls, WGANClip):
+        return cls(clip_value)
+    return cls()

@@ -1,9 +1,7 @@
-"""K members (a setting's seeds, or settings of one shape) trained together, one interface.
+"""Members (a setting's seeds, or settings of one shape) trained together, and their files.
 
-`make_members(configs)` returns a batched `Population` where batching pays and the members can
-share one computation, and otherwise `SeparateRuns`: K `Trainer`s advanced in lockstep behind
-the same interface. Callers (a sweep trial, `train --seeds`, `stable --confirm`, the
-mode-coverage benchmark) never need to know which they got:
+Every caller that trains several seeds or settings (a sweep trial, `train --seeds`,
+`stable --confirm`, the mode-coverage benchmark) does it through one `Population`:
 
     members = make_members(configs, rule)
     while not members.done:
@@ -12,112 +10,93 @@ mode-coverage benchmark) never need to know which they got:
     save_members(members, folder)            # exact; load_members(folder, ...) resumes
 
 A member's metrics carry its own `step` (a diverged member stops there) and its share of the
-wall time (`train_seconds` / `eval_seconds` divided by K for a population), so summing the
-seeds' seconds gives what the trial really cost.
+wall time (`train_seconds` / `eval_seconds` divided by K), so summing the seeds' seconds gives
+what the trial really cost.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import torch
-from torch import Tensor
 
 from trainers import names
 from trainers.config import ConfigError, TrialConfig
-from trainers.data import Dataset
-from trainers.loop import Trainer, save_atomic
-from trainers.population import SHARED, Population, batchable
+from trainers.population import SHARED, Population
 from trainers.quality import DEFAULT_RULE, SuccessRule
+from trainers.runtime import save_atomic
 
-# A population is saved as one file; separate runs (and checkpoints from before populations)
-# as one file per member.
+# A population is saved as one file in a checkpoint folder.
 POPULATION_FILE = "population.pt"
+# What checkpoints written before populations held: one file per seed.
+_OLD_MEMBER_FILE = "seed{}.pt"
 
-
-def member_file(j: int) -> str:
-    return f"seed{j}.pt"
-
-
-class Members(Protocol):
-    configs: list[TrialConfig]
-    data: Dataset
-    k: int
-    step: int
-    train_seconds: float
-
-    @property
-    def done(self) -> bool: ...
-    def next_eval_step(self) -> int: ...
-    def train_until(self, until: int) -> None: ...
-    def evaluate(self) -> list[dict[str, float]]: ...
-    def sample(self) -> Tensor: ...
+log = logging.getLogger(__name__)
 
 
 class SeparateRuns:
-    """K `Trainer`s behind the population interface: where batching does not pay (or cannot
-    be done, e.g. members of different shapes), or for checkpoints written before it."""
+    """The fallback: K populations of one (single runs) trained one after another, behind
+    the population's interface. For devices and sizes where batching does not pay
+    (`benchmarks/population.py` says where), and to measure what batching saves."""
 
     def __init__(self, configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
-                 trainers: Sequence[Trainer] | None = None) -> None:
+                 runs: Sequence[Population] | None = None) -> None:
         if not configs:
             raise ConfigError("a population needs at least one member")
         self.configs = list(configs)
         self.k = len(self.configs)
-        self.trainers = list(trainers) if trainers is not None else [
-            Trainer(c, rule) for c in self.configs]
-        self.data = self.trainers[0].data
+        self.runs = list(runs) if runs is not None else [Population([c], rule)
+                                                         for c in self.configs]
+        self.data = self.runs[0].data
         self._latest: list[dict[str, float] | None] = [None] * self.k
-        self._evaluated_at = [-1] * self.k
 
     @property
     def step(self) -> int:
-        return max(t.step for t in self.trainers)
+        return max(r.step for r in self.runs)
 
     @property
     def train_seconds(self) -> float:
-        return sum(t.train_seconds for t in self.trainers)
+        return sum(r.train_seconds for r in self.runs)
 
     @property
     def done(self) -> bool:
-        return all(t.done for t in self.trainers)
+        return all(r.done for r in self.runs)
 
     def next_eval_step(self) -> int:
-        return min((t.next_eval_step() for t in self.trainers if not t.done), default=self.step)
+        return min((r.next_eval_step() for r in self.runs if not r.done), default=self.step)
 
     def train_until(self, until: int) -> None:
-        for t in self.trainers:
-            if not t.done:
-                t.train_until(until)
+        for r in self.runs:
+            r.train_until(until)
 
     def evaluate(self) -> list[dict[str, float]]:
-        """Each member's metrics; a member that has not moved since it was last evaluated
-        (finished or diverged) keeps its last metrics rather than being measured again."""
-        for j, t in enumerate(self.trainers):
-            if self._latest[j] is None or self._evaluated_at[j] != t.step:
-                self._latest[j] = t.evaluate()
-                self._evaluated_at[j] = t.step
+        """Each member's metrics; a member that has not moved since its last evaluation
+        (finished or diverged) keeps them rather than being measured again."""
+        for j, r in enumerate(self.runs):
+            latest = self._latest[j]
+            if latest is None or latest[names.STEP] != r.member_steps[0]:
+                self._latest[j] = r.evaluate()[0]
         return [dict(m) for m in self._latest]  # type: ignore[arg-type]
 
-    def sample(self) -> Tensor:
-        return torch.stack([t.sample() for t in self.trainers])
+    def sample(self) -> torch.Tensor:
+        return torch.cat([r.sample() for r in self.runs])
 
-    def save(self, folder: str | Path) -> None:
-        for j, t in enumerate(self.trainers):
-            t.save(Path(folder) / member_file(j))
+    def state_dict(self) -> dict:
+        return {"separate": [r.state_dict() for r in self.runs]}
+
+    def save(self, path: str | Path) -> None:
+        save_atomic(self.state_dict(), path)
+
+
+Members = Population | SeparateRuns
 
 
 def make_members(configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
-                 batched: bool | None = None) -> Population | SeparateRuns:
-    """A population if the members can share one batched computation (or `batched` says so),
-    else separate runs. `batched=True` on members that cannot be batched is an error."""
-    reason = batchable(configs)
-    if batched is None:
-        batched = reason is None and len(configs) > 1
-    if batched and reason is not None:
-        raise ConfigError(reason)
+                 batched: bool = True) -> Members:
+    """The members as one population (they must share a shape: see `share_groups`), or with
+    `batched=False` as single runs one after another."""
     return Population(configs, rule) if batched else SeparateRuns(configs, rule)
 
 
@@ -130,55 +109,51 @@ def share_groups(configs: Sequence[TrialConfig]) -> list[list[int]]:
     return list(groups.values())
 
 
-def save_members(members: Population | SeparateRuns, folder: str | Path) -> None:
+def save_members(members: Members, folder: str | Path) -> None:
     """Write the members' exact state into `folder` (a Tune checkpoint directory)."""
-    if isinstance(members, Population):
-        members.save(Path(folder) / POPULATION_FILE)
-    else:
-        members.save(folder)
+    members.save(Path(folder) / POPULATION_FILE)
 
 
 def load_members(folder: str | Path, k: int, device: str | None = None,
-                 rule: SuccessRule = DEFAULT_RULE) -> Population | SeparateRuns | None:
-    """The members saved in `folder`, or None if it holds no checkpoint of them."""
+                 rule: SuccessRule = DEFAULT_RULE) -> Members | None:
+    """The members saved in `folder`; None (start over) if it holds no checkpoint of them.
+
+    A checkpoint from before populations (one file per seed) also means starting over: the
+    training is deterministic given the seeds, and steps already logged are not logged again.
+    """
     folder = Path(folder)
-    if (folder / POPULATION_FILE).exists():
-        pop = Population.load(folder / POPULATION_FILE, device=device, rule=rule)
-        if pop.k != k:
-            raise ConfigError(f"checkpoint {folder} holds {pop.k} members, not {k}")
-        return pop
-    files = [folder / member_file(j) for j in range(k)]
-    if not any(f.exists() for f in files):
+    if not (folder / POPULATION_FILE).exists():
+        if (folder / _OLD_MEMBER_FILE.format(0)).exists():
+            log.warning("checkpoint %s predates population training; the trial starts over",
+                        folder)
         return None
-    trainers = [Trainer.load(f, device=device, rule=rule) for f in files]
-    return SeparateRuns([t.config for t in trainers], rule, trainers)
+    members = load_members_file(folder / POPULATION_FILE, device=device, rule=rule)
+    if members.k != k:
+        raise ConfigError(f"checkpoint {folder} holds {members.k} members, not {k}")
+    return members
 
 
-def save_members_file(members: Population | SeparateRuns, path: str | Path) -> None:
-    """Write the members into one file (`sweeper train --checkpoint`). One separate run is
-    written as a plain `Trainer` checkpoint, as before populations."""
-    if isinstance(members, Population):
-        members.save(path)
-    elif members.k == 1:
-        members.trainers[0].save(path)
-    else:
-        save_atomic({"separate": [t.state_dict() for t in members.trainers]}, path)
+def save_members_file(members: Members, path: str | Path) -> None:
+    """Write the members into one file (`sweeper train --checkpoint`)."""
+    members.save(path)
 
 
 def load_members_file(path: str | Path, device: str | None = None,
-                      rule: SuccessRule = DEFAULT_RULE) -> Population | SeparateRuns:
-    """Members from a file written by `save_members_file` (or a `Trainer` checkpoint)."""
+                      rule: SuccessRule = DEFAULT_RULE) -> Members:
+    """Members from a file written by `save_members_file` (or `Trainer.save`)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if "configs" in state:
-        return Population.from_state(state, device, rule)
-    trainers = [Trainer.from_state(s, device, rule) for s in state.get("separate", [state])]
-    return SeparateRuns([t.config for t in trainers], rule, trainers)
+    if "separate" in state:
+        runs = [Population.from_state(s, device, rule) for s in state["separate"]]
+        return SeparateRuns([r.config for r in runs], rule, runs)
+    if "configs" not in state:
+        raise ConfigError(f"checkpoint {path} was written by an older gan-sweeper, before "
+                          "population training; drop --resume to start over")
+    return Population.from_state(state, device, rule)
 
 
-def checkpoint_complete(names_in_folder: Sequence[str], k: int) -> bool:
-    """Whether a checkpoint folder with these files holds the whole state of k members."""
-    have = set(names_in_folder)
-    return POPULATION_FILE in have or all(member_file(j) in have for j in range(k))
+def checkpoint_complete(names_in_folder: Sequence[str]) -> bool:
+    """Whether a checkpoint folder with these files holds the members' whole state."""
+    return POPULATION_FILE in set(names_in_folder)
 
 
 def member_done(m: dict[str, float], cfg: TrialConfig) -> bool:

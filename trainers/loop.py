@@ -39,7 +39,7 @@ class Trainer(Population):
 
     @property
     def diverged(self) -> bool:
-        return bool(self.member_diverged[0])
+        return self._dead[0]
 
     @property
     def gen(self) -> torch.Generator:

@@ -114,6 +114,9 @@ class Population:
         self.step = 0
         self.member_steps = [0] * self.k  # a frozen (diverged) member's step stops
         self.member_diverged = torch.zeros(self.k, dtype=torch.bool, device=self.device)
+        # The same flags on the host, updated only where divergence is checked: reading the
+        # device tensor every step would cost a GPU synchronisation per step.
+        self._dead = [False] * self.k
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
         self._loss_sum = torch.zeros(self.k, 2, device=self.device)
@@ -123,7 +126,7 @@ class Population:
     # ------------------------------------------------------------------ the loop
     @property
     def done(self) -> bool:
-        return bool(self.member_diverged.all()) or self.step >= self.config.steps
+        return all(self._dead) or self.step >= self.config.steps
 
     def next_eval_step(self) -> int:
         every = self.config.eval_every
@@ -156,8 +159,7 @@ class Population:
         t0 = time.perf_counter()
         while self.step < until and not self.done:
             lr_g, lr_d = self.learning_rates()
-            active = ~self.member_diverged
-            frozen = self.member_diverged if bool(self.member_diverged.any()) else None
+            frozen = self.member_diverged if any(self._dead) else None
             # Batch-norm running statistics change in every forward pass: a frozen member's
             # are put back after the step, like its weights.
             kept = [buf[frozen].clone() for buf in G.buffers()] if frozen is not None else []
@@ -182,16 +184,22 @@ class Population:
             D.requires_grad_(True)
             for buf, old in zip(G.buffers(), kept, strict=False):
                 buf[frozen] = old
-            self._loss_sum += torch.where(active[:, None],
-                                          torch.stack([loss_d.detach(), loss_g.detach()], 1),
-                                          torch.zeros((), device=dev))
+            losses = torch.stack([loss_d.detach(), loss_g.detach()], 1)
+            if frozen is not None:  # a frozen member's loss sums stay as they were
+                losses = losses.masked_fill(frozen[:, None], 0.0)
+            self._loss_sum += losses
             self._loss_count += 1
             self.step += 1
-            for j in active.nonzero().flatten().tolist():
-                self.member_steps[j] = self.step
+            for j, dead in enumerate(self._dead):
+                if not dead:
+                    self.member_steps[j] = self.step
             if self.step % _FINITE_CHECK_EVERY == 0:
-                self.member_diverged |= self._losses_blew_up()
+                self._mark_diverged(self._losses_blew_up())
         self.train_seconds += time.perf_counter() - t0
+
+    def _mark_diverged(self, bad: Tensor) -> None:
+        self.member_diverged |= bad
+        self._dead = self.member_diverged.tolist()
 
     def _losses_blew_up(self) -> Tensor:
         mean = self._loss_sum / max(1, self._loss_count)
@@ -234,18 +242,18 @@ class Population:
         t0 = time.perf_counter()
         means = self._loss_sum / max(1, self._loss_count)
         if self._loss_count:
-            self.member_diverged |= self._losses_blew_up()
+            self._mark_diverged(self._losses_blew_up())
         had_losses = self._loss_count > 0
         self._loss_sum.zero_()
         self._loss_count = 0
         fake = self._sample_all()
         bad = ~torch.isfinite(fake).flatten(1).all(1) | self._weights_exploded()
-        self.member_diverged |= bad
+        self._mark_diverged(bad)
         critic = self._critic_metrics(fake)
         out = []
         for j in range(self.k):
             m: dict[str, float] = {names.STEP: float(self.member_steps[j])}
-            if self.member_diverged[j]:
+            if self._dead[j]:
                 m.update({names.DIVERGED: 1.0, **failed_metrics(self.data.num_modes)})
             else:
                 if had_losses:
@@ -290,6 +298,7 @@ class Population:
         self.step = int(state["step"])
         self.member_steps = [int(s) for s in state["member_steps"]]
         self.member_diverged = state["diverged"].to(self.device)
+        self._dead = self.member_diverged.tolist()
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])

@@ -1,13 +1,15 @@
 """Population training vs separate runs: ms per generator step and members per second.
 
 For each network size and K, the same K members (seeds 0..K-1, WGAN-GP) are trained
-  - separately: K `Trainer`s, one after another (what a sweep trial did before populations);
+  - separately: K single runs (`Trainer`, a population of one), one after another (what a
+    sweep trial did before populations, and what `sweeper run --separate-seeds` does);
   - together:   one `Population` of K members (trainers/population.py);
 for the same number of generator steps, after warm-up steps that are not timed, measured
-side by side in one process on one torch thread. Evaluation is not timed. The ratio is
-separate time / population time, the speed-up in member-steps per second.
+alternately (ABBA) in one process on one torch thread; the table shows medians of CPU time
+(wall time on a GPU). Evaluation is not timed. The ratio is separate time / population
+time, the speed-up in member-steps per second.
 
-    python benchmarks/population.py                 # the table (about 2 minutes on a CPU)
+    python benchmarks/population.py                 # the table (about 10 minutes on a CPU)
     python benchmarks/population.py --device cuda   # the same on a GPU
     python benchmarks/population.py --device cuda --scan   # the largest K at ~solo speed
     python benchmarks/population.py --smoke-test
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -57,31 +60,54 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(runner, warm: int, steps: int, device: str) -> float:
-    """Seconds for generator steps warm .. warm + steps of a Trainer or a Population."""
-    runner.train_until(warm)
+def _clock(device: str) -> float:
+    # CPU time on a CPU: other processes on a shared machine do not inflate it. Wall time
+    # on a GPU, where the work is not this process's CPU time.
+    return time.perf_counter() if device.startswith("cuda") else time.process_time()
+
+
+def _advance(runners: list, steps: int, device: str) -> float:
+    """Seconds for `steps` more generator steps of each runner, one after another."""
     _sync(device)
-    t0 = time.perf_counter()
-    runner.train_until(warm + steps)
+    t0 = _clock(device)
+    for r in runners:
+        r.train_until(r.step + steps)
     _sync(device)
-    return time.perf_counter() - t0
+    return _clock(device) - t0
+
+
+def measure(cfgs: list, warm: int, steps: int, repeats: int, device: str) -> tuple[float, float]:
+    """Median seconds for `steps` generator steps of every member: (K single runs one after
+    another, one population of K), measured alternately `repeats` times after warm-up."""
+    separate, population = [Trainer(c) for c in cfgs], [Population(cfgs)]
+    for runners in (separate, population):
+        _advance(runners, warm, device)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for r in range(repeats):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # ABBA against drift
+            times[i].append(_advance((separate, population)[i], steps, device))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def time_separate(cfgs: list, warm: int, steps: int, device: str) -> float:
-    """Every member's steps, trained one after another (K Trainers)."""
-    return sum(_timed(Trainer(cfg), warm, steps, device) for cfg in cfgs)
+    """Every member's steps, trained one after another (K single runs)."""
+    runners = [Trainer(c) for c in cfgs]
+    _advance(runners, warm, device)
+    return _advance(runners, steps, device)
 
 
 def time_population(cfgs: list, warm: int, steps: int, device: str) -> float:
-    return _timed(Population(cfgs), warm, steps, device)
+    pop = [Population(cfgs)]
+    _advance(pop, warm, device)
+    return _advance(pop, steps, device)
 
 
 def scan(label: str, size: dict, device: str, warm: int, steps: int) -> None:
     """The largest K whose population step costs <= SCAN_SLACK x one single run's step."""
-    solo = time_separate(_configs(1, size, device, warm + steps), warm, steps, device) / steps
+    solo = time_separate(_configs(1, size, device, 10**6), warm, steps, device) / steps
     best, k = (1, solo), 1
     while k <= SCAN_MAX_K:
-        t = time_population(_configs(k, size, device, warm + steps), warm, steps, device) / steps
+        t = time_population(_configs(k, size, device, 10**6), warm, steps, device) / steps
         print(f"| {label} | {k} | {1e3 * solo:.2f} | {1e3 * t:.2f} | {k / t:.0f} | "
               f"{t / solo:.2f} |", flush=True)
         if t > SCAN_SLACK * solo:
@@ -97,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=20, help="timed generator steps")
     ap.add_argument("--warm", type=int, default=3, help="untimed warm-up steps")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternating measurements per row (medians are reported)")
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--scan", action="store_true", help=f"double K up to {SCAN_MAX_K} while "
                     f"a population step costs <= {SCAN_SLACK}x a single run's (for GPUs)")
@@ -108,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     ks = [int(k) for k in args.ks.split(",")]
     steps, warm = args.steps, args.warm
     if args.smoke_test:
-        ks, steps, warm = [1, 3], 2, 1
+        ks, steps, warm, args.repeats = [1, 3], 2, 1, 1
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"device {args.device}, 1 torch thread; WGAN-GP, n_critic 4, seeds 0..K-1; "
-          f"{steps} timed generator steps after {warm} warm-up steps; evaluation not timed\n")
+          f"medians of {args.repeats} alternating measurements of {steps} generator steps "
+          f"({'wall' if args.device.startswith('cuda') else 'CPU'} time) after {warm} warm-up "
+          "steps; evaluation not timed\n")
     if args.scan:
         print("| networks | K | single run ms/step | population ms/step | population "
               "members/s | population / single |")
@@ -125,11 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for label, size in sizes:
         for k in ks:
-            cfgs = _configs(k, size, args.device, warm + steps)
-            sep = time_separate(cfgs, warm, steps, args.device)
-            pop = time_population(cfgs, warm, steps, args.device)
+            cfgs = _configs(k, size, args.device, 10**6)
+            sep, pop = measure(cfgs, warm, steps, args.repeats, args.device)
             ratio = sep / pop
-            note = "" if ratio >= PAYS else " (batching does not pay here)"
+            note = ""
+            if k == 1:
+                note = " (the same loop: a single run is a population of one)"
+            elif ratio < PAYS:
+                note = " (batching does not pay here)"
             print(f"| {label} | {k} | {1e3 * sep / steps:.1f} | {1e3 * pop / steps:.1f} | "
                   f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} |",
                   flush=True)

@@ -7,7 +7,9 @@ For each network size and K, the same K members (seeds 0..K-1, WGAN-GP) are trai
 for the same number of generator steps, after warm-up steps that are not timed, measured
 alternately (ABBA) in one process on one torch thread; the table shows medians of CPU time
 (wall time on a GPU). Evaluation is not timed. The ratio is separate time / population
-time, the speed-up in member-steps per second.
+time, the speed-up in member-steps per second. The last column is what `make_members` (every
+caller's entry point) does at that size: one population, or where batching stops paying on
+a CPU, populations of at most `cpu_chunk` members in turn, timed with the others.
 
     python benchmarks/population.py                 # the table (about 10 minutes on a CPU)
     python benchmarks/population.py --device cuda   # the same on a GPU
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainers.config import make_config  # noqa: E402
 from trainers.loop import Trainer  # noqa: E402
+from trainers.members import Populations, cpu_chunk, make_members  # noqa: E402
 from trainers.population import Population  # noqa: E402
 
 # (label, TrialConfig overrides). The first is the ring8 table's networks (docs/results.md).
@@ -76,17 +79,24 @@ def _advance(runners: list, steps: int, device: str) -> float:
     return _clock(device) - t0
 
 
-def measure(cfgs: list, warm: int, steps: int, repeats: int, device: str) -> tuple[float, float]:
+def measure(cfgs: list, warm: int, steps: int, repeats: int,
+            device: str) -> tuple[float, float, float | None]:
     """Median seconds for `steps` generator steps of every member: (K single runs one after
-    another, one population of K), measured alternately `repeats` times after warm-up."""
-    separate, population = [Trainer(c) for c in cfgs], [Population(cfgs)]
-    for runners in (separate, population):
+    another, one population of K, what `make_members` picks if not that), measured in turn
+    `repeats` times after warm-up."""
+    chosen = make_members(cfgs)
+    arms = [[Trainer(c) for c in cfgs], [Population(cfgs)]]
+    if isinstance(chosen, Populations):
+        arms.append([chosen])
+    for runners in arms:
         _advance(runners, warm, device)
-    times: dict[int, list[float]] = {0: [], 1: []}
+    times: list[list[float]] = [[] for _ in arms]
     for r in range(repeats):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # ABBA against drift
-            times[i].append(_advance((separate, population)[i], steps, device))
-    return statistics.median(times[0]), statistics.median(times[1])
+        order = range(len(arms)) if r % 2 == 0 else reversed(range(len(arms)))  # ABBA
+        for i in order:
+            times[i].append(_advance(arms[i], steps, device))
+    med = [statistics.median(t) for t in times]
+    return med[0], med[1], med[2] if len(med) > 2 else None
 
 
 def time_separate(cfgs: list, warm: int, steps: int, device: str) -> float:
@@ -151,21 +161,26 @@ def main(argv: list[str] | None = None) -> None:
             scan(label, size, args.device, warm, steps)
         return
     print("| networks | K | separate ms/step | population ms/step | separate members/s "
-          "| population members/s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+          "| population members/s | speed-up | the trainer picks (trainers/members.py) |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, size in sizes:
         for k in ks:
             cfgs = _configs(k, size, args.device, 10**6)
-            sep, pop = measure(cfgs, warm, steps, args.repeats, args.device)
+            sep, pop, chunked = measure(cfgs, warm, steps, args.repeats, args.device)
             ratio = sep / pop
             note = ""
             if k == 1:
                 note = " (the same loop: a single run is a population of one)"
             elif ratio < PAYS:
                 note = " (batching does not pay here)"
+            picks = "one population"
+            if chunked is not None:
+                n = -(-k // cpu_chunk(cfgs[0]))
+                picks = (f"{n} populations of <= {cpu_chunk(cfgs[0])} in turn: "
+                         f"{1e3 * chunked / steps:.1f} ms/step, {sep / chunked:.2f}x")
             print(f"| {label} | {k} | {1e3 * sep / steps:.1f} | {1e3 * pop / steps:.1f} | "
-                  f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} |",
-                  flush=True)
+                  f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} | "
+                  f"{picks} |", flush=True)
 
 
 if __name__ == "__main__":

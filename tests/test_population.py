@@ -130,8 +130,11 @@ def test_a_nan_member_is_frozen_and_the_others_continue_bit_for_bit():
             assert torch.equal(a, b)  # bit for bit, as if member 1 had never been there
 
 
-def test_checkpoint_resume_is_exact(tmp_path):
-    cfgs = member_configs("wgan-clip", lr_schedule="linear")  # RMSProp, clipping, decay
+@pytest.mark.parametrize("conv", [False, True])
+def test_checkpoint_resume_is_exact(tmp_path, conv, classifier_cache):
+    # RMSProp, clipping, decay; the conv generator's batch-norm statistics too
+    cfgs = member_configs("wgan-clip", lr_schedule="linear",
+                          **({**DIGITS, "steps": 20, "eval_every": 10} if conv else {}))
     straight = Population(cfgs)
     straight.run()
     first = Population(cfgs)
@@ -174,20 +177,42 @@ def test_a_nan_conv_member_is_frozen_with_its_batch_norm_statistics(classifier_c
             assert torch.equal(a, b)
 
 
-def test_separate_runs_are_the_same_members_one_after_another(tmp_path):
-    from trainers.members import SeparateRuns, load_members_file, make_members, save_members_file
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_populations_in_turn_are_the_same_members(tmp_path, chunk):
+    from trainers.members import Populations, load_members_file, save_members_file
 
     cfgs = member_configs("wgan-gp")
-    together, apart = make_members(cfgs), make_members(cfgs, batched=False)
-    assert isinstance(apart, SeparateRuns)
+    together, apart = Population(cfgs), Populations(cfgs, chunk=chunk)
+    assert [r.k for r in apart.runs] == ([1, 1, 1] if chunk == 1 else [2, 1])
     apart.train_until(10)
     apart.evaluate()
     save_members_file(apart, tmp_path / "m.pt")
     resumed = load_members_file(tmp_path / "m.pt", device="cpu")
-    assert isinstance(resumed, SeparateRuns) and resumed.step == 10
+    assert isinstance(resumed, Populations) and resumed.step == 10
     together.train_until(20)
     resumed.train_until(20)
     for a, b in zip(together.evaluate(), resumed.evaluate(), strict=True):
         for key in (names.STEP, names.FID, names.HQ_FRACTION, names.GRAD_NORM):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert resumed.sample().shape == together.sample().shape == (3, 300, 2)
+
+
+def test_where_batching_stops_paying_on_a_cpu_members_train_in_chunks():
+    from trainers.members import Populations, cpu_chunk, make_members
+
+    small = member_configs("wgan-gp", seeds=range(10), hidden=64, batch_size=128)
+    assert isinstance(make_members(small), Population)  # 10 x 128 x 64 values: one population
+    big = member_configs("wgan-gp", seeds=range(10), hidden=128, batch_size=512, steps=2)
+    assert cpu_chunk(big[0]) == 8
+    members = make_members(big)
+    assert isinstance(members, Populations) and [r.k for r in members.runs] == [8, 2]
+    assert isinstance(make_members(small, batched=False), Populations)
+
+
+def test_dataset_specs_know_their_sample_shape(classifier_cache):
+    from trainers.data import DATASETS, build_dataset
+
+    for name in ("ring8", "grid25", "digits", "stacked-digits"):
+        data = build_dataset(make_config({"dataset": name, "eval_samples": 100}),
+                             torch.device("cpu"))
+        assert tuple(data.shape) == DATASETS[name].shape and data.kind == DATASETS[name].kind

@@ -51,7 +51,11 @@ class DatasetSpec:
     name: str
     doc: str
     build: Callable[[TrialConfig, torch.device], Dataset]
-    kind: str = "points"  # the built Dataset's kind, known without building it
+    shape: tuple[int, ...] = (2,)  # of one sample, known without building the dataset
+
+    @property
+    def kind(self) -> str:
+        return "points" if len(self.shape) == 1 else "image"
 
 
 class GaussianMixture2D:
@@ -116,20 +120,21 @@ DATASETS: dict[str, DatasetSpec] = {
                           _grid25),
     # Image datasets (trainers/images.py); the MNIST family reads --data-root.
     "digits": DatasetSpec("digits", "scikit-learn's 8x8 digits, 1,797 images, 10 classes "
-                          "(bundled, no download).", images.build_digits, "image"),
+                          "(bundled, no download).", images.build_digits, (1, 8, 8)),
     "stacked-digits": DatasetSpec("stacked-digits", "3 independent digits as channels, 3x8x8, "
                                   "1,000 modes (embedded Stacked MNIST).",
-                                  partial(images.build_digits, channels=3), "image"),
+                                  partial(images.build_digits, channels=3), (3, 8, 8)),
     "mnist": DatasetSpec("mnist", "MNIST 28x28, 60,000 training images (torchvision).",
-                         partial(images.build_torchvision, cls_name="MNIST", key="mnist"), "image"),
+                         partial(images.build_torchvision, cls_name="MNIST", key="mnist"),
+                         (1, 28, 28)),
     "fashion-mnist": DatasetSpec("fashion-mnist", "Fashion-MNIST 28x28, 60,000 training "
                                  "images (torchvision).",
                                  partial(images.build_torchvision, cls_name="FashionMNIST",
-                                         key="fashion-mnist"), "image"),
+                                         key="fashion-mnist"), (1, 28, 28)),
     "stacked-mnist": DatasetSpec("stacked-mnist", "3 independent MNIST digits as channels, "
                                  "3x28x28, 1,000 modes (VEEGAN/PacGAN).",
                                  partial(images.build_torchvision, cls_name="MNIST",
-                                         key="mnist", channels=3), "image"),
+                                         key="mnist", channels=3), (3, 28, 28)),
 }
 
 

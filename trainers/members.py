@@ -1,7 +1,8 @@
 """Members (a setting's seeds, or settings of one shape) trained together, and their files.
 
 Every caller that trains several seeds or settings (a sweep trial, `train --seeds`,
-`stable --confirm`, the mode-coverage benchmark) does it through one `Population`:
+`stable --confirm`, the mode-coverage benchmark) does it through `make_members`: one
+`Population`, or where one would not pay, `Populations` trained in turn:
 
     members = make_members(configs, rule)
     while not members.done:
@@ -24,9 +25,10 @@ import torch
 
 from trainers import names
 from trainers.config import ConfigError, TrialConfig
+from trainers.data import DATASETS
 from trainers.population import SHARED, Population
 from trainers.quality import DEFAULT_RULE, SuccessRule
-from trainers.runtime import save_atomic
+from trainers.runtime import resolve_device, save_atomic
 
 # A population is saved as one file in a checkpoint folder.
 POPULATION_FILE = "population.pt"
@@ -36,21 +38,43 @@ _OLD_MEMBER_FILE = "seed{}.pt"
 log = logging.getLogger(__name__)
 
 
-class SeparateRuns:
-    """The fallback: K populations of one (single runs) trained one after another, behind
-    the population's interface. For devices and sizes where batching does not pay
-    (`benchmarks/population.py` says where), and to measure what batching saves."""
+# On a CPU, batching stops paying once a layer's activations across the population pass
+# about this many values (benchmarks/population.py, one thread: MLP 64 wide, batch 128 gains
+# 3.4x at K = 30, 246k values; 128 wide, batch 512 gains 1.1x at K = 3, 197k, and loses at
+# K = 10, 655k). Larger groups train as several populations of at most this size in turn.
+# A GPU has no such limit here.
+CPU_ACTIVATION_BUDGET = 1 << 19
+
+
+def member_activations(cfg: TrialConfig) -> int:
+    """Values in one member's widest hidden activation: batch x width (x the conv maps)."""
+    shape = DATASETS[cfg.dataset].shape
+    if len(shape) == 1:
+        return cfg.batch_size * cfg.hidden
+    return cfg.batch_size * 2 * cfg.hidden * (shape[1] // 4) * (shape[2] // 4)
+
+
+def cpu_chunk(cfg: TrialConfig) -> int:
+    """The most members one population should hold on a CPU at this size."""
+    return max(1, CPU_ACTIVATION_BUDGET // member_activations(cfg))
+
+
+class Populations:
+    """Members trained as several populations, one after another, behind the population's
+    interface: the fallback where one population of all of them would not pay (single runs,
+    chunk 1, with `--separate-seeds`; chunks of `cpu_chunk` on a CPU at large sizes)."""
 
     def __init__(self, configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
-                 runs: Sequence[Population] | None = None) -> None:
+                 chunk: int = 1, runs: Sequence[Population] | None = None) -> None:
         if not configs:
             raise ConfigError("a population needs at least one member")
         self.configs = list(configs)
         self.k = len(self.configs)
-        self.runs = list(runs) if runs is not None else [Population([c], rule)
-                                                         for c in self.configs]
+        self.runs = list(runs) if runs is not None else [
+            Population(self.configs[i:i + chunk], rule) for i in range(0, self.k, chunk)]
         self.data = self.runs[0].data
-        self._latest: list[dict[str, float] | None] = [None] * self.k
+        self._latest: list[list[dict[str, float]] | None] = [None] * len(self.runs)
+        self._evaluated_at = [-1] * len(self.runs)
 
     @property
     def step(self) -> int:
@@ -72,32 +96,41 @@ class SeparateRuns:
             r.train_until(until)
 
     def evaluate(self) -> list[dict[str, float]]:
-        """Each member's metrics; a member that has not moved since its last evaluation
-        (finished or diverged) keeps them rather than being measured again."""
-        for j, r in enumerate(self.runs):
-            latest = self._latest[j]
-            if latest is None or latest[names.STEP] != r.member_steps[0]:
-                self._latest[j] = r.evaluate()[0]
-        return [dict(m) for m in self._latest]  # type: ignore[arg-type]
+        """Each member's metrics, in config order; a population that has not moved since
+        its last evaluation (finished or diverged) keeps them rather than being measured
+        again."""
+        for i, r in enumerate(self.runs):
+            if self._latest[i] is None or self._evaluated_at[i] != r.step:
+                self._latest[i] = r.evaluate()
+                self._evaluated_at[i] = r.step
+        return [dict(m) for ms in self._latest for m in ms]  # type: ignore[union-attr]
 
     def sample(self) -> torch.Tensor:
         return torch.cat([r.sample() for r in self.runs])
 
     def state_dict(self) -> dict:
-        return {"separate": [r.state_dict() for r in self.runs]}
+        return {"populations": [r.state_dict() for r in self.runs]}
 
     def save(self, path: str | Path) -> None:
         save_atomic(self.state_dict(), path)
 
 
-Members = Population | SeparateRuns
+Members = Population | Populations
 
 
 def make_members(configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
                  batched: bool = True) -> Members:
-    """The members as one population (they must share a shape: see `share_groups`), or with
+    """The members as one population (they must share a shape: see `share_groups`); as
+    populations of at most `cpu_chunk` members on a CPU where one would not pay; or with
     `batched=False` as single runs one after another."""
-    return Population(configs, rule) if batched else SeparateRuns(configs, rule)
+    if not batched:
+        return Populations(configs, rule, chunk=1)
+    chunk = len(configs)
+    if resolve_device(configs[0].device).type == "cpu":
+        chunk = min(chunk, cpu_chunk(configs[0]))
+    if chunk < len(configs):
+        return Populations(configs, rule, chunk=chunk)
+    return Population(configs, rule)
 
 
 def share_groups(configs: Sequence[TrialConfig]) -> list[list[int]]:
@@ -142,9 +175,9 @@ def load_members_file(path: str | Path, device: str | None = None,
                       rule: SuccessRule = DEFAULT_RULE) -> Members:
     """Members from a file written by `save_members_file` (or `Trainer.save`)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if "separate" in state:
-        runs = [Population.from_state(s, device, rule) for s in state["separate"]]
-        return SeparateRuns([r.config for r in runs], rule, runs)
+    if "populations" in state:
+        runs = [Population.from_state(s, device, rule) for s in state["populations"]]
+        return Populations([c for r in runs for c in r.configs], rule, runs=runs)
     if "configs" not in state:
         raise ConfigError(f"checkpoint {path} was written by an older gan-sweeper, before "
                           "population training; drop --resume to start over")

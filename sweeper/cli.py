@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from typing import Any
 
@@ -111,6 +112,7 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
     cfg = config_from_options(config_file, options, smoke_test)
     if resume and not checkpoint:
         raise UserError("--resume needs --checkpoint PATH (the file to continue from)")
+    check_experiment_name(experiment)
     if n_seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {n_seeds}")
     final = run_single(cfg, tracking_uri=None if no_track else tracking_uri,
@@ -125,6 +127,18 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
             click.echo(f"seed {m['seed']}: {format_metrics(m)}")
         click.echo(f"{n_seeds - final[names.FAILED_SEEDS]:.0f}/{n_seeds} seeds succeeded "
                    f"in {final[names.TRAIN_SECONDS]:.1f} s of training")
+
+
+# MLflow stores experiment names in a 500-character column.
+MAX_EXPERIMENT_NAME = 500
+
+
+def check_experiment_name(name: str) -> None:
+    if not name.strip():
+        raise UserError("--experiment must not be empty; give a name or leave the option out")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise UserError(f"--experiment is {len(name)} characters long; MLflow takes at most "
+                        f"{MAX_EXPERIMENT_NAME}")
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -244,6 +258,10 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
                              ("--max-failures", max_failures, 0)):
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
+    if not (math.isfinite(cpus_per_trial) and math.isfinite(gpus_per_trial)):
+        raise UserError("--cpus-per-trial and --gpus-per-trial must be finite numbers")
+    if experiment is not None:
+        check_experiment_name(experiment)
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if not 0 < grace <= 1:
@@ -312,6 +330,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        # One line, like every other input error, instead of click's usage block.
+        command = e.ctx.command_path if e.ctx else "sweeper"
+        click.echo(f"error: {one_line(e.format_message())} (see {command} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

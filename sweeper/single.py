@@ -33,8 +33,12 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     pays), optionally resuming a checkpoint; one MLflow run per seed. Returns the final
     metrics: one seed's dict, or for several `{"seeds": [...], aggregates, train_seconds}`."""
     cfgs = [cfg.replace(seed=cfg.seed + j) for j in range(seeds)]
-    loggers = ([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
-               if tracking_uri else [])
+    # Everything that can be checked is checked before any run is opened or step trained.
+    for path, what in ((checkpoint, "--checkpoint"), (samples_out, "--samples-out")):
+        if path:
+            check_writable(path, what)
+    if tracking_uri:
+        tracking_uri = tracking.check_tracking_uri(tracking_uri)
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
         members = load_members_file(checkpoint, device=cfg.device, rule=rule)
@@ -44,6 +48,8 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
         print(f"resuming from step {members.step}", file=sys.stderr)
     else:
         members = make_members(cfgs, rule)
+    loggers = ([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
+               if tracking_uri else [])
     from sweeper.cli import format_metrics
     from sweeper.plots import sample_figure
 
@@ -82,6 +88,22 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
             names.TRAIN_SECONDS: members.train_seconds}
 
 
+def check_writable(path: str | Path, option: str) -> None:
+    """Fail before training, not after it, when an output file cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{option} {p} is a directory; give a file path")
+    existed = p.exists()
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as e:
+        raise UserError(f"{option} {p} cannot be written ({e.strerror}); give a path in a "
+                        "writable folder") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
 def samples_paths(samples_out: str, cfgs: list[TrialConfig]) -> list[Path]:
     """Where each seed's samples go: the path itself for one seed, else X-seed{S}.npy."""
     p = Path(samples_out)
@@ -93,8 +115,7 @@ def samples_paths(samples_out: str, cfgs: list[TrialConfig]) -> list[Path]:
 
 def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
                     experiment: str) -> tracking.RunLogger:
-    uri = tracking.check_tracking_uri(uri)
-    client = tracking.client(uri)
+    client = tracking.client(uri)  # uri already checked by run_single
     exp_id = tracking.experiment_id(client, experiment)
     name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
     run = client.create_run(exp_id, run_name=name, tags={tracking.TAG_KIND: "train"})
@@ -119,6 +140,10 @@ def load_samples(path: str | Path) -> np.ndarray:
     except (ValueError, EOFError, OSError) as e:
         raise UserError(f"samples file {p} is not a readable .npy array ({_short(e)}); save "
                         "it with numpy.save") from None
+    if isinstance(x, np.lib.npyio.NpzFile):
+        x.close()
+        raise UserError(f"samples file {p} is an .npz archive; save one N x D array with "
+                        "numpy.save (.npy)")
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
         raise UserError(f"samples file {p} holds {x.dtype} values; it must hold numbers")
     if x.ndim < 2 or len(x) < 2:
@@ -127,7 +152,13 @@ def load_samples(path: str | Path) -> np.ndarray:
     if bad:
         raise UserError(f"samples file {p} has {bad} samples with NaN or inf values; drop "
                         "them (they usually mean the generator diverged)")
-    return x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    big = int((~np.isfinite(x32.reshape(len(x32), -1))).any(1).sum())
+    if big:
+        raise UserError(f"samples file {p} has {big} samples with values beyond float32's "
+                        "range (|x| > 3.4e38); the metrics are computed in float32")
+    return x32
 
 
 def evaluate_file(path: str | Path, values: dict[str, Any],

@@ -75,7 +75,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     if parsed.scheme == "sqlite":
         path = uri[len("sqlite:///"):]
         if path in ("", ":memory:"):
-            return uri
+            raise UserError(f"tracking URI {uri!r} is an in-memory database, thrown away when "
+                            "the process ends; give a file, e.g. --tracking-uri "
+                            "sqlite:///mlflow.db")
         db = Path(path).expanduser().resolve()
         folder = db.parent
         if not folder.is_dir():
@@ -89,7 +91,20 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     if parsed.scheme in ("", "file"):
         raise UserError(f"tracking URI {uri!r} is a file store, which MLflow 3.17 refuses; use "
                         "--tracking-uri sqlite:///mlflow.db or an http:// server")
+    if parsed.scheme.split("+")[0] not in _OTHER_STORES:
+        raise UserError(f"tracking URI {short(uri)!r} has an unknown scheme "
+                        f"{short(parsed.scheme, 40)!r}; use sqlite:///FILE, http(s)://HOST:PORT "
+                        "or a database URI (postgresql://, mysql://, mssql://)")
     return uri
+
+
+# Tracking stores MLflow serves besides sqlite and http(s) (passed through unchecked).
+_OTHER_STORES = ("postgresql", "mysql", "mssql", "databricks")
+
+
+def short(text: str, limit: int = 120) -> str:
+    """At most `limit` characters of a user's value, for error lines that must stay short."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen in place

@@ -246,3 +246,49 @@ def test_eval_accepts_image_arrays(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["eval", "--dataset", "digits", "--samples",
                             str(tmp_path / "flat.npy")], capsys)
     assert code == 2 and "needs N x 1 x 8 x 8" in err
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("args", "says"), [
+    (["--device", "cuda"], "is not available here"),
+    (["--device", "cuda:7"], "is not available here"),
+    (["--experiment", ""], "--experiment must not be empty"),
+    (["--experiment", "x" * 600], "MLflow takes at most 500"),
+    (["--tracking-uri", "sqlite:///"], "in-memory database"),
+    (["--tracking-uri", "sqlite:///:memory:"], "in-memory database"),
+    (["--tracking-uri", "foo://bar"], "unknown scheme 'foo'"),
+    (["--samples-out", "/proc/x.npy", "--no-track"], "--samples-out /proc/x.npy cannot be "),
+    (["--checkpoint", "/proc/x.pt", "--no-track"], "--checkpoint /proc/x.pt cannot be "),
+    (["--samples-out", "/tmp", "--no-track"], "is a directory"),
+    (["--steps", "ten"], "is not a valid integer"),
+])
+def test_train_refuses_bad_input_in_one_line_before_training(args, says, capsys, tmp_path):
+    code, out, err = run_cli(["train", "--smoke-test", "--tracking-uri",
+                              f"sqlite:///{tmp_path}/m.db", *args], capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert len(err) < 400 and "step" not in out  # no training happened
+    assert not (tmp_path / "m.db").exists() or "--tracking-uri" in args
+
+
+def test_config_file_that_is_binary_or_a_directory_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(bytes(range(256)))
+    for path, says in ((binary, "is not text"), (tmp_path, "is a directory")):
+        code, _, err = run_cli(["train", "--config", str(path), "--no-track"], capsys)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_eval_refuses_npz_and_values_beyond_float32(tmp_path, capsys):
+    np.savez(tmp_path / "s.npz", x=np.zeros((10, 2)))
+    np.save(tmp_path / "big.npy", np.full((10, 2), 1e300))
+    for name, says in (("s.npz", "is an .npz archive"), ("big.npy", "beyond float32's range")):
+        code, _, err = run_cli(["eval", "--dataset", "ring8", "--samples",
+                                str(tmp_path / name)], capsys)
+        assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flag", ["--cpus-per-trial", "--gpus-per-trial"])
+def test_run_refuses_nan_resources_before_ray_starts(flag, capsys):
+    code, _, err = run_cli(["run", "--smoke-test", flag, "nan"], capsys)
+    assert code == 2 and "must be finite numbers" in err, err

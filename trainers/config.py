@@ -199,8 +199,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory; give a YAML file") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not text (not UTF-8); give a YAML file of "
+                          "field: value lines") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {_one_line(e)}") from None
     if data is None:

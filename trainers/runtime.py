@@ -17,7 +17,24 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    _check_available(device)
+    return device
+
+
+def _check_available(device: torch.device) -> None:
+    """One line, not a CUDA traceback deep in training, when the device is not here."""
+    from trainers.config import ConfigError  # late: config is the leaf module
+
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= n:
+            raise ConfigError(f"device {str(device)!r} is not available here ({n} CUDA "
+                              "GPU(s) visible); use --device cpu or auto")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps and mps.is_available()):
+            raise ConfigError("device 'mps' is not available here; use --device cpu or auto")
 
 
 def set_threads(n: int | None = None) -> int:

@@ -7,6 +7,14 @@ class UserError(Exception):
     """Bad input from the user (options, files, addresses). Printed as one line, exit 2."""
 
 
-def one_line(e: BaseException) -> str:
-    """Fold an exception's message onto one line (YAML and HTTP errors span several)."""
-    return " ".join(str(e).split()) or type(e).__name__
+# An error line quotes at most this much: a user's 10,000-character value is not echoed whole.
+MAX_ERROR_CHARS = 600
+
+
+def one_line(e: BaseException | str) -> str:
+    """Fold an exception's message onto one line (YAML and HTTP errors span several), at most
+    MAX_ERROR_CHARS long."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 25] + f" ... ({len(text)} characters)"
+    return text

@@ -28,7 +28,14 @@ from typing import Any
 import yaml
 
 from sweeper.errors import UserError, one_line
-from trainers.config import FIELDS, ConfigError, coerce, describe_range, make_config
+from trainers.config import (
+    FIELDS,
+    ConfigError,
+    coerce,
+    describe_range,
+    load_yaml,
+    make_config,
+)
 from trainers.quality import rule_from_mapping
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -89,6 +96,8 @@ def resolve_space_path(name_or_path: str) -> Path:
     """A shipped space by name (`wgan-gp`) or any YAML file by path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if p.is_dir():
+            raise UserError(f"search space {p} is a directory; give a .yaml file")
         if not p.is_file():
             raise UserError(f"search space file {p} does not exist")
         return p
@@ -107,7 +116,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     path = resolve_space_path(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read search space {path}: {one_line(e)}") from None
     except yaml.YAMLError as e:

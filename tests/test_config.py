@@ -197,3 +197,32 @@ def test_any_dict_builds_a_config_or_raises_a_one_line_config_error(
         v = getattr(c, name)
         assert type(v).__name__ == str(f.type), (name, v)
     assert make_config(c.to_dict(), fill_loss_defaults=False) == c
+
+
+# ----------------------------------------------------------------------------- strict YAML
+def test_yaml_reads_1e_minus_4_as_a_float_and_refuses_duplicates_and_aliases(tmp_path):
+    from trainers.config import load_config_file, load_yaml
+
+    assert load_yaml("lr_g: 1e-4\nlr_d: 2.0e-3\nsteps: 3\nname: '1e-4'") == {
+        "lr_g": 1e-4, "lr_d": 2e-3, "steps": 3, "name": "1e-4"}
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("lr_g: 1e-4\nlr_g: 1e-3\n")
+    with pytest.raises(ConfigError, match="duplicate key 'lr_g'"):
+        load_config_file(dup)
+    # A 'billion laughs' alias bomb: refused at the first alias, before it expands.
+    bomb = tmp_path / "bomb.yaml"
+    levels = zip("abcdefgh", "bcdefghi", strict=True)
+    bomb.write_text("a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in levels))
+    with pytest.raises(ConfigError, match="aliases") as e:
+        load_config_file(bomb)
+    assert len(str(e.value)) < 600
+
+
+def test_error_lines_quote_a_bounded_excerpt(capsys):
+    from sweeper.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--loss", "x" * 10_000, "--no-track"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and len(err) < 700, len(err)

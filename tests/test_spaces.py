@@ -102,3 +102,18 @@ def test_success_block_overrides_the_rule():
     space = parse_space({**BASE, "success": {"min_hq_ratio": 0.7, "min_coverage": 1}})
     assert space.success == {"min_hq_ratio": 0.7, "min_coverage": 1.0}
     assert parse_space(BASE).success == {}
+
+
+def test_space_files_read_1e_minus_4_and_a_directory_is_named_as_one(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("fixed: {dataset: ring8, loss: wgan-gp}\n"
+                 "params:\n  lr_d: {log_uniform: [1e-5, 1e-2]}\n")
+    (p,) = load_space(str(f)).params
+    assert p.name == "lr_d"
+    folder = tmp_path / "d.yaml"
+    folder.mkdir()
+    with pytest.raises(UserError, match="is a directory"):
+        load_space(str(folder))
+    f.write_text("fixed: {dataset: ring8}\nfixed: {dataset: grid25}\n")
+    with pytest.raises(UserError, match="duplicate key 'fixed'"):
+        load_space(str(f))

@@ -194,11 +194,45 @@ def make_config(values: Mapping[str, Any] | None = None, *,
     return TrialConfig(**{k: coerce(k, v) for k, v in merged.items()})
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML for configs and spaces: no aliases (an alias bomb of 300 bytes expands to
+    gigabytes), no duplicate keys (the second silently won), and `1e-4` is a float (YAML 1.1
+    wants `1.0e-4` and reads `1e-4` as a string)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed here; write the value out",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:60]!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML strictly (see `_StrictLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of TrialConfig fields (as written by `sweeper stable --export`)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except IsADirectoryError:
         raise ConfigError(f"config file {p} is a directory; give a YAML file") from None
     except OSError as e:

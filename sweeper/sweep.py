@@ -320,7 +320,16 @@ def _scheduler(opts: SweepOptions):
 
 
 def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
-    """Run (or resume) a sweep; returns the ranked rows of the results table."""
+    """Run (or resume) a sweep; returns the ranked rows of the results table. One driver
+    at a time: a second on the same sweep is refused (sweeper/driver_lock.py)."""
+    from sweeper.driver_lock import driver_lock
+
+    check_writable(opts.sweep_dir)
+    with driver_lock(sweep_path(opts.sweep_dir, opts.name)):
+        return _run_sweep(opts, resume=resume)
+
+
+def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     from ray import tune
 
     from sweeper.callbacks import TrialStatusCallback
@@ -349,10 +358,12 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
                         "it with --resume or pick another --experiment")
     if resume:
         opts = restore_options(opts, path)
-    else:
+    # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
+    # GPU share without GPUs) leaves no folder behind, so its name stays free.
+    connect_ray(opts.address, opts)
+    if not resume:
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
-    connect_ray(opts.address, opts)
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     if resume:
         deliver_spool(opts.tracking_uri, path / "unsent")

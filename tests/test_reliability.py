@@ -324,3 +324,45 @@ def test_unwritable_paths_fail_before_any_trial(tmp_path, args, needle):
     p = subprocess.run([SWEEPER, "run", "--smoke-test", *args], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------ 6. one driver per sweep
+def test_a_second_driver_on_a_running_sweep_is_refused(tmp_path):
+    name, uri = "one-driver", f"sqlite:///{tmp_path}/mlflow.db"
+    space = write_space(tmp_path, steps=300)
+    cmd = [SWEEPER, "run", "--space", space, "--experiment", name, "--seeds", "1",
+           "--no-early-stop", "--sampler-seed", "0"]
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - a file, not a pipe that fills
+    first = subprocess.Popen([*cmd, "--num-samples", "2"], cwd=tmp_path, env=ENV, stdout=log,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        folder = sweep_path(tmp_path / "sweeps", name)
+        wait_for(lambda: (folder / "driver.lock").exists() and runs(uri, name, "trial"), 180,
+                 "the first driver's first trial", first)
+        for extra in (["--resume"], ["--num-samples", "2"]):
+            p = subprocess.run([*cmd, *extra], cwd=tmp_path, env=ENV, capture_output=True,
+                               text=True, timeout=120)
+            assert p.returncode == 2, p.stderr[-2000:]
+            assert f"in use by a running driver (pid {first.pid} on " in p.stderr
+            assert "Traceback" not in p.stderr
+            assert p.stderr.strip().splitlines()[-1].startswith("error: sweep folder")
+        first.wait(timeout=600)
+        assert first.returncode == 0, (tmp_path / "first.log").read_text()[-3000:]
+        assert len(runs(uri, name, "trial")) == 2  # the refused drivers started nothing
+    finally:
+        if first.poll() is None:
+            stop_group(first)
+        log.close()
+
+
+def test_a_refused_start_leaves_the_name_free(tmp_path, capsys):
+    from sweeper.cli import main
+
+    for _ in range(2):  # the same refusal twice: no "already exists" the second time
+        with pytest.raises(SystemExit) as e:
+            main(["run", "--smoke-test", "--experiment", "refused", "--sweep-dir",
+                  str(tmp_path / "sweeps"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                  "--cpus-per-trial", "100"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "more than the cluster" in err, err
+    assert not sweep_path(tmp_path / "sweeps", "refused").exists()

@@ -431,7 +431,11 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     client = tracking.client(opts.tracking_uri)
     logger = tracking.RunLogger(client, parent_id)
     logger.log_text(format_table(rows), "results.md")
-    logger.log_metrics(0, {"wall_seconds": time.time() - t0, "trials": float(len(rows))})
+    # One point per driver session (the first run, then each --resume), so a resume adds a
+    # point instead of a second value at step 0.
+    session = len(client.get_metric_history(parent_id, "wall_seconds"))
+    logger.log_metrics(session, {"wall_seconds": time.time() - t0,
+                                 "trials": float(len(rows))})
     logger.close("finished" if len(rows) >= opts.num_samples else "incomplete")
     return rows
 

@@ -366,3 +366,16 @@ def test_a_refused_start_leaves_the_name_free(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and "more than the cluster" in err, err
     assert not sweep_path(tmp_path / "sweeps", "refused").exists()
+
+
+def test_each_driver_session_adds_one_wall_time_point(tmp_path):
+    name, uri = "sessions", f"sqlite:///{tmp_path}/mlflow.db"
+    space = write_space(tmp_path, steps=6)
+    for extra in ([], ["--resume"]):  # a finished sweep resumed: nothing to train, one more point
+        p = subprocess.run([SWEEPER, "run", "--space", space, "--experiment", name,
+                            "--num-samples", "1", "--seeds", "1", "--no-early-stop", *extra],
+                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    (parent,) = runs(uri, name, "sweep")
+    hist = tracking.client(uri).get_metric_history(parent.info.run_id, "wall_seconds")
+    assert sorted(m.step for m in hist) == [0, 1]

@@ -433,7 +433,10 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     logger.log_text(format_table(rows), "results.md")
     # One point per driver session (the first run, then each --resume), so a resume adds a
     # point instead of a second value at step 0.
-    session = len(client.get_metric_history(parent_id, "wall_seconds"))
+    try:
+        session = len(client.get_metric_history(parent_id, "wall_seconds"))
+    except Exception:  # noqa: BLE001 - server unreachable: the logger buffers the point anyway
+        session = 0
     logger.log_metrics(session, {"wall_seconds": time.time() - t0,
                                  "trials": float(len(rows))})
     logger.close("finished" if len(rows) >= opts.num_samples else "incomplete")

@@ -11,7 +11,6 @@ step through a frozen critic; evaluation every `eval_every` steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,38 +47,20 @@ class Trainer(Population):
 
     def run(self, report: Report | None = None) -> dict[str, float]:
         """Train to `config.steps` (or divergence), evaluating every `eval_every` steps."""
-        metrics = None
-        while metrics is None or not self.done:
-            self.train_until(self.next_eval_step())
-            metrics = self.evaluate()
-            if report is not None:
-                report(self.step, metrics)
-        return metrics
+        return super().run(report)
 
     def evaluate(self) -> dict[str, float]:  # type: ignore[override]
         """Data-side metrics on `eval_samples` fakes, critic-side metrics and mean losses."""
         return super().evaluate()[0]
 
-    @torch.no_grad()
     def sample(self, n: int | None = None) -> Tensor:  # type: ignore[override]
         """Generated samples from the fixed evaluation noise (all of it by default), or n
         samples from the evaluation stream."""
         if n is None or n == self.config.eval_samples:
             return super().sample()[0]
         g = torch.Generator(device=self.device).manual_seed(self.config.seed + _EVAL_SEED_OFFSET)
-        z = torch.randn(1, n, self.config.z_dim, generator=g, device=self.device)
-        self.G.eval()
-        try:
-            return self.G(z)[0]
-        finally:
-            self.G.train()
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = None,
-             rule: SuccessRule = DEFAULT_RULE) -> Trainer:
-        """Rebuild a trainer from a checkpoint; `device` may move it (e.g. GPU -> CPU)."""
-        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False),
-                              device, rule)
+        return self._generate(torch.randn(1, n, self.config.z_dim, generator=g,
+                                          device=self.device))[0]
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | None = None,

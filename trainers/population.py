@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,16 @@ class Population:
         every = self.config.eval_every
         return min((self.step // every + 1) * every, self.config.steps)
 
-    def run(self) -> list[dict[str, float]]:
-        """Train to `steps` (or until every member diverged); the final metrics per member."""
+    def run(self, report: Callable[[int, Any], None] | None = None) -> Any:
+        """Train to `steps` (or until every member diverged), evaluating every `eval_every`
+        steps and passing each evaluation to `report(step, metrics)`; the final metrics
+        (`evaluate()`'s: per member here, one dict for a `Trainer`)."""
         metrics = None
         while metrics is None or not self.done:
             self.train_until(self.next_eval_step())
             metrics = self.evaluate()
+            if report is not None:
+                report(self.step, metrics)
         return metrics
 
     def learning_rates(self) -> tuple[Tensor, Tensor]:
@@ -215,7 +219,7 @@ class Population:
     def _make_eval_sets(self) -> None:
         cfg = self.config
         zs, reals, states = [], [], []
-        for c in self.configs:  # as Trainer._make_eval_set, per member
+        for c in self.configs:  # each member's evaluation stream, seeded apart from training
             g = torch.Generator(device=self.device).manual_seed(c.seed + _EVAL_SEED_OFFSET)
             states.append(g.get_state())
             zs.append(torch.randn(cfg.eval_samples, cfg.z_dim, generator=g, device=self.device))
@@ -225,20 +229,19 @@ class Population:
 
     def sample(self) -> Tensor:
         """[K, eval_samples, ...] samples from each member's fixed evaluation noise."""
-        return self._sample_all()
+        return self._generate(self.eval_z)
 
     @torch.no_grad()
-    def _sample_all(self) -> Tensor:
-        """[K, eval_samples, ...] samples from each member's fixed evaluation noise; batch
-        norm uses its running statistics, as `Trainer.sample`."""
+    def _generate(self, z: Tensor) -> Tensor:
+        """G([K, n, z_dim]) in eval mode: batch norm uses its running statistics."""
         self.G.eval()
         try:
-            return torch.cat([self.G(z) for z in self.eval_z.split(4096, dim=1)], dim=1)
+            return torch.cat([self.G(chunk) for chunk in z.split(4096, dim=1)], dim=1)
         finally:
             self.G.train()
 
     def evaluate(self) -> list[dict[str, float]]:
-        """Per-member metrics (the same names and rules as `Trainer.evaluate`)."""
+        """Per-member metrics: data-side on `eval_samples` fakes, critic-side, mean losses."""
         t0 = time.perf_counter()
         means = self._loss_sum / max(1, self._loss_count)
         if self._loss_count:
@@ -246,7 +249,7 @@ class Population:
         had_losses = self._loss_count > 0
         self._loss_sum.zero_()
         self._loss_count = 0
-        fake = self._sample_all()
+        fake = self._generate(self.eval_z)
         bad = ~torch.isfinite(fake).flatten(1).all(1) | self._weights_exploded()
         self._mark_diverged(bad)
         critic = self._critic_metrics(fake)

@@ -13,6 +13,7 @@ population member can be saved as a single-run model.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Self
 
@@ -23,12 +24,12 @@ from torch import Tensor, nn
 from trainers.models import ConvGenerator, _check_image_shape
 
 
-class _StackedModule(nn.Module):
+class _StackedModule(nn.Module, ABC):
     """Copying members in and out through views of the stacked tensors."""
 
+    @abstractmethod
     def _member_views(self, j: int) -> dict[str, Tensor]:
         """Member state-dict key -> view of the stacked tensor holding member j's entry."""
-        raise NotImplementedError
 
     def member_state_dict(self, j: int) -> dict[str, Tensor]:
         # Contiguous copies: torch.save of a view would write the whole stacked storage.

@@ -15,10 +15,11 @@ import click
 import yaml
 
 from sweeper import stability
-from sweeper.cli import SMOKE, cli
+from sweeper.cli import SMOKE, check_seeds, cli
 from sweeper.errors import UserError
 from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
 from sweeper.objective import check_objective
+from sweeper.paths import check_dir_writable, check_file_writable
 from sweeper.stability import Setting, SettingStats
 from sweeper.tracking import DEFAULT_TRACKING_URI
 
@@ -126,6 +127,10 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     """Settings ranked by how stably they train across seeds (see README: Stability)."""
     if confirm_seeds < 0 or top < 1:
         raise UserError(f"--confirm must be >= 0 and --top >= 1, got {confirm_seeds} and {top}")
+    if confirm_seeds:
+        check_seeds("--confirm", confirm_seeds)
+    if export_path:  # before any confirm run trains
+        check_file_writable(export_path, "--export")
     a = analyse(tracking_uri, experiment, min_seeds, objective)
     note = ""
     if confirm_seeds:
@@ -229,8 +234,7 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> No
                                 f"sweeps with the same {', '.join(PROTOCOL_FIELDS)}")
     from sweeper.report import compare_figure, stats_table
 
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_dir_writable(out, "--out")
     fig = compare_figure(best)
     fig.savefig(out_dir / "compare.png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -271,11 +275,7 @@ def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> No
 
     a = analyse(tracking_uri, experiment, min_seeds, objective)
     client = tracking.client(a.records.tracking_uri)
-    out_dir = Path(out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out {out_dir}: {e.strerror}") from None
+    out_dir = check_dir_writable(out, "--out")
     study = sweep_path(Path(sweep_dir).resolve(), experiment) / "optuna.db"
     rep = write_report(client, a.records, a.settings, a.ranked, a.flagged, out_dir,
                        study_path=study)

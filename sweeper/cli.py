@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
+import signal
 import sys
 from typing import Any
 
 import click
 
-from sweeper.errors import UserError, one_line
+from sweeper.errors import UserError, one_line, short
 from sweeper.objective import check_objective
 from sweeper.tracking import DEFAULT_TRACKING_URI
 from trainers import names
@@ -113,8 +115,7 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
     if resume and not checkpoint:
         raise UserError("--resume needs --checkpoint PATH (the file to continue from)")
     check_experiment_name(experiment)
-    if n_seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {n_seeds}")
+    check_seeds("--seeds", n_seeds)
     final = run_single(cfg, tracking_uri=None if no_track else tracking_uri,
                        experiment=experiment, checkpoint=checkpoint, resume=resume,
                        samples_out=samples_out, rule=rule, seeds=n_seeds)
@@ -127,6 +128,22 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
             click.echo(f"seed {m['seed']}: {format_metrics(m)}")
         click.echo(f"{n_seeds - final[names.FAILED_SEEDS]:.0f}/{n_seeds} seeds succeeded "
                    f"in {final[names.TRAIN_SECONDS]:.1f} s of training")
+
+
+# Seeds per setting: more than MANY_SEEDS draws a note (a trial's first report waits for
+# all of them), more than MAX_SEEDS is refused (stability needs 3-10; see README).
+MANY_SEEDS = 32
+MAX_SEEDS = 1000
+
+
+def check_seeds(option: str, n: int) -> None:
+    if n < 1 or n > MAX_SEEDS:
+        raise UserError(f"{option} must be between 1 and {MAX_SEEDS}, got {n}")
+    if n > MANY_SEEDS:
+        click.echo(f"note: {option} {n}: each setting trains {n} runs (as batched populations), "
+                   "so its first result comes only once all of them reach their first "
+                   "evaluation; 3-10 seeds usually settle stability (README: Stability)",
+                   err=True)
 
 
 # MLflow stores experiment names in a 500-character column.
@@ -252,12 +269,14 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
     from sweeper import sweep
     from sweeper.spaces import load_space
 
-    for name, value, low in (("--num-samples", num_samples, 1), ("--seeds", seeds, 1),
+    for name, value, low in (("--num-samples", num_samples, 1),
                              ("--max-concurrent", max_concurrent, 0),
                              ("--reduction-factor", reduction_factor, 2),
                              ("--max-failures", max_failures, 0)):
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
+    if not resume:  # a resume trains the saved seeds
+        check_seeds("--seeds", seeds)
     if not (math.isfinite(cpus_per_trial) and math.isfinite(gpus_per_trial)):
         raise UserError("--cpus-per-trial and --gpus-per-trial must be finite numbers")
     if experiment is not None:
@@ -293,7 +312,22 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
                    f"{seeds} seeds, {search} search, objective {objective}; a seed succeeds "
                    f"with {rule.describe()}", err=True)
-    rows = sweep.run_sweep(opts, resume=resume)
+    if resume:
+        note_ignored_options(click.get_current_context(), opts)
+    try:
+        rows = sweep.run_sweep(opts, resume=resume)
+    except sweep.SweepInterrupted as e:
+        if e.rows:
+            click.echo(sweep.format_table(e.rows, top=10))
+        again = ["sweeper", "run", "--resume", "--experiment", experiment]
+        if sweep_dir != "sweeps":
+            again += ["--sweep-dir", sweep_dir]
+        if address:
+            again += ["--address", address]
+        click.echo(f"\nsweep {experiment!r} interrupted ({e.signal_name or 'stop signal'}): "
+                   f"{e.finished} of {e.num_samples} trials finished and nothing is lost; "
+                   f"continue it with: {' '.join(shlex.quote(a) for a in again)}", err=True)
+        return 130
     if resume:  # the sweep's own options, not this command's defaults
         saved = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment))
         tracking_uri, objective = saved.tracking_uri, saved.objective
@@ -305,6 +339,54 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
                f"{tracking_uri}  (experiment {experiment!r})" if tracking_uri.startswith(
                    "sqlite") else f"\n{len(rows)} trials. MLflow: {tracking_uri}, "
                f"experiment {experiment!r}")
+
+
+# `run` options a resume takes from the sweep's saved options instead (SweepOptions field).
+_RESUME_SAVED = {"num_samples": "num_samples", "max_concurrent": "max_concurrent",
+                 "seeds": "seeds", "batch_seeds": "batch_seeds",
+                 "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
+                 "tracking_uri": "tracking_uri", "early_stop": "early_stop",
+                 "grace": "grace_fraction", "reduction_factor": "reduction_factor",
+                 "max_failures": "max_failures", "reuse_actors": "reuse_actors",
+                 "search": "search", "sampler_seed": "sampler_seed", "objective": "objective"}
+
+
+def note_ignored_options(ctx: click.Context, opts) -> None:
+    """Say which options given with --resume differ from the sweep's saved ones (and so are
+    ignored), in one line. Silent when the sweep cannot be found: run_sweep says so."""
+    from click.core import ParameterSource
+
+    from sweeper import sweep
+    from trainers.quality import RULE_FIELDS
+
+    path = sweep.sweep_path(opts.sweep_dir, opts.name)
+    if not (path / sweep.OPTIONS_FILE).exists():
+        return
+    try:
+        saved = sweep.restore_options(opts, path)
+    except UserError:
+        return  # run_sweep reports the damaged file
+    given = {p.name: ctx.params[p.name] for p in ctx.command.params
+             if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE,
+                                                     ParameterSource.ENVIRONMENT)}
+    ignored = []
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if name in _RESUME_SAVED:
+            old = getattr(saved, _RESUME_SAVED[name])
+        elif name in RULE_FIELDS:
+            old = getattr(saved.rule, name)
+        elif name == "space":
+            old = saved.space.name if value == saved.space.name else saved.space.source
+        elif name == "smoke_test":
+            old = None
+        else:
+            continue
+        if value != old:
+            ignored.append(f"{flag} {value}" + ("" if old is None else f" (saved: {old})"))
+    if ignored:
+        click.echo(one_line("note: --resume continues the sweep with its saved options; "
+                            f"ignoring {', '.join(ignored)}"), err=True)
 
 
 @cli.command()
@@ -322,13 +404,23 @@ def spaces() -> None:
     click.echo(f"(files in {SPACES_DIR})")
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click usage errors and our user errors exit 2 with one line."""
     import sweeper.analysis_cli  # noqa: F401  (registers stable/compare/report)
+
+    # SIGTERM and SIGHUP stop any command like Ctrl-C does (`run` refines this while Tune
+    # runs: sweeper/interrupt.py), not with an abort and a stack dump.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         rv = cli.main(args=argv, prog_name="sweeper", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.UsageError as e:
         # One line, like every other input error, instead of click's usage block.
@@ -341,5 +433,33 @@ def main(argv: list[str] | None = None) -> None:
     except (UserError, ConfigError) as e:
         click.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
+    except OSError as e:
+        # A file given on the command line that the checks up front let through (a name too
+        # long for the filesystem, a folder where a file belongs): name it, don't dump.
+        where = f" {short(str(e.filename))}:" if e.filename else ""
+        click.echo(f"error: cannot use{where} {e.strerror or one_line(e)}; check the paths "
+                   "given", err=True)
+        sys.exit(2)
+    except Exception as e:
+        cause = _database_error(e)
+        if cause is None:
+            raise
+        # The checks up front catch damaged stores; this is the net for one damaged later.
+        click.echo(f"error: a database failed ({one_line(cause)}); check the --tracking-uri "
+                   "file and the sweep's optuna.db (damaged, read-only or locked)", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _database_error(e: BaseException) -> BaseException | None:
+    """The SQLite error behind `e` (SQLAlchemy wraps it), if there is one."""
+    import sqlite3
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlite3.Error):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 

@@ -18,3 +18,8 @@ def one_line(e: BaseException | str) -> str:
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 25] + f" ... ({len(text)} characters)"
     return text
+
+
+def short(text: str, limit: int = 120) -> str:
+    """At most `limit` characters of a user's value, for error lines that must stay short."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,6 +13,7 @@ import torch
 from sweeper import tracking
 from sweeper.errors import UserError
 from sweeper.objective import aggregate, rule_params
+from sweeper.paths import check_file_writable
 from trainers import names
 from trainers.config import TrialConfig, make_config
 from trainers.data import build_dataset
@@ -36,7 +37,7 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     # Everything that can be checked is checked before any run is opened or step trained.
     for path, what in ((checkpoint, "--checkpoint"), (samples_out, "--samples-out")):
         if path:
-            check_writable(path, what)
+            check_file_writable(path, what)
     if tracking_uri:
         tracking_uri = tracking.check_tracking_uri(tracking_uri)
     set_threads()
@@ -86,22 +87,6 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     return {**aggregate(latest), "seeds": [{"seed": c.seed, **m}
                                            for c, m in zip(cfgs, latest, strict=True)],
             names.TRAIN_SECONDS: members.train_seconds}
-
-
-def check_writable(path: str | Path, option: str) -> None:
-    """Fail before training, not after it, when an output file cannot be written."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{option} {p} is a directory; give a file path")
-    existed = p.exists()
-    try:
-        with open(p, "ab"):
-            pass
-    except OSError as e:
-        raise UserError(f"{option} {p} cannot be written ({e.strerror}); give a path in a "
-                        "writable folder") from None
-    if not existed:
-        p.unlink(missing_ok=True)
 
 
 def samples_paths(samples_out: str, cfgs: list[TrialConfig]) -> list[Path]:

@@ -28,14 +28,18 @@ import yaml
 
 from sweeper import objective, tracking
 from sweeper.errors import UserError, one_line
+from sweeper.interrupt import StopSignals
 from sweeper.objective import DEFAULT_OBJECTIVE
+from sweeper.paths import check_dir_writable
 from sweeper.spaces import SearchSpace
 from sweeper.tune_state import (
+    ENDED,
     TUNE_TRIAL_ATTR,
     find_trial,
     reconcile_study,
     repair_tune_state,
     restore_missing_checkpoints,
+    snapshot_statuses,
 )
 from trainers import names
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
@@ -141,35 +145,65 @@ def latest_sweep(sweep_dir: Path) -> str | None:
         return None
 
 
-def check_writable(path: Path) -> None:
+# What a start leaves before Tune's first snapshot; anything more means trials ran.
+_START_FILES = {OPTIONS_FILE, "optuna.db", "driver.lock", ".write-test", "tuner.pkl",
+                ".validate_storage_marker"}
+
+
+def _never_started(path: Path) -> bool:
+    """True if the folder holds only what a start writes before Tune's first snapshot (a
+    start stopped at once): nothing trained, so the sweep may simply start again."""
+    return (path / OPTIONS_FILE).exists() and all(
+        p.name in _START_FILES for p in path.iterdir())
+
+
+def check_study(path: Path, name: str) -> None:
+    """The Optuna study a resume continues must be readable and hold this sweep; checked
+    read-only, so a damaged file is reported before anything touches it."""
+    import sqlite3
+
+    db = path / "optuna.db"
+    fix = "restore it from a backup, or start the sweep again under another --experiment"
+    if not db.is_file() or db.stat().st_size == 0:
+        raise UserError(f"the Optuna study {db} is missing or empty; {fix}")
+    if "studies" not in tracking.check_sqlite_file(db, "the Optuna study", fix):
+        raise UserError(f"{db} is not an Optuna study (no studies table); {fix}")
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write the sweep directory {path} ({e.strerror}); pass a "
-                        "writable --sweep-dir") from None
+        found = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+    finally:
+        con.close()
+    if found is None:
+        raise UserError(f"{db} holds no study named {tracking.short(name)!r}; {fix}")
 
 
 def connect_ray(address: str | None, opts: SweepOptions) -> None:
     """ray.init with bounded, one-line failures, then check the cluster can fit a trial."""
     import ray
 
-    if address and address not in ("auto", "local") and not address.startswith("ray://"):
-        host, _, port = address.rpartition(":")
+    if address is not None and not address.strip():
+        raise UserError("--address is empty; give HOST:PORT or leave it out for a private "
+                        "local Ray")
+    if address and address not in ("auto", "local"):
+        # Ray's own connect (and Ray Client's, for ray://) retries for a long time.
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if address.startswith("ray://") and not host:
+            host, port = port, "10001"  # Ray Client's default port
         try:
             socket.create_connection((host or "127.0.0.1", int(port)),
                                      timeout=CONNECT_TIMEOUT_S).close()
         except (OSError, ValueError):
-            raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray "
-                            "start --head` (see README) or fix --address") from None
+            raise UserError(f"cannot reach a Ray cluster at {tracking.short(address)}; start "
+                            "one with `ray start --head` (see README) or fix --address") from None
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=True, configure_logging=True)
     except ConnectionError as e:
         raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
                         "cluster or fix --address") from None
+    except ValueError as e:  # a malformed address
+        raise UserError(f"--address {tracking.short(str(address))!r} is not a Ray address "
+                        f"({one_line(e)}); use HOST:PORT, ray://HOST:PORT or auto") from None
     except Exception as e:  # auth failures come as several Ray-specific types
         if "auth" in str(e).lower() or "token" in str(e).lower():
             raise UserError(f"the Ray cluster at {address} refused this driver ({one_line(e)[:120]}"
@@ -218,8 +252,10 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                            **objective.rule_params(opts.rule), **{
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
-    else:
+    else:  # a resume (or a restart of a start that never got going): it runs again
         client.set_tag(run_id, "gan_sweeper.resumed_with", opts.command)
+        client.set_tag(run_id, tracking.TAG_STATUS, "running")
+        client.update_run(run_id, status="RUNNING")
     return exp_id, run_id, sweep_key
 
 
@@ -290,20 +326,35 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
     crash is unknown to the restored experiment; Tune asks for a fresh setting in its place.
     Its partial MLflow run stays for the record, marked so analyses leave it out.
     """
+    return _mark_trial_runs(uri, exp_id, lambda tags: tags.get(tracking.TAG_TRIAL)
+                            not in known_trials, "abandoned", "KILLED")
+
+
+def mark_interrupted_runs(uri: str, exp_id: str, unfinished: set) -> int:
+    """Tag `interrupted` (state KILLED) the runs of the trials a stop signal cut off, and
+    any trial run still marked running (a forced stop may beat Tune's last snapshot); the
+    resume reopens them and logs on from the trial's last checkpoint."""
+    return _mark_trial_runs(uri, exp_id, lambda tags: tags.get(tracking.TAG_TRIAL) in
+                            unfinished or tags.get(tracking.TAG_STATUS) == "running",
+                            "interrupted", "KILLED")
+
+
+def _mark_trial_runs(uri: str, exp_id: str, select, status: str, state: str) -> int:
+    """Give the trial runs whose tags `select` accepts, and their seed runs, this status tag
+    and MLflow state. Trial runs that finished or were abandoned are left alone."""
     client = tracking.client(uri)
     trials = client.search_runs([exp_id], max_results=5000,
                                 filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
     count = 0
     for r in trials:
         tags = r.data.tags
-        if tags.get(tracking.TAG_TRIAL) in known_trials or tags.get(tracking.TAG_STATUS) in (
-                "finished", "abandoned"):
+        if not select(tags) or tags.get(tracking.TAG_STATUS) in ("finished", "abandoned"):
             continue
         children = client.search_runs(
             [exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{r.info.run_id}'")
         for rid in [r.info.run_id, *(c.info.run_id for c in children)]:
-            client.set_tag(rid, tracking.TAG_STATUS, "abandoned")
-            client.set_terminated(rid, "KILLED")
+            client.set_tag(rid, tracking.TAG_STATUS, status)
+            client.set_terminated(rid, state)
         count += 1
     return count
 
@@ -319,17 +370,31 @@ def _scheduler(opts: SweepOptions):
                          reduction_factor=opts.reduction_factor)
 
 
+class SweepInterrupted(Exception):
+    """The sweep stopped (Ctrl-C, SIGTERM, SIGHUP) before all its trials ended. Every store
+    is left resumable: Tune's snapshot, the Optuna study (cut-off trials stay RUNNING) and
+    MLflow (their runs are tagged `interrupted`)."""
+
+    def __init__(self, rows: list[dict[str, Any]], signal_name: str | None,
+                 num_samples: int) -> None:
+        self.rows, self.signal_name, self.num_samples = rows, signal_name, num_samples
+        self.finished = sum(r["status"] == "finished" for r in rows)
+        super().__init__(f"interrupted by {signal_name or 'a stop signal'}")
+
+
 def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns the ranked rows of the results table. One driver
-    at a time: a second on the same sweep is refused (sweeper/driver_lock.py)."""
+    at a time: a second on the same sweep is refused (sweeper/driver_lock.py). A stop
+    signal raises SweepInterrupted once the sweep's state is saved (sweeper/interrupt.py)."""
     from sweeper.driver_lock import driver_lock
 
-    check_writable(opts.sweep_dir)
-    with driver_lock(sweep_path(opts.sweep_dir, opts.name)):
-        return _run_sweep(opts, resume=resume)
+    check_dir_writable(opts.sweep_dir, "--sweep-dir")
+    with driver_lock(sweep_path(opts.sweep_dir, opts.name)), StopSignals() as signals:
+        return _run_sweep(opts, resume=resume, signals=signals)
 
 
-def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
+def _run_sweep(opts: SweepOptions, *, resume: bool,
+               signals: StopSignals) -> list[dict[str, Any]]:
     from ray import tune
 
     from sweeper.callbacks import TrialStatusCallback
@@ -346,14 +411,28 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         raise UserError(f"unknown search {opts.search!r}; use one of {', '.join(SEARCHES)}")
     opts = dataclasses.replace(opts, tracking_uri=tracking.check_tracking_uri(opts.tracking_uri))
     path = sweep_path(opts.sweep_dir, opts.name)
-    check_writable(opts.sweep_dir)
     from ray.tune import Tuner
 
-    can_restore = Tuner.can_restore(str(path))
+    if resume and (path / OPTIONS_FILE).exists() and not _never_started(path):
+        # Read-only checks first: unpickling the searcher state opens the study.
+        check_study(path, opts.name)
+        # Before Tune looks: a missing or cut-off snapshot is put back from Ray's staging copy.
+        for name in repair_tune_state(path):
+            print(f"restored {name} from the copy Ray keeps in its temp folder (the sweep "
+                  "directory's was missing, cut off or older)", file=sys.stderr)
+    can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
+    never_started = _never_started(path)
+    if resume and never_started:
+        raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
+                        "there is nothing to resume; run the same command without --resume")
     if resume and not can_restore:
         raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
                         "it without --resume first")
-    if not resume and (can_restore or (path / OPTIONS_FILE).exists()):
+    if resume and not any(path.glob("experiment_state-*.json")):
+        raise UserError(f"the Tune state of sweep {opts.name!r} (experiment_state-*.json in "
+                        f"{path}) is missing and Ray keeps no copy; it cannot be resumed, start "
+                        "it again under another --experiment (its MLflow runs stay)")
+    if not resume and not never_started and (can_restore or (path / OPTIONS_FILE).exists()):
         raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
                         "it with --resume or pick another --experiment")
     if resume:
@@ -361,6 +440,12 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
     # GPU share without GPUs) leaves no folder behind, so its name stays free.
     connect_ray(opts.address, opts)
+    signals.install()  # ray.init put its own SIGTERM handler in
+    if never_started:
+        # A start stopped before Tune's first snapshot: nothing trained that a resume could
+        # continue, so it starts again (MLflow runs are found again by key).
+        print(f"sweep {opts.name!r} never got going; starting it again", file=sys.stderr)
+        (path / "optuna.db").unlink(missing_ok=True)
     if not resume:
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
@@ -381,9 +466,6 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
     t0 = time.time()
     if resume:
-        for name in repair_tune_state(path):
-            print(f"repaired {name}: the driver died while saving it; using its last "
-                  "complete snapshot", file=sys.stderr)
         for tid in restore_missing_checkpoints(path):
             print(f"trial {tid}: its snapshot names a checkpoint deleted just before the "
                   "driver died; resuming it from its newer one", file=sys.stderr)
@@ -405,29 +487,56 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
         )
+    grid = None
     try:
-        grid = tuner.fit()
+        with signals.fitting():
+            grid = tuner.fit()
+    except KeyboardInterrupt:
+        pass  # a signal during Tune's clean stop: quit at once, books closed below
     finally:
-        import ray
+        stopped = signals.stopped_by_tune
+        signals.install()
+        with signals.deferred():
+            import ray
 
-        ray.shutdown()
+            ray.shutdown()
+    with signals.deferred():
+        return _close_books(opts, path, grid, exp_id, parent_id, t0,
+                            signals.received or ("SIGINT" if stopped else None))
+
+
+def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: str,
+                 t0: float, signal_name: str | None) -> list[dict[str, Any]]:
+    """After `fit`: deliver what trials spooled, make MLflow and the Optuna study agree with
+    how Tune's trials ended, log the sweep's summary, and raise SweepInterrupted if a stop
+    signal cut trials off. `grid` is None when the user forced the stop."""
     deliver_spool(opts.tracking_uri, path / "unsent")
-    abandoned = mark_abandoned_runs(opts.tracking_uri, exp_id, {r.metrics.get("trial_id")
-                                                                 for r in grid})
-    if abandoned:
-        print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
-              "driver's last snapshot before it died, and Tune re-ran their settings as new "
-              "trials", file=sys.stderr)
-    outcomes = {r.metrics["trial_id"]: ("error" if r.error else r.metrics.get(names.OBJECTIVE))
-                for r in grid if r.metrics and "trial_id" in r.metrics}
-    told, orphans = reconcile_study(path, opts.name, outcomes)
-    if told:
-        print(f"told Optuna the outcome of {told} trial(s) whose completion the interrupted "
-              "driver had not recorded", file=sys.stderr)
-    if orphans:
-        print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
-              "(suggested but never started); they are marked FAIL", file=sys.stderr)
-    rows = result_rows(grid, opts.space.sampled_names())
+    statuses = snapshot_statuses(path)
+    unfinished = {t for t, s in statuses.items() if s not in ENDED}
+    results = list(grid) if grid is not None else []
+    reported = {r.metrics.get("trial_id") for r in results if r.metrics}
+    interrupted = grid is None or bool(unfinished) or (
+        signal_name is not None and len(results) < opts.num_samples)
+    if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
+        abandoned = mark_abandoned_runs(opts.tracking_uri, exp_id, reported | set(statuses))
+        if abandoned:
+            print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
+                  "driver's last snapshot before it died, and Tune re-ran their settings as "
+                  "new trials", file=sys.stderr)
+    if interrupted:
+        mark_interrupted_runs(opts.tracking_uri, exp_id, unfinished)
+    if grid is not None:
+        outcomes = {r.metrics["trial_id"]: ("error" if r.error
+                                            else r.metrics.get(names.OBJECTIVE))
+                    for r in results if r.metrics and "trial_id" in r.metrics}
+        told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
+        if told:
+            print(f"told Optuna the outcome of {told} trial(s) whose completion the "
+                  "interrupted driver had not recorded", file=sys.stderr)
+        if orphans:
+            print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
+                  "(suggested but never started); they are marked FAIL", file=sys.stderr)
+    rows = result_rows(results, opts.space.sampled_names(), unfinished)
     client = tracking.client(opts.tracking_uri)
     logger = tracking.RunLogger(client, parent_id)
     logger.log_text(format_table(rows), "results.md")
@@ -439,20 +548,26 @@ def _run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
         session = 0
     logger.log_metrics(session, {"wall_seconds": time.time() - t0,
                                  "trials": float(len(rows))})
+    if interrupted:
+        logger.close("interrupted")
+        raise SweepInterrupted(rows, signal_name, opts.num_samples)
     logger.close("finished" if len(rows) >= opts.num_samples else "incomplete")
     return rows
 
 
-def result_rows(grid, sampled: list[str]) -> list[dict[str, Any]]:
-    """One row per trial, best first: finished trials by objective, then the rest."""
+def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
+                ) -> list[dict[str, Any]]:
+    """One row per trial, best first: finished trials by objective, then the rest. Trials
+    in `unfinished` were cut off by an interruption (a resume continues them)."""
     from sweeper.trial import RUN_ID
 
     rows = []
     for r in grid:
         m = r.metrics or {}
         cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
+        cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
         status = ("error" if r.error else "finished" if names.OBJECTIVE in m
-                  else f"stopped@{int(m.get(names.STEP, 0))}" if m else "not started")
+                  else f"{cut}@{int(m.get(names.STEP, 0))}" if m else "not started")
         rows.append({"trial_id": m.get("trial_id", ""), "status": status, "params": cfg,
                      "objective": m.get(names.OBJECTIVE), "success_rate":
                      m.get(names.SUCCESS_RATE), "fid_median": m.get(objective.FID_MEDIAN),

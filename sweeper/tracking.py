@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sweeper.errors import UserError, one_line
+from sweeper.errors import UserError, one_line, short
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -35,6 +35,7 @@ TAG_SEED = "gan_sweeper.seed"
 TAG_NODE = "gan_sweeper.node"  # Ray node IP (or hostname) the run trained on
 TAG_NODE_ID = "gan_sweeper.node_id"  # Ray node id (nodes on one host share an IP)
 TAG_STATUS = "gan_sweeper.status"  # finished | diverged | stopped_early | error | incomplete
+# | interrupted | abandoned | running
 TAG_LAST_STEP = "gan_sweeper.last_step"  # last step whose metrics reached MLflow
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI shows the tree)
 
@@ -80,13 +81,18 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
                             "sqlite:///mlflow.db")
         db = Path(path).expanduser().resolve()
         folder = db.parent
+        if db.is_dir():
+            raise UserError(f"tracking URI {short(uri)!r} names a folder; give the database "
+                            f"file, e.g. sqlite:///{short(str(db / 'mlflow.db'))}")
         if not folder.is_dir():
             raise UserError(f"tracking database folder {folder} does not exist; create it or "
                             "pass another --tracking-uri")
-        target = db if db.exists() else folder
-        if not os.access(target, os.W_OK):
-            raise UserError(f"tracking database {db} is not writable; fix its permissions or "
-                            "pass another --tracking-uri")
+        # SQLite writes its journal beside the database, so the folder must be writable too.
+        for target in ((db, folder) if db.exists() else (folder,)):
+            if not os.access(target, os.W_OK):
+                raise UserError(f"tracking database {db} is not writable ({target} is "
+                                "read-only); fix its permissions or pass another --tracking-uri")
+        check_sqlite_store(db)
         return f"sqlite:///{db}"
     if parsed.scheme in ("", "file"):
         raise UserError(f"tracking URI {uri!r} is a file store, which MLflow 3.17 refuses; use "
@@ -98,13 +104,41 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     return uri
 
 
+def check_sqlite_store(db: Path) -> None:
+    """A damaged or foreign SQLite file gives one line here, read-only, instead of a
+    100-line SQLAlchemy traceback at MLflow's first query."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return  # MLflow creates its tables in a new or empty file
+    tables = check_sqlite_file(db, "tracking database",
+                               "restore it from a backup or pass another --tracking-uri")
+    if tables and "experiments" not in tables:
+        raise UserError(f"{db} is an SQLite database but not MLflow's (no experiments table); "
+                        "pass another --tracking-uri")
+
+
+def check_sqlite_file(db: Path, what: str, fix: str) -> set[str]:
+    """The table names of SQLite file `db`, after a read-only integrity check; a damaged or
+    foreign file raises a one-line UserError naming `what` it is and the `fix`."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            ok = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            tables = {r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise UserError(f"{what} {db} is damaged or not a database ({one_line(e)}); "
+                        f"{fix}") from None
+    if ok != "ok":
+        raise UserError(f"{what} {db} is damaged ({short(ok)}); {fix}")
+    return tables
+
+
 # Tracking stores MLflow serves besides sqlite and http(s) (passed through unchecked).
 _OTHER_STORES = ("postgresql", "mysql", "mssql", "databricks")
-
-
-def short(text: str, limit: int = 120) -> str:
-    """At most `limit` characters of a user's value, for error lines that must stay short."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen in place
@@ -215,6 +249,11 @@ class RunSpec:
                                   tags=self.tags, parent_run_id=parent)
 
 
+# MLflow's run state for a final status tag; an interrupted run is KILLED until a resume
+# reopens it.
+_END_STATES = {"error": "FAILED", "interrupted": "KILLED"}
+
+
 class RunLogger:
     """Buffered, outage-tolerant logging into one MLflow run.
 
@@ -247,8 +286,10 @@ class RunLogger:
         try:
             run_id, existed = self.spec.open(self.client)
             if existed:
-                self.skip_through = max(self.skip_through,
-                                        self.last_logged_step(self.client.get_run(run_id)))
+                run = self.client.get_run(run_id)
+                self.skip_through = max(self.skip_through, self.last_logged_step(run))
+                if run.info.status != "RUNNING":  # resumed or retried: it runs again
+                    self.client.update_run(run_id, status="RUNNING")
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
             return False
         self.run_id = run_id
@@ -324,7 +365,7 @@ class RunLogger:
         delivered = self.flush()
         if delivered:
             self.set_tags({TAG_STATUS: status})
-            state = "FAILED" if status == "error" else "FINISHED"
+            state = _END_STATES.get(status, "FINISHED")
             self._call(self.client.set_terminated, self.run_id, state)
             return True
         self._spool_unsent(status)

@@ -111,13 +111,32 @@ def repair_tune_state(path: Path) -> list[str]:
     for pattern in STATE_PATTERNS:
         for f in path.glob(pattern):
             if not _state_file_ok(f):
-                raise UserError(f"{f} was cut off when the driver died and no intact copy is "
-                                "left in Ray's temp folder on this machine; this sweep cannot "
-                                "be resumed, start it again under another --experiment")
+                raise UserError(f"{f} is damaged (cut off when a driver died, or overwritten) "
+                                "and no intact copy is left in Ray's temp folder on this "
+                                "machine; this sweep cannot be resumed, start it again under "
+                                "another --experiment")
     aligned = _align_search_generator(path)
     if aligned and aligned not in replaced:
         replaced.append(aligned)
     return replaced
+
+
+def snapshot_statuses(path: Path) -> dict[str, str]:
+    """Tune trial id -> status in the sweep's newest experiment snapshot: what a resume will
+    continue. A graceful stop (Ctrl-C, SIGTERM) writes it before stopping the trials, so the
+    trials it cut off are RUNNING or PENDING there. Empty if there is no readable snapshot."""
+    states = sorted(path.glob("experiment_state-*.json"), key=_suffix)
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text(encoding="utf-8"))
+        trials = [json.loads(t) for t, _ in data["trial_data"]]
+        return {t["trial_id"]: t["status"] for t in trials}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+ENDED = ("TERMINATED", "ERROR")
 
 
 def _align_search_generator(path: Path) -> str | None:
@@ -217,7 +236,8 @@ def find_trial(study, tune_trial_id: str):
     return None
 
 
-def reconcile_study(path: Path, name: str, outcomes: dict[str, Any]) -> tuple[int, int]:
+def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
+                    unfinished: set[str] = frozenset()) -> tuple[int, int]:
     """Bring the Optuna study in line with how Tune's trials ended, after `fit` returns.
 
     `outcomes` maps each Tune trial id to its final objective, None if it stopped early, or
@@ -226,6 +246,9 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any]) -> tuple[in
     finished trial. Trials still RUNNING after that were suggested but never owned by a
     Tune trial (asked between the last snapshot and the crash): they are closed as FAIL and
     flagged `gan_sweeper_orphaned`, which keeps them out of TPE's model and the counts.
+    Trials in `unfinished` (cut off by an interruption; the resume continues them) stay
+    RUNNING: Optuna has no paused state, and a finished Optuna trial cannot be told again,
+    so closing them now would lose their real result.
     Returns (completions told late, orphans closed).
     """
     import optuna
@@ -235,7 +258,7 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any]) -> tuple[in
     told = 0
     for t in study.get_trials(deepcopy=False, states=(running,)):
         tid = t.user_attrs.get(TUNE_TRIAL_ATTR)
-        if tid not in outcomes:
+        if tid not in outcomes or tid in unfinished:
             continue
         value = outcomes[tid]
         if value == "error":
@@ -245,7 +268,8 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any]) -> tuple[in
         else:
             study.tell(t.number, float(value))
         told += 1
-    orphans = study.get_trials(deepcopy=False, states=(running,))
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(running,))
+               if t.user_attrs.get(TUNE_TRIAL_ATTR) not in unfinished]
     for t in orphans:
         study._storage.set_trial_system_attr(t._trial_id, "gan_sweeper_orphaned", True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)

@@ -261,6 +261,9 @@ def test_eval_accepts_image_arrays(tmp_path, capsys, monkeypatch):
     (["--checkpoint", "/proc/x.pt", "--no-track"], "--checkpoint /proc/x.pt cannot be "),
     (["--samples-out", "/tmp", "--no-track"], "is a directory"),
     (["--steps", "ten"], "is not a valid integer"),
+    (["--seeds", "1001"], "--seeds must be between 1 and 1000"),
+    (["--checkpoint", "x" * 5000, "--no-track"], "cannot be written (File name too long)"),
+    (["--tracking-uri", "sqlite:////tmp"], "names a folder"),
 ])
 def test_train_refuses_bad_input_in_one_line_before_training(args, says, capsys, tmp_path):
     code, out, err = run_cli(["train", "--smoke-test", "--tracking-uri",
@@ -292,3 +295,19 @@ def test_eval_refuses_npz_and_values_beyond_float32(tmp_path, capsys):
 def test_run_refuses_nan_resources_before_ray_starts(flag, capsys):
     code, _, err = run_cli(["run", "--smoke-test", flag, "nan"], capsys)
     assert code == 2 and "must be finite numbers" in err, err
+
+
+def test_many_seeds_get_a_note_before_training(capsys):
+    code, out, err = run_cli(["train", "--smoke-test", "--no-track", "--seeds", "33",
+                              "--hidden", "8", "--depth", "1", "--json"], capsys)
+    assert code == 0, err
+    assert "note: --seeds 33: each setting trains 33 runs" in err
+    assert len(json.loads(out.strip().splitlines()[-1])["seeds"]) == 33
+
+
+def test_a_checkpoint_that_is_not_one_is_named(tmp_path, capsys):
+    bad = tmp_path / "c.pt"
+    bad.write_text("- 1\n- 2\n")
+    code, _, err = run_cli(["train", "--smoke-test", "--no-track", "--checkpoint", str(bad),
+                            "--resume"], capsys)
+    assert code == 2 and "is not a gan-sweeper checkpoint" in err and err.count("\n") == 1

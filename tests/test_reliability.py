@@ -317,7 +317,7 @@ def test_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
 
 # ------------------------------------------------------------------ 5. disk / permissions
 @pytest.mark.parametrize("args, needle", [
-    (["--sweep-dir", "/proc/gan-sweeper-sweeps"], "cannot write the sweep directory"),
+    (["--sweep-dir", "/proc/gan-sweeper-sweeps"], "cannot write --sweep-dir"),
     (["--tracking-uri", "sqlite:////proc/gan-sweeper/mlflow.db"], "does not exist"),
 ])
 def test_unwritable_paths_fail_before_any_trial(tmp_path, args, needle):

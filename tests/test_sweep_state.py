@@ -108,7 +108,7 @@ def test_no_intact_copy_is_one_clear_error(tmp_path, monkeypatch):
     sweep.mkdir()
     (sweep / "search_gen_state-x.json").write_bytes(b"\x80\x04trunc")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    with pytest.raises(UserError, match="cut off when the driver died") as e:
+    with pytest.raises(UserError, match="cut off when a driver died") as e:
         repair_tune_state(sweep)
     assert "\n" not in str(e.value)
 

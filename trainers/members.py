@@ -174,7 +174,17 @@ def save_members_file(members: Members, path: str | Path) -> None:
 def load_members_file(path: str | Path, device: str | None = None,
                       rule: SuccessRule = DEFAULT_RULE) -> Members:
     """Members from a file written by `save_members_file` (or `Trainer.save`)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch each raise their own
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(f"{str(path)[:200]} is not a gan-sweeper checkpoint ({msg}); give "
+                          "a file written by `sweeper train --checkpoint`") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{str(path)[:200]} is not a gan-sweeper checkpoint; give a file "
+                          "written by `sweeper train --checkpoint`")
     if "populations" in state:
         runs = [Population.from_state(s, device, rule) for s in state["populations"]]
         return Populations([c for r in runs for c in r.configs], rule, runs=runs)

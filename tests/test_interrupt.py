@@ -1,0 +1,103 @@
+"""Stopping a real sweep driver the ways users do -- Ctrl-C to its process group, SIGTERM to
+the driver, Ctrl-C twice -- then `--resume`: the stop says so (exit 130, the resume
+command), and after the resume Optuna, MLflow and Tune agree on every trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+
+from sweeper import tracking
+from sweeper.sweep import sweep_path
+from sweeper.tune_state import TUNE_TRIAL_ATTR
+from tests.procs import stop_group
+from tests.test_reliability import ENV, SWEEPER, assert_no_duplicates, runs, wait_for, write_space
+from trainers import names
+
+pytestmark = pytest.mark.slow
+NUM, SEEDS = 5, 2
+
+
+def _stop(proc: subprocess.Popen, how: str) -> None:
+    if how == "ctrl-c":  # what a terminal does: SIGINT to the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
+    elif how == "sigterm":  # `kill PID`, a scheduler's stop
+        os.kill(proc.pid, signal.SIGTERM)
+    else:  # an impatient user
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+
+
+def _study(tmp_path, name):
+    return optuna.load_study(study_name=name, storage="sqlite:///" + str(
+        sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how):
+    name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"
+    space = write_space(tmp_path, steps=60)
+    args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds",
+            str(SEEDS), "--max-concurrent", "2", "--sampler-seed", "1"]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: any(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+                                 for r in runs(uri, name, "trial")), 300,
+                     "a finished trial", proc)
+            _stop(proc, how)
+            proc.wait(timeout=180)
+        finally:
+            stop_group(proc)  # Ray processes the driver may have left
+    text = log.read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert f"continue it with: sweeper run --resume --experiment {name}" in text, text[-3000:]
+    for bad in ("Traceback", "Fatal Python error", "*** SIG", "Aborted", "Tuner.restore("):
+        assert bad not in text, text[-3000:]
+    (parent,) = runs(uri, name, "sweep")
+    assert parent.data.tags[tracking.TAG_STATUS] == "interrupted"
+    assert parent.info.status == "KILLED"
+    assert not [r.info.run_name for r in runs(uri, name, "trial") + runs(uri, name, "seed")
+                if r.info.status == "RUNNING"]
+    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+                       for r in runs(uri, name, "trial") if names.OBJECTIVE in r.data.metrics}
+    assert 1 <= len(finished_before) < NUM
+
+    # The resume, with options that differ from the saved ones: they are named and ignored.
+    p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name, "--num-samples",
+                        "9", "--seeds", "3"], cwd=tmp_path, env=ENV, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ignoring --num-samples 9 (saved: 5), --seeds 3 (saved: 2)" in p.stderr
+    assert "Cannot tell" not in p.stderr
+    assert_no_duplicates(uri, name, NUM, SEEDS)
+    trials = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")
+              if r.data.tags[tracking.TAG_STATUS] != "abandoned"}
+    for tid, value in finished_before.items():  # kept, not re-run
+        assert trials[tid].data.metrics[names.OBJECTIVE] == value
+    everything = runs(uri, name, "trial") + runs(uri, name, "seed") + runs(uri, name, "sweep")
+    assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
+    (parent,) = runs(uri, name, "sweep")
+    assert parent.data.tags[tracking.TAG_STATUS] == "finished"
+
+    study = _study(tmp_path, name)
+    by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.trials
+               if not t.system_attrs.get("gan_sweeper_orphaned")}
+    assert len(by_tune) == NUM and set(by_tune) == set(trials)
+    assert not [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for tid, r in trials.items():
+        t = by_tune[tid]
+        if names.OBJECTIVE in r.data.metrics:  # every final objective is a COMPLETE value
+            assert t.state == optuna.trial.TrialState.COMPLETE, (tid, t.state)
+            assert t.value == pytest.approx(r.data.metrics[names.OBJECTIVE])
+        else:  # stopped early by ASHA: PRUNED, so TPE never learns a truncated value
+            assert r.data.tags[tracking.TAG_STATUS] == "stopped_early"
+            assert t.state == optuna.trial.TrialState.PRUNED, (tid, t.state)

@@ -152,7 +152,7 @@ def _alarm(signum, frame):
     raise Hang
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 160)), deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 800)), deadline=None,
           derandomize=not os.environ.get("FUZZ_RANDOM"), database=None,
           phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,
           suppress_health_check=list(HealthCheck))

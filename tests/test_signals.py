@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +74,20 @@ def test_rays_restore_advice_is_replaced_by_ours(capsys):
                                                      "interrupted, but the most recent"}))
         assert log.filter(logging.makeLogRecord({"msg": "anything else"}))
     assert log.filter(logging.makeLogRecord({"msg": "Stop signal received"}))
+
+
+def test_sigterm_stops_train_like_ctrl_c(tmp_path):
+    """Any command, not only `run`: SIGTERM ends it with exit 130 and one line."""
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("sweeper")), "train",
+                             "--no-track", "--steps", "10000000", "--hidden", "8", "--depth",
+                             "1", "--eval-every", "1000000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # imports done, training
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err

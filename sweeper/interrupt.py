@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 _HANDLED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
                  if hasattr(signal, n))
@@ -73,23 +73,21 @@ class StopSignals:
         """True once Tune's own SIGINT handler has fired (it puts ours back when it does)."""
         return signal.getsignal(signal.SIGINT) == self._on_int
 
-    @contextmanager
-    def fitting(self) -> Iterator[None]:
+    def fitting(self) -> AbstractContextManager[None]:
         """Around `Tuner.fit`: a signal arriving while Tune stops cleanly is noted once."""
-        self._fitting = True
-        try:
-            yield
-        finally:
-            self._fitting = False
+        return self._while("_fitting")
+
+    def deferred(self) -> AbstractContextManager[None]:
+        """Signals are recorded but do not interrupt the block (the driver's bookkeeping)."""
+        return self._while("_deferring")
 
     @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Signals are recorded but do not interrupt the block (the driver's bookkeeping)."""
-        self._deferring = True
+    def _while(self, flag: str) -> Iterator[None]:
+        setattr(self, flag, True)
         try:
             yield
         finally:
-            self._deferring = False
+            setattr(self, flag, False)
 
     def _record(self, signum: int) -> None:
         if self.received is None:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import yaml
 
-from sweeper import stability
+from sweeper import stability, tracking
 from sweeper.cli import SMOKE, check_seeds, cli
 from sweeper.errors import UserError
 from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
@@ -177,6 +177,7 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     if export_path:
         click.echo(f"\nwrote {export_path}: setting {a.best.label}; train it with `sweeper "
                    f"train --config {export_path}`")
+    click.echo(tracking.where_to_look(a.records.tracking_uri, a.records.experiment_id))
 
 
 def stable_json(a: Analysis, note: str) -> dict[str, Any]:
@@ -269,7 +270,6 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> No
 @_objective_option
 def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> None:
     """PNG figures + summary.md in --out, also logged to the sweep's parent run (report/)."""
-    from sweeper import tracking
     from sweeper.report import write_report
     from sweeper.sweep import sweep_path
 
@@ -289,3 +289,4 @@ def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> No
         click.echo(f"  {out_dir / f}")
     for n in rep.notes:
         click.echo(f"note: {n}")
+    click.echo(tracking.where_to_look(a.records.tracking_uri, a.records.experiment_id))

@@ -256,11 +256,13 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 @click.option("--sampler-seed", type=int, default=None, help="Seed of the Optuna sampler.")
 @_objective_option
 @rule_options
+@click.option("--verbose", is_flag=True, help="Ray Tune's own per-trial panels instead of "
+              "one line per ended trial and a short table of the running ones.")
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
 def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus_per_trial,
         gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
         reduction_factor, max_failures, reuse_actors, search, sampler_seed, objective,
-        smoke_test, **rule_opts) -> None:
+        verbose, smoke_test, **rule_opts) -> None:
     """Sweep a search space: Ray Tune + Optuna (TPE or random) + ASHA, recorded in MLflow."""
     import dataclasses as dc
     import time
@@ -307,7 +309,7 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
         address=address, early_stop=early_stop, grace_fraction=grace,
         reduction_factor=reduction_factor, max_failures=max_failures,
         reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
-        search=search, rule=rule, objective=objective, batch_seeds=batch_seeds)
+        search=search, rule=rule, objective=objective, batch_seeds=batch_seeds, verbose=verbose)
     if not resume:  # a resume prints the options it restored instead
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
                    f"{seeds} seeds, {search} search, objective {objective}; a seed succeeds "
@@ -335,10 +337,55 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                f"m/(1+m), m = {tie}; lower is better):")
     click.echo(sweep.format_table(rows, top=10))
-    click.echo(f"\n{len(rows)} trials. Compare them in MLflow: mlflow ui --backend-store-uri "
-               f"{tracking_uri}  (experiment {experiment!r})" if tracking_uri.startswith(
-                   "sqlite") else f"\n{len(rows)} trials. MLflow: {tracking_uri}, "
-               f"experiment {experiment!r}")
+    from sweeper import tracking
+
+    uri = tracking.check_tracking_uri(tracking_uri)
+    exp_id = tracking.experiment_id(tracking.client(uri), experiment, create=False)
+    click.echo(f"\n{len(rows)} trials. {tracking.where_to_look(uri, exp_id)}\nStable "
+               f"settings across seeds: sweeper stable --experiment {shlex.quote(experiment)}")
+
+
+@cli.command()
+@click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
+              help="The SQLite store to serve (sqlite:///FILE).")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--experiment", default=None, help="Link straight to this sweep's runs view.")
+def ui(tracking_uri, port, experiment) -> int:
+    """Serve the MLflow UI for a SQLite tracking store on 127.0.0.1 (Ctrl-C stops it)."""
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    from sweeper import tracking
+
+    uri = tracking.check_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"{uri} is a tracking server, which serves its own UI: open it in a "
+                        "browser")
+    base = f"http://127.0.0.1:{port}"
+    link = f"{base}/#/experiments"
+    if experiment is not None:
+        exp_id = tracking.experiment_id(tracking.client(uri), experiment, create=False)
+        if exp_id is None:
+            raise UserError(f"no experiment {short(experiment)!r} in {short(uri)}; see "
+                            f"{link}")
+        link = tracking.runs_view_url(uri, exp_id, base)
+    with socket.socket() as s:  # last: every other check first, so a busy port costs nothing
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} on 127.0.0.1 is in use (another `sweeper ui` or "
+                            "`mlflow ui`?); pass --port") from None
+    click.echo(f"MLflow UI for {uri} on {base} (Ctrl-C stops it); runs: {link}", err=True)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui",
+                             "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",
+                             str(port)])
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the usual way to stop it: not an error
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 0
 
 
 # `run` options a resume takes from the sweep's saved options instead (SweepOptions field).

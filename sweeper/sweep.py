@@ -77,6 +77,9 @@ class SweepOptions:
     # A trial's seeds train as one batched population (trainers/population.py); False trains
     # them one after another, for devices where batching does not pay.
     batch_seeds: bool = True
+    # Ray Tune's own boxed per-trial panels instead of sweeper/progress.py's lines (this
+    # driver session only: not saved).
+    verbose: bool = False
 
 
 SEARCHES = ("tpe", "random")
@@ -398,6 +401,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     from ray import tune
 
     from sweeper.callbacks import TrialStatusCallback
+    from sweeper.progress import ProgressCallback
     from sweeper.trial import TrialContext, run_trial
 
     # The scheduler's metric (running_objective) is in every result but the searcher's
@@ -464,6 +468,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         resources["gpu"] = opts.gpus_per_trial
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
+    if not opts.verbose:
+        callbacks.append(ProgressCallback(opts.space.sampled_names(), opts.num_samples,
+                                          opts.seeds))
     t0 = time.time()
     if resume:
         for tid in restore_missing_checkpoints(path):
@@ -485,7 +492,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
             run_config=tune.RunConfig(
                 name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1 if opts.verbose else 0),
         )
     grid = None
     try:
@@ -514,7 +522,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     statuses = snapshot_statuses(path)
     unfinished = {t for t, s in statuses.items() if s not in ENDED}
     results = list(grid) if grid is not None else []
-    reported = {r.metrics.get("trial_id") for r in results if r.metrics}
+    reported = {trial_metrics(r).get("trial_id") for r in results} - {None}
     interrupted = grid is None or bool(unfinished) or (
         signal_name is not None and len(results) < opts.num_samples)
     if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
@@ -526,9 +534,8 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     if interrupted:
         mark_interrupted_runs(opts.tracking_uri, exp_id, unfinished)
     if grid is not None:
-        outcomes = {r.metrics["trial_id"]: ("error" if r.error
-                                            else r.metrics.get(names.OBJECTIVE))
-                    for r in results if r.metrics and "trial_id" in r.metrics}
+        outcomes = {m["trial_id"]: "error" if r.error else m.get(names.OBJECTIVE)
+                    for r, m in ((r, trial_metrics(r)) for r in results) if "trial_id" in m}
         told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
         if told:
             print(f"told Optuna the outcome of {told} trial(s) whose completion the "
@@ -540,6 +547,9 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     client = tracking.client(opts.tracking_uri)
     logger = tracking.RunLogger(client, parent_id)
     logger.log_text(format_table(rows), "results.md")
+    # The run's description in the UI: the ranked table on the sweep's own page.
+    logger.set_tags({tracking.TAG_NOTE: f"Trials of sweep {opts.name!r}, best first "
+                     f"(objective: lower is better):\n\n{format_table(rows, top=20)}"})
     # One point per driver session (the first run, then each --resume), so a resume adds a
     # point instead of a second value at step 0.
     try:
@@ -555,6 +565,19 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     return rows
 
 
+_TRIAL_DIR = re.compile(r"^run_trial_([0-9a-f]+)_")
+
+
+def trial_metrics(result) -> dict[str, Any]:
+    """A Tune Result's metrics, or {} when they belong to another trial: a trial that never
+    reported, on a reused actor, can carry the last result of the trial before it."""
+    m = result.metrics or {}
+    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
+    if found and m.get("trial_id") not in (None, found.group(1)):
+        return {}
+    return m
+
+
 def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
                 ) -> list[dict[str, Any]]:
     """One row per trial, best first: finished trials by objective, then the rest. Trials
@@ -563,7 +586,7 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
 
     rows = []
     for r in grid:
-        m = r.metrics or {}
+        m = trial_metrics(r)
         cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
         cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
         status = ("error" if r.error else "finished" if names.OBJECTIVE in m

@@ -38,6 +38,12 @@ TAG_STATUS = "gan_sweeper.status"  # finished | diverged | stopped_early | error
 # | interrupted | abandoned | running
 TAG_LAST_STEP = "gan_sweeper.last_step"  # last step whose metrics reached MLflow
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI shows the tree)
+# MLflow 3.17's UI opens an experiment in its GenAI view unless it is marked as model
+# development; the note tag is a run's description, shown on its page.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+TAG_NOTE = "mlflow.note.content"
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 # log_batch accepts at most 1000 metrics per call (MLflow's documented REST limit).
 _BATCH_LIMIT = 1000
@@ -193,10 +199,28 @@ def experiment_id(mlflow_client, name: str, *, create: bool = True) -> str | Non
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"MLflow experiment {name!r} is deleted; restore it in the UI or "
                             "pick another --experiment")
+        if create and exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+            mlflow_client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND,
+                                             EXPERIMENT_KIND)
         return exp.experiment_id
     if not create:
         return None
-    return mlflow_client.create_experiment(name)
+    return mlflow_client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
+
+
+def runs_view_url(uri: str, exp_id: str, ui: str = DEFAULT_UI) -> str:
+    """The experiment's model-training runs view: a tracking server serves it itself; a
+    SQLite store is served by `sweeper ui` at `ui`."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
+    return f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+
+
+def where_to_look(uri: str, exp_id: str) -> str:
+    """One line: the runs-view link, and for a SQLite store how to serve it."""
+    link = runs_view_url(uri, exp_id)
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow runs: {link}"
+    return f"MLflow runs: `sweeper ui --tracking-uri {uri}`, then open {link}"
 
 
 def find_run(mlflow_client, exp_id: str, key: str):

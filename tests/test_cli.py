@@ -138,7 +138,7 @@ def test_train_seeds_resumes_the_whole_population(tmp_path, capsys):
                             "--resume"], capsys)
     assert code == 2 and "another config" in err and "\n" not in err.strip()
     code, _, err = run_cli([*common[:-1], "0"], capsys)
-    assert code == 2 and "--seeds must be at least 1" in err
+    assert code == 2 and "--seeds must be between 1 and 1000" in err
 
 
 def test_eval_true_samples_give_all_modes(tmp_path, capsys):

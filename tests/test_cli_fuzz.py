@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,11 @@ STRINGS = ["", " ", "x" * 5000, "ünïcødé ☃ 🙂", "'\"; DROP TABLE runs; -
            "a\nb", "%s%n", "${HOME}", "NaN", "None", "true", "ring8", "cuda:7", "sqlite:///"]
 PATH_KINDS = ["dir", "binary", "proc", "proc_file", "uncreatable", "missing", "yaml_list",
               "empty"]
+
+
+BUSY = socket.socket()  # a port `ui` finds in use
+BUSY.bind(("127.0.0.1", 0))
+BUSY.listen()
 
 
 class Hang(BaseException):
@@ -127,6 +133,11 @@ def commands(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "report": (["report", "--experiment", SWEEP, "--tracking-uri", uri, "--out",
                     str(root / "report"), "--sweep-dir", str(root / "sweeps")],
                    {**analysis, "--out": path, "--sweep-dir": path}),
+        # `ui` serves until stopped: its base port is held busy by this module, so a call
+        # that passes every other check ends in one "port ... in use" line. --port itself is
+        # not fuzzed (a valid port would start a real server).
+        "ui": (["ui", "--tracking-uri", uri, "--port", str(BUSY.getsockname()[1])],
+               {"--tracking-uri": text, "--experiment": text}),
         "datasets": (["datasets"], {}),
         "spaces": (["spaces"], {}),
     }

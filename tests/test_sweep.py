@@ -151,9 +151,27 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
         assert r.info.status == "KILLED"
 
 
+def test_progress_is_a_line_per_trial_and_the_ui_opens_on_the_runs(sweep):
+    out = sweep["stdout"]
+    ended = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(ended) == NUM and ended[-1].startswith(f"[{NUM}/{NUM}] ")
+    assert all("seeds ok" in line and "lr_d=" in line for line in ended), ended
+    for panel in ("Trial status:", "started with configuration", "Trial progress"):
+        assert panel not in out  # Ray's per-trial panels
+    assert len(out.splitlines()) < 60
+    c = tracking.client(sweep["uri"])
+    exp = c.get_experiment_by_name(sweep["name"])
+    assert exp.tags[tracking.TAG_EXPERIMENT_KIND] == tracking.EXPERIMENT_KIND
+    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in out
+    (parent,) = c.search_runs([exp.experiment_id],
+                              filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
+    note = parent.data.tags[tracking.TAG_NOTE]
+    assert "| # | trial | status |" in note and note.count("\n| ") >= NUM
+
+
 def test_final_table_ranks_finished_trials_first(sweep):
     out = sweep["stdout"]
-    assert "Best settings of sweep" in out and "mlflow ui --backend-store-uri" in out
+    assert "Best settings of sweep" in out and "sweeper ui --tracking-uri" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "trial" not in line]
     assert len(rows) == NUM
     assert "finished" in rows[0]

@@ -417,7 +417,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     path = sweep_path(opts.sweep_dir, opts.name)
     from ray.tune import Tuner
 
-    if resume and (path / OPTIONS_FILE).exists() and not _never_started(path):
+    never_started = _never_started(path)
+    if resume and (path / OPTIONS_FILE).exists() and not never_started:
         # Read-only checks first: unpickling the searcher state opens the study.
         check_study(path, opts.name)
         # Before Tune looks: a missing or cut-off snapshot is put back from Ray's staging copy.
@@ -425,7 +426,6 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
             print(f"restored {name} from the copy Ray keeps in its temp folder (the sweep "
                   "directory's was missing, cut off or older)", file=sys.stderr)
     can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
-    never_started = _never_started(path)
     if resume and never_started:
         raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
                         "there is nothing to resume; run the same command without --resume")

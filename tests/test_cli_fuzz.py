@@ -78,7 +78,15 @@ def world(tmp_path_factory):
                        capture_output=True, text=True, timeout=300,
                        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert p.returncode == 0, p.stderr[-3000:]
-    return root
+    # Relative hostile values ("ring8", "../..", "a\nb") become files and folders wherever
+    # the commands run: here, two levels below the fixture's folder, never the checkout.
+    here, before = root / "cwd" / "here", os.getcwd()
+    here.mkdir(parents=True)
+    os.chdir(here)
+    try:
+        yield root
+    finally:
+        os.chdir(before)
 
 
 def path_value(root: Path, kind: str) -> str:

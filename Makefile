@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    installs into .venv, then runs the main job (a default sweep on built-in data)
-#   make test   installs into .venv (with dev extras), then runs the whole test suite
+#   make test   installs into .venv (with dev extras) and Chromium (apt, if missing), then runs
+#               the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,9 +17,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/sweeper run
+	$(VENV)/bin/sweeper run $(RUN_ARGS)
 
-test: $(STAMP)
+# The browser test (tests/test_browser.py) drives Debian's headless Chromium; installed with
+# apt when missing (as root, or through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  S=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$S apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { $$S apt-get update -q >/dev/null && $$S apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sweeper.bars import Progress  # noqa: E402
 from trainers import classifier as clf  # noqa: E402
 from trainers import metrics, names  # noqa: E402
 from trainers.config import make_config  # noqa: E402
@@ -194,6 +195,7 @@ def table_section(overrides: dict[str, Any], seeds: int,
              f"scored once after {steps} generator steps on {fixed['eval_samples']} samples. "
              "'real' is section 2's floor at the same N.", ""]
     c_all = Clock()
+    bar = Progress(len(DATASETS) * len(LOSSES) * seeds, "digits_budget loss table", "runs")
     for name in DATASETS:
         k = 10 if name == "digits" else 1000
         lines += [f"### {name} (K = {k})", "",
@@ -210,6 +212,7 @@ def table_section(overrides: dict[str, Any], seeds: int,
                 c = Clock()
                 m = Trainer(cfg).run()
                 runs.append((m, c.cpu))
+                bar.update_to(bar.n + 1)
             ok = [m for m, _ in runs if not m[names.DIVERGED]]
             div = len(runs) - len(ok)
             cells = [_column(ok, key, fmt, scale) for key, fmt, scale in (
@@ -220,6 +223,7 @@ def table_section(overrides: dict[str, Any], seeds: int,
                          f"{' | '.join(cells)} | "
                          f"{statistics.fmean(cpu for _, cpu in runs):.1f} |")
         lines.append("")
+    bar.close()
     lines.append(f"Table total: {c_all.cpu:.0f} s CPU, {c_all.wall:.0f} s wall.")
     return "\n".join(lines + [""])
 

@@ -49,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trainers  # noqa: E402
+from sweeper.bars import Progress  # noqa: E402
 from trainers import names  # noqa: E402
 from trainers.config import ConfigError, load_config_file, make_config  # noqa: E402
 from trainers.loop import set_threads  # noqa: E402
@@ -190,6 +191,7 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
         d, row, _ = jobs[idx[0]]
         futures[tuple(idx)] = pool.submit(train_seeds, d, row, [jobs[i][2] for i in idx],
                                           protocol)
+    bar = Progress(sum(len(i) for i in futures), "mode_coverage", "runs")
     for idx, fut in futures.items():
         for i, run in zip(idx, fut.result(), strict=True):
             d, row, s = jobs[i]
@@ -200,9 +202,11 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
                 path.write_text(json.dumps({"metrics": run.metrics,
                                             "cpu_seconds": run.cpu_seconds,
                                             "trainer": version}), encoding="utf-8")
-            print(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} "
-                  f"modes, HQ {run.metrics[names.HQ_FRACTION]:.1%}, {run.cpu_seconds:.0f} CPU s",
-                  file=sys.stderr, flush=True)
+            bar.write(f"  {d} | {run.row} | seed {s}: {run.metrics[names.MODES_COVERED]:.0f} "
+                      f"modes, HQ {run.metrics[names.HQ_FRACTION]:.1%}, "
+                      f"{run.cpu_seconds:.0f} CPU s")
+            bar.update_to(bar.n + 1)
+    bar.close()
     return [r for r in runs if r is not None], sum(len(i) for i in futures), stale
 
 

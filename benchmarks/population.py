@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sweeper.bars import Progress  # noqa: E402
 from trainers.config import make_config  # noqa: E402
 from trainers.loop import Trainer  # noqa: E402
 from trainers.members import Populations, cpu_chunk, make_members  # noqa: E402
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| networks | K | separate ms/step | population ms/step | separate members/s "
           "| population members/s | speed-up | the trainer picks (trainers/members.py) |")
     print("|---|---|---|---|---|---|---|---|")
+    # The bar is on stderr and moves only between measurements, never inside a timed one.
+    bar = Progress(len(sizes) * len(ks), "population", "rows")
     for label, size in sizes:
         for k in ks:
             cfgs = _configs(k, size, args.device, 10**6)
@@ -181,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {label} | {k} | {1e3 * sep / steps:.1f} | {1e3 * pop / steps:.1f} | "
                   f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} | "
                   f"{picks} |", flush=True)
+            bar.update_to(bar.n + 1)
+    bar.close()
 
 
 if __name__ == "__main__":

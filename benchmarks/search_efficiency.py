@@ -58,6 +58,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeper import mlflow_reader, objective  # noqa: E402
+from sweeper.bars import Progress  # noqa: E402
 from sweeper.stability import setting_stats  # noqa: E402
 from trainers import names  # noqa: E402
 from trainers.quality import DEFAULT_RULE  # noqa: E402
@@ -643,13 +644,15 @@ def run_all(root: Path, p: Protocol, t0: float) -> dict[str, list[SearchRun]]:
     (root / PROTOCOL_FILE).write_text(json.dumps(dataclasses.asdict(p), indent=1),
                                       encoding="utf-8")
     runs: dict[str, list[SearchRun]] = {arm.key: [] for arm in ARMS}
-    for repeat in range(p.repeats):
-        for arm in ARMS:
-            r = run_search(root, p, arm, repeat)
-            runs[arm.key].append(r)
-            print(f"[{time.perf_counter() - t0:.0f} s] {arm.label} repeat {repeat}: "
-                  f"{len(r.trials)} trials, {sum(t.steps for t in r.trials)} gen steps, "
-                  f"{r.wall:.0f} s Tune wall", file=sys.stderr, flush=True)
+    with Progress(p.repeats * len(ARMS), "search_efficiency", "searches") as bar:
+        for repeat in range(p.repeats):
+            for arm in ARMS:
+                r = run_search(root, p, arm, repeat)
+                runs[arm.key].append(r)
+                bar.write(f"[{time.perf_counter() - t0:.0f} s] {arm.label} repeat {repeat}: "
+                          f"{len(r.trials)} trials, {sum(t.steps for t in r.trials)} gen "
+                          f"steps, {r.wall:.0f} s Tune wall")
+                bar.update_to(bar.n + 1)
     return runs
 
 

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sweeper.bars import iterate  # noqa: E402
 from trainers.config import TrialConfig, make_config  # noqa: E402
 from trainers.loop import Trainer, set_threads  # noqa: E402
 from trainers.reference import ReferenceRun  # noqa: E402
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(b) eval / train (target <= {TARGET_EVAL_FRACTION:.2f}) |")
     print("|---|---|---|---|---|---|---|---|---|")
     worst = {"ratio": 0.0, "eval_fraction": 0.0}
-    for loss in args.losses.split(","):
+    # On stderr, and moved only between measurements, never inside a timed one.
+    for loss in iterate(args.losses.split(","), "trainer_overhead", "losses"):
         cfg, m = measure_loss(loss, dataset=args.dataset, smoke_test=args.smoke_test,
                               steps=args.steps, repeats=repeats)
         worst = {k: max(v, m[k]) for k, v in worst.items()}

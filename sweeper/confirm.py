@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sweeper import tracking
+from sweeper.bars import train_members
 from sweeper.mlflow_reader import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE, SweepRecords
 from trainers import names
 from trainers.config import make_config
@@ -60,13 +61,16 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
                  for seed in seeds]
     run_ids = {}
     # Every setting x seed that can share one batched computation trains as one population.
-    for group in share_groups([cfg for _, _, cfg in jobs]):
+    groups = share_groups([cfg for _, _, cfg in jobs])
+    for g, group in enumerate(groups, 1):
         run_ids.update(_train_group(client, records, [(i, *jobs[i]) for i in group],
-                                    smoke=smoke is not None))
+                                    smoke=smoke is not None,
+                                    group=f"group {g}/{len(groups)}" if len(groups) > 1 else ""))
     return [run_ids[i] for i in range(len(jobs))]
 
 
-def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool) -> dict[int, str]:
+def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool,
+                 group: str = "") -> dict[int, str]:
     loggers = {}
     for i, trial_id, trial_run_id, cfg in jobs:
         key = tracking.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
@@ -84,9 +88,8 @@ def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool) -> d
     members = make_members([cfg for *_, cfg in jobs], records.rule)
     try:
         latest: list[dict[str, float]] = []
-        while not members.done or not latest:
-            members.train_until(members.next_eval_step())
-            latest = members.evaluate()
+        desc = f"confirm {len(jobs)} runs" + (f" ({group})" if group else "")
+        for _, latest in train_members(members, desc):
             for i, m in zip(order, latest, strict=True):
                 loggers[i].log_metrics(int(m[names.STEP]), m)
     except BaseException:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sweeper import tracking
+from sweeper.bars import train_members
 from sweeper.errors import UserError
 from sweeper.objective import aggregate, rule_params
 from sweeper.paths import check_file_writable
@@ -56,13 +57,12 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
 
     evals = 0
     latest: list[dict[str, float]] = []
-    while not members.done or not latest:
-        members.train_until(members.next_eval_step())
-        latest = members.evaluate()
+    desc = f"train {cfg.loss}" + (f" x{seeds} seeds" if seeds > 1 else "")
+    for bar, latest in train_members(members, desc):
         evals += 1
         for c, m in zip(cfgs, latest, strict=True):
             prefix = f"seed {c.seed}: " if seeds > 1 else ""
-            print(prefix + format_metrics(m), file=sys.stderr, flush=True)
+            bar.write(prefix + format_metrics(m))
         if checkpoint:
             save_members_file(members, checkpoint)
         if loggers:

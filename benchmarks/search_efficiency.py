@@ -218,11 +218,10 @@ def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
     uri = f"sqlite:///{root}/mlflow.db"
     opts = SweepOptions(
         space=load_space(str(space_file)), name=name, num_samples=arm.num_samples(p),
-        max_concurrent=p.concurrency, seeds=p.seeds, cpus_per_trial=1.0, gpus_per_trial=0.0,
-        tracking_uri=uri, sweep_dir=root / "sweeps", address=None, early_stop=arm.early_stop,
-        grace_fraction=p.grace, reduction_factor=p.reduction_factor, max_failures=0,
-        reuse_actors=True, sampler_seed=repeat, command="benchmarks/search_efficiency.py",
-        search=arm.search)
+        max_concurrent=p.concurrency, seeds=p.seeds, tracking_uri=uri,
+        sweep_dir=root / "sweeps", early_stop=arm.early_stop, grace_fraction=p.grace,
+        reduction_factor=p.reduction_factor, max_failures=0, sampler_seed=repeat,
+        command="benchmarks/search_efficiency.py", search=arm.search)
     # Tune's progress tables go to stderr, so stdout carries only the markdown report.
     with contextlib.redirect_stdout(sys.stderr):
         run_sweep(opts, resume=False)

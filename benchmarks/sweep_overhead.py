@@ -40,9 +40,8 @@ def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
     name = name or f"overhead-reuse-{reuse}"
     opts = SweepOptions(
         space=load_space(str(space_file)), name=name, num_samples=trials,
-        max_concurrent=concurrency, seeds=seeds, cpus_per_trial=1.0, gpus_per_trial=0.0,
-        tracking_uri=f"sqlite:///{root}/mlflow.db", sweep_dir=root / "sweeps", address=address,
-        early_stop=False, grace_fraction=0.25, reduction_factor=3, max_failures=0,
+        max_concurrent=concurrency, seeds=seeds, tracking_uri=f"sqlite:///{root}/mlflow.db",
+        sweep_dir=root / "sweeps", address=address, early_stop=False, max_failures=0,
         reuse_actors=reuse, sampler_seed=0, command="benchmark", batch_seeds=batch_seeds)
     started_at = time.time()  # epoch, to line up with MLflow's run timestamps
     t0 = time.perf_counter()

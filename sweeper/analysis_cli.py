@@ -1,6 +1,6 @@
 """`sweeper stable`, `sweeper compare`, `sweeper report`: what a finished sweep says.
 
-Registered on the `cli` group by importing this module (see `sweeper.cli.main`). The
+Listed in `sweeper.cli.COMMANDS` with the other commands. The
 definitions of stability and the ranking rule are in `sweeper.stability`.
 """
 
@@ -15,13 +15,12 @@ import click
 import yaml
 
 from sweeper import stability, tracking
-from sweeper.cli import SMOKE, check_seeds, cli
 from sweeper.errors import UserError
 from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
 from sweeper.objective import check_objective
+from sweeper.options import SMOKE, check_seeds, tracking_uri_option
 from sweeper.paths import check_dir_writable, check_file_writable
 from sweeper.stability import Setting, SettingStats
-from sweeper.tracking import DEFAULT_TRACKING_URI
 
 # Fields that define an experiment's evaluation protocol: numbers measured under different
 # values are not comparable (FID is biased in 1/N; a longer budget is a different question).
@@ -31,8 +30,7 @@ NOT_EXPORTED = ("seed", "device")
 # `--smoke-test` caps the confirm re-runs at this many settings and seeds.
 SMOKE_CONFIRM = {"top": 1, "seeds": 2}
 
-_uri_option = click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
-                           help="MLflow tracking URI the sweep logged to.")
+_uri_option = tracking_uri_option("MLflow tracking URI the sweep logged to.")
 _objective_option = click.option(
     "--objective", default=None, metavar="[quality|fid]",
     help="Re-rank by this tie-breaker after the success rate, without retraining: quality "
@@ -107,7 +105,7 @@ def _regions(a: Analysis) -> list:
 
 
 # ---------------------------------------------------------------------------- stable
-@cli.command()
+@click.command()
 @click.option("--experiment", required=True, help="Sweep name (MLflow experiment).")
 @_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
@@ -207,7 +205,7 @@ def write_export(a: Analysis, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- compare
-@cli.command()
+@click.command()
 @click.option("--experiment", "experiments", multiple=True, required=True,
               help="A sweep to compare (give two or more).")
 @_uri_option
@@ -259,7 +257,7 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> No
 
 
 # ---------------------------------------------------------------------------- report
-@cli.command()
+@click.command()
 @click.option("--experiment", required=True, help="Sweep name (MLflow experiment).")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the PNGs and summary.md.")

@@ -12,14 +12,13 @@ from typing import Any
 
 import click
 
+from sweeper.analysis_cli import compare, report, stable
 from sweeper.errors import UserError, one_line, short
+from sweeper.formatting import format_metrics
 from sweeper.objective import check_objective
-from sweeper.tracking import DEFAULT_TRACKING_URI
+from sweeper.options import SMOKE, check_seeds, tracking_uri_option
 from trainers import names
 from trainers.config import FIELDS, ConfigError, describe_range, load_config_file, make_config
-
-# --smoke-test shrinks the budget to seconds while keeping every code path.
-SMOKE = {"steps": 40, "eval_every": 20, "eval_samples": 500}
 
 _CLICK_TYPES = {"int": int, "float": float, "str": str}
 
@@ -85,12 +84,11 @@ def cli() -> None:
 
 
 # ---------------------------------------------------------------------------- train
-@cli.command()
+@click.command()
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON "
               "object on the last stdout line.")
-@click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
-              help="MLflow tracking URI (sqlite:///FILE or http://HOST:PORT).")
+@tracking_uri_option("MLflow tracking URI (sqlite:///FILE or http://HOST:PORT).")
 @click.option("--experiment", default="gan-sweeper-train", show_default=True,
               help="MLflow experiment to log into.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
@@ -130,22 +128,6 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
                    f"in {final[names.TRAIN_SECONDS]:.1f} s of training")
 
 
-# Seeds per setting: more than MANY_SEEDS draws a note (a trial's first report waits for
-# all of them), more than MAX_SEEDS is refused (stability needs 3-10; see README).
-MANY_SEEDS = 32
-MAX_SEEDS = 1000
-
-
-def check_seeds(option: str, n: int) -> None:
-    if n < 1 or n > MAX_SEEDS:
-        raise UserError(f"{option} must be between 1 and {MAX_SEEDS}, got {n}")
-    if n > MANY_SEEDS:
-        click.echo(f"note: {option} {n}: each setting trains {n} runs (as batched populations), "
-                   "so its first result comes only once all of them reach their first "
-                   "evaluation; 3-10 seeds usually settle stability (README: Stability)",
-                   err=True)
-
-
 # MLflow stores experiment names in a 500-character column.
 MAX_EXPERIMENT_NAME = 500
 
@@ -158,27 +140,8 @@ def check_experiment_name(name: str) -> None:
                         f"{MAX_EXPERIMENT_NAME}")
 
 
-def format_metrics(m: dict[str, float]) -> str:
-    """One human-readable line of the headline metrics."""
-    parts = [f"step {int(m.get(names.STEP, 0))}"]
-    if names.SEED_SUCCESS in m:
-        parts.append("success" if m[names.SEED_SUCCESS] >= 1 else "FAIL")
-    if names.MODES_COVERED in m:
-        parts.append(f"modes {int(m[names.MODES_COVERED])}/{int(m[names.NUM_MODES])}")
-    if names.MODES_HELD in m:
-        parts.append(f"held {int(m[names.MODES_HELD])}")
-    for key, fmt in ((names.HQ_FRACTION, ".3f"), (names.SEED_SCORE, ".3f"),
-                     (names.MODE_KL, ".3f"), (names.FID, ".4g"),
-                     (names.KID, ".4g"), (names.W_DISTANCE, ".4g"), (names.GRAD_NORM, ".3g")):
-        if key in m:
-            parts.append(f"{key} {m[key]:{fmt}}")
-    if m.get(names.DIVERGED):
-        parts.append("DIVERGED")
-    return "  ".join(parts)
-
-
 # ---------------------------------------------------------------------------- eval
-@cli.command("eval")
+@click.command("eval")
 @click.option("--dataset", required=True, help="Dataset the samples imitate.")
 @click.option("--samples", "samples_path", required=True, type=click.Path(dir_okay=False),
               help=".npy array: N x 2 for 2D data, N x C x H x W for images.")
@@ -199,7 +162,7 @@ def eval_cmd(dataset, samples_path, dataset_scale, data_root, as_json, **options
 
 
 # ---------------------------------------------------------------------------- datasets
-@cli.command()
+@click.command()
 def datasets() -> None:
     """List the datasets the trainer knows."""
     from trainers.data import DATASETS
@@ -212,57 +175,64 @@ def datasets() -> None:
 SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 
 
-@cli.command()
+def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
+    """`sweeper run`'s option values, checked before anything starts (one-line errors)."""
+    from sweeper.sweep import SEARCHES
+
+    for key, low in (("num_samples", 1), ("max_concurrent", 0), ("reduction_factor", 2),
+                     ("max_failures", 0)):
+        if o[key] < low:
+            raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {o[key]}")
+    if not resume:  # a resume trains the saved seeds
+        check_seeds("--seeds", o["seeds"])
+    cpus, gpus = o["cpus_per_trial"], o["gpus_per_trial"]
+    if not (math.isfinite(cpus) and math.isfinite(gpus)):
+        raise UserError("--cpus-per-trial and --gpus-per-trial must be finite numbers")
+    if cpus <= 0 or gpus < 0:
+        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if not 0 < o["grace_fraction"] <= 1:
+        raise UserError(f"--grace must be in (0, 1], got {o['grace_fraction']}")
+    if o["search"] not in SEARCHES:
+        raise UserError(f"--search must be one of {', '.join(SEARCHES)}, got {o['search']!r}")
+
+
+_OPTION_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
+
+
+def sweep_options(fn):
+    """One `sweeper run` option per documented SweepOptions field (sweeper/sweep.py), with
+    the dataclass's default: the defaults and docs live there only."""
+    from sweeper.sweep import CLI_FIELDS
+
+    for f in reversed(CLI_FIELDS):
+        m = f.metadata
+        flag = m["flag"] or "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            fn = click.option(flag, f.name, is_flag=True, default=f.default,
+                              show_default="/" in flag, help=m["doc"])(fn)
+        else:
+            fn = click.option(flag, f.name, type=_OPTION_TYPES[str(f.type)], default=f.default,
+                              show_default=f.default is not None, metavar=m["metavar"],
+                              help=m["doc"])(fn)
+    return fn
+
+
+@click.command()
 @click.option("--space", default="default", show_default=True,
               help="Shipped space name (see `sweeper spaces`) or path to a YAML file.")
 @click.option("--experiment", default=None, help="Sweep name = MLflow experiment "
               "[default: SPACE-DATE-TIME]. Reuse it with --resume.")
-@click.option("--num-samples", type=int, default=16, show_default=True,
-              help="Settings (trials) to try.")
-@click.option("--max-concurrent", type=int, default=0, show_default=True,
-              help="Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
-@click.option("--seeds", type=int, default=3, show_default=True,
-              help="Seeds per setting; the objective aggregates them (see README).")
-@click.option("--batch-seeds/--separate-seeds", default=True, show_default=True,
-              help="Train a trial's seeds as one batched population, or one after another "
-              "(where batching does not pay: benchmarks/population.py).")
-@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
-@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
-              help="GPU share per trial, e.g. 0.25 packs four trials on a GPU.")
-@click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
-              help="MLflow tracking URI (sqlite:///FILE or http://HOST:PORT).")
 @click.option("--sweep-dir", default="sweeps", show_default=True,
               type=click.Path(file_okay=False), help="Where Tune and Optuna keep sweep state "
               "(must be shared by all nodes of a cluster).")
-@click.option("--address", default=None, help="Ray cluster address (e.g. auto or "
-              "HOST:6379); default: a private local Ray.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep (--experiment, "
               "or the latest in --sweep-dir) with its saved options; only --address may "
               "change. Reads pickled state: only resume sweep directories you trust.")
-@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
-              help="ASHA early stopping on the running objective.")
-@click.option("--grace", type=float, default=0.25, show_default=True,
-              help="ASHA grace period, as a fraction of the step budget.")
-@click.option("--reduction-factor", type=int, default=3, show_default=True,
-              help="ASHA keeps the best 1/N of trials at each rung.")
-@click.option("--max-failures", type=int, default=2, show_default=True,
-              help="Retries of a failed trial (from its last checkpoint).")
-@click.option("--reuse-actors/--no-reuse-actors", default=True, show_default=True,
-              help="Reuse trial worker processes: saves ~5-25 s of worker start and imports per "
-              "trial (benchmarks/sweep_overhead.py).")
-@click.option("--search", default="tpe", show_default=True, metavar="[tpe|random]",
-              help="Optuna sampler: TPE, or random search (same machinery, only the sampler "
-              "differs; benchmarks/search_efficiency.py compares them).")
-@click.option("--sampler-seed", type=int, default=None, help="Seed of the Optuna sampler.")
+@sweep_options
 @_objective_option
 @rule_options
-@click.option("--verbose", is_flag=True, help="Ray Tune's own per-trial panels instead of "
-              "one line per ended trial and a short table of the running ones.")
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
-def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus_per_trial,
-        gpus_per_trial, tracking_uri, sweep_dir, address, resume, early_stop, grace,
-        reduction_factor, max_failures, reuse_actors, search, sampler_seed, objective,
-        verbose, smoke_test, **rule_opts) -> None:
+def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) -> None:
     """Sweep a search space: Ray Tune + Optuna (TPE or random) + ASHA, recorded in MLflow."""
     import dataclasses as dc
     import time
@@ -270,31 +240,18 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
 
     from sweeper import sweep
     from sweeper.spaces import load_space
+    from trainers.quality import RULE_FIELDS
 
-    for name, value, low in (("--num-samples", num_samples, 1),
-                             ("--max-concurrent", max_concurrent, 0),
-                             ("--reduction-factor", reduction_factor, 2),
-                             ("--max-failures", max_failures, 0)):
-        if value < low:
-            raise UserError(f"{name} must be at least {low}, got {value}")
-    if not resume:  # a resume trains the saved seeds
-        check_seeds("--seeds", seeds)
-    if not (math.isfinite(cpus_per_trial) and math.isfinite(gpus_per_trial)):
-        raise UserError("--cpus-per-trial and --gpus-per-trial must be finite numbers")
+    rule_opts = {k: options.pop(k) for k in RULE_FIELDS}
+    _check_sweep_options(options, resume=resume)
     if experiment is not None:
         check_experiment_name(experiment)
-    if cpus_per_trial <= 0 or gpus_per_trial < 0:
-        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
-    if not 0 < grace <= 1:
-        raise UserError(f"--grace must be in (0, 1], got {grace}")
-    if search not in sweep.SEARCHES:
-        raise UserError(f"--search must be one of {', '.join(sweep.SEARCHES)}, got {search!r}")
     check_objective(objective)
     space_obj = load_space(space)
     rule = rule_from_options(rule_opts, space_obj.success)
     if smoke_test:
-        num_samples = min(num_samples, SMOKE_SWEEP["num_samples"])
-        seeds = min(seeds, SMOKE_SWEEP["seeds"])
+        for key in ("num_samples", "seeds"):
+            options[key] = min(options[key], SMOKE_SWEEP[key])
         space_obj = dc.replace(space_obj, fixed={**space_obj.fixed, **SMOKE})
     sweep_root = Path(sweep_dir).resolve()
     if resume and experiment is None:
@@ -302,18 +259,13 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
         if experiment is None:
             raise UserError(f"nothing to resume in {sweep_root}; pass --experiment NAME")
     experiment = experiment or f"{space_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    opts = sweep.SweepOptions(
-        space=space_obj, name=experiment, num_samples=num_samples,
-        max_concurrent=max_concurrent, seeds=seeds, cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial, tracking_uri=tracking_uri, sweep_dir=sweep_root,
-        address=address, early_stop=early_stop, grace_fraction=grace,
-        reduction_factor=reduction_factor, max_failures=max_failures,
-        reuse_actors=reuse_actors, sampler_seed=sampler_seed, command=sweep.command_line(),
-        search=search, rule=rule, objective=objective, batch_seeds=batch_seeds, verbose=verbose)
+    opts = sweep.SweepOptions(space=space_obj, name=experiment, sweep_dir=sweep_root,
+                              command=sweep.command_line(), rule=rule, objective=objective,
+                              **options)
     if not resume:  # a resume prints the options it restored instead
-        click.echo(f"sweep {experiment!r}: space {space_obj.name}, {num_samples} settings x "
-                   f"{seeds} seeds, {search} search, objective {objective}; a seed succeeds "
-                   f"with {rule.describe()}", err=True)
+        click.echo(f"sweep {experiment!r}: space {space_obj.name}, {opts.num_samples} "
+                   f"settings x {opts.seeds} seeds, {opts.search} search, objective "
+                   f"{objective}; a seed succeeds with {rule.describe()}", err=True)
     if resume:
         note_ignored_options(click.get_current_context(), opts)
     try:
@@ -324,12 +276,13 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
         again = ["sweeper", "run", "--resume", "--experiment", experiment]
         if sweep_dir != "sweeps":
             again += ["--sweep-dir", sweep_dir]
-        if address:
-            again += ["--address", address]
+        if opts.address:
+            again += ["--address", opts.address]
         click.echo(f"\nsweep {experiment!r} interrupted ({e.signal_name or 'stop signal'}): "
                    f"{e.finished} of {e.num_samples} trials finished and nothing is lost; "
                    f"continue it with: {' '.join(shlex.quote(a) for a in again)}", err=True)
         return 130
+    tracking_uri = opts.tracking_uri
     if resume:  # the sweep's own options, not this command's defaults
         saved = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment))
         tracking_uri, objective = saved.tracking_uri, saved.objective
@@ -345,9 +298,8 @@ def run(space, experiment, num_samples, max_concurrent, seeds, batch_seeds, cpus
                f"settings across seeds: sweeper stable --experiment {shlex.quote(experiment)}")
 
 
-@cli.command()
-@click.option("--tracking-uri", default=DEFAULT_TRACKING_URI, show_default=True,
-              help="The SQLite store to serve (sqlite:///FILE).")
+@click.command()
+@tracking_uri_option("The SQLite store to serve (sqlite:///FILE).")
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--experiment", default=None, help="Link straight to this sweep's runs view.")
 def ui(tracking_uri, port, experiment) -> int:
@@ -388,14 +340,6 @@ def ui(tracking_uri, port, experiment) -> int:
         return 0
 
 
-# `run` options a resume takes from the sweep's saved options instead (SweepOptions field).
-_RESUME_SAVED = {"num_samples": "num_samples", "max_concurrent": "max_concurrent",
-                 "seeds": "seeds", "batch_seeds": "batch_seeds",
-                 "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
-                 "tracking_uri": "tracking_uri", "early_stop": "early_stop",
-                 "grace": "grace_fraction", "reduction_factor": "reduction_factor",
-                 "max_failures": "max_failures", "reuse_actors": "reuse_actors",
-                 "search": "search", "sampler_seed": "sampler_seed", "objective": "objective"}
 
 
 def note_ignored_options(ctx: click.Context, opts) -> None:
@@ -413,14 +357,13 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
         saved = sweep.restore_options(opts, path)
     except UserError:
         return  # run_sweep reports the damaged file
-    given = {p.name: ctx.params[p.name] for p in ctx.command.params
+    given = {p.name: (p.opts[0], ctx.params[p.name]) for p in ctx.command.params
              if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE,
                                                      ParameterSource.ENVIRONMENT)}
     ignored = []
-    for name, value in given.items():
-        flag = "--" + name.replace("_", "-")
-        if name in _RESUME_SAVED:
-            old = getattr(saved, _RESUME_SAVED[name])
+    for name, (flag, value) in given.items():
+        if name in sweep.SAVED_FIELDS and name != "name":  # options a resume takes as saved
+            old = getattr(saved, name)
         elif name in RULE_FIELDS:
             old = getattr(saved.rule, name)
         elif name == "space":
@@ -436,7 +379,7 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
                             f"ignoring {', '.join(ignored)}"), err=True)
 
 
-@cli.command()
+@click.command()
 def spaces() -> None:
     """List the shipped search spaces and their parameters."""
     from sweeper.spaces import SPACES_DIR, load_space, shipped_spaces
@@ -451,14 +394,19 @@ def spaces() -> None:
     click.echo(f"(files in {SPACES_DIR})")
 
 
+# Every command, listed once (as Optuna's cli.py does): `from sweeper.cli import cli` is the
+# whole group, with no import needed for its side effects.
+COMMANDS = (train, eval_cmd, datasets, run, ui, spaces, stable, compare, report)
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click usage errors and our user errors exit 2 with one line."""
-    import sweeper.analysis_cli  # noqa: F401  (registers stable/compare/report)
-
     # SIGTERM and SIGHUP stop any command like Ctrl-C does (`run` refines this while Tune
     # runs: sweeper/interrupt.py), not with an abort and a stack dump.
     for name in ("SIGTERM", "SIGHUP"):

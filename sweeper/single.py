@@ -13,6 +13,7 @@ import torch
 from sweeper import tracking
 from sweeper.bars import train_members
 from sweeper.errors import UserError
+from sweeper.formatting import format_metrics
 from sweeper.objective import aggregate, rule_params
 from sweeper.paths import check_file_writable
 from trainers import names
@@ -52,7 +53,6 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
         members = make_members(cfgs, rule)
     loggers = ([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
                if tracking_uri else [])
-    from sweeper.cli import format_metrics
     from sweeper.plots import sample_figure
 
     evals = 0
@@ -110,7 +110,6 @@ def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
 
 
 def _title(cfg: TrialConfig, m: dict[str, float]) -> str:
-    from sweeper.cli import format_metrics
 
     return f"{cfg.loss} on {cfg.dataset}, seed {cfg.seed}\n{format_metrics(m)}"
 

@@ -39,7 +39,6 @@ from trainers.config import (
 from trainers.quality import rule_from_mapping
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-DEFAULT_SPACE = "default"
 KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
 _TOP_KEYS = ("description", "fixed", "params", "success")
 

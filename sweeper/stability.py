@@ -51,6 +51,7 @@ import numpy as np
 
 from sweeper.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
 from trainers import names
+from trainers.losses import conditional_fields
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Three seeds is the smallest count at which a median and a min-max spread say anything, and
@@ -289,13 +290,14 @@ def varied_params(settings: Iterable[Setting | SettingStats],
     return out
 
 
-# A param that only one loss uses: it is meaningless (a leftover default) for the others.
-CONDITIONAL = {"gp_lambda": "wgan-gp", "clip_value": "wgan-clip"}
+# A param that only some losses use is meaningless (a leftover default) for the others; the
+# loss registry (trainers/losses.py) says which.
+CONDITIONAL = conditional_fields()
 
 
 def applies(param: str, params: Mapping[str, Any]) -> bool:
-    loss = CONDITIONAL.get(param)
-    return loss is None or params.get("loss") == loss
+    users = CONDITIONAL.get(param)
+    return users is None or params.get("loss") in users
 
 
 # ------------------------------------------------------------------------- stable regions

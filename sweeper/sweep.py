@@ -48,38 +48,64 @@ from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_m
 CONNECT_TIMEOUT_S = 10.0
 
 
+def _o(default: Any, doc: str, *, flag: str | None = None, metavar: str | None = None) -> Any:
+    """A SweepOptions field with its one-line doc; `sweeper run` makes its option from them
+    (`flag` when the option is not simply --field-name, e.g. an on/off pair)."""
+    return dataclasses.field(default=default,
+                             metadata={"doc": doc, "flag": flag, "metavar": metavar})
+
+
 @dataclass(frozen=True)
 class SweepOptions:
+    """Everything that defines one sweep. The fields with docs are `sweeper run`'s options
+    (sweeper/cli.py generates them), so their defaults live here and nowhere else."""
+
     space: SearchSpace
     name: str
-    num_samples: int
-    max_concurrent: int
-    seeds: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    tracking_uri: str
-    sweep_dir: Path
-    address: str | None
-    early_stop: bool
-    grace_fraction: float
-    reduction_factor: int
-    max_failures: int
-    reuse_actors: bool
-    sampler_seed: int | None
-    command: str
+    num_samples: int = _o(16, "Settings (trials) to try.")
+    max_concurrent: int = _o(0, "Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
+    seeds: int = _o(3, "Seeds per setting; the objective aggregates them (see README).")
+    cpus_per_trial: float = _o(1.0, "CPU share per trial (also its torch threads).")
+    gpus_per_trial: float = _o(0.0, "GPU share per trial, e.g. 0.25 packs four trials on a "
+                               "GPU.")
+    tracking_uri: str = _o(tracking.DEFAULT_TRACKING_URI, "MLflow tracking URI "
+                           "(sqlite:///FILE or http://HOST:PORT).")
+    sweep_dir: Path = Path("sweeps")  # the CLI's --sweep-dir is a path option of its own
+    address: str | None = _o(None, "Ray cluster address (e.g. auto or HOST:6379); default: a "
+                             "private local Ray.")
+    early_stop: bool = _o(True, "ASHA early stopping on the running objective.",
+                          flag="--early-stop/--no-early-stop")
+    grace_fraction: float = _o(0.25, "ASHA grace period, as a fraction of the step budget.",
+                               flag="--grace")
+    reduction_factor: int = _o(3, "ASHA keeps the best 1/N of trials at each rung.")
+    max_failures: int = _o(2, "Retries of a failed trial (from its last checkpoint).")
+    reuse_actors: bool = _o(True, "Reuse trial worker processes: saves ~5-25 s of worker "
+                            "start and imports per trial (benchmarks/sweep_overhead.py).",
+                            flag="--reuse-actors/--no-reuse-actors")
+    sampler_seed: int | None = _o(None, "Seed of the Optuna sampler.")
+    command: str = ""  # the command line that started the sweep, for the parent run
     # "tpe" (Optuna's TPE, the default) or "random" (Optuna's RandomSampler). Both go through
     # the same OptunaSearch, so a comparison of the two differs only in the sampler.
-    search: str = "tpe"
+    search: str = _o("tpe", "Optuna sampler: tpe, or random search (same machinery, only the "
+                     "sampler differs; benchmarks/search_efficiency.py compares them).",
+                     metavar="[tpe|random]")
     # What a seed must reach to count as a success, and the objective's tie-breaker
     # (sweeper/objective.py). Both are saved with the sweep and restored by --resume.
     rule: SuccessRule = DEFAULT_RULE
     objective: str = DEFAULT_OBJECTIVE
     # A trial's seeds train as one batched population (trainers/population.py); False trains
     # them one after another, for devices where batching does not pay.
-    batch_seeds: bool = True
+    batch_seeds: bool = _o(True, "Train a trial's seeds as one batched population, or one "
+                           "after another (where batching does not pay: "
+                           "benchmarks/population.py).", flag="--batch-seeds/--separate-seeds")
     # Ray Tune's own boxed per-trial panels instead of sweeper/progress.py's lines (this
     # driver session only: not saved).
-    verbose: bool = False
+    verbose: bool = _o(False, "Ray Tune's own per-trial panels instead of one line per ended "
+                       "trial and a short table of the running ones.", flag="--verbose")
+
+
+# The fields `sweeper run` makes options of, in this order.
+CLI_FIELDS = tuple(f for f in dataclasses.fields(SweepOptions) if "doc" in f.metadata)
 
 
 SEARCHES = ("tpe", "random")
@@ -87,7 +113,7 @@ SEARCHES = ("tpe", "random")
 
 # Options that define a sweep; saved at its start and restored by --resume, so a resumed
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
-_SAVED = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
+SAVED_FIELDS = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
           "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
           "max_failures", "reuse_actors", "sampler_seed", "search", "objective", "batch_seeds")
 # Saved options added after sweeps were already saved without them: the value those older
@@ -99,7 +125,7 @@ OPTIONS_FILE = "sweep_options.json"
 
 
 def save_options(opts: SweepOptions, path: Path) -> None:
-    data = {k: getattr(opts, k) for k in _SAVED}
+    data = {k: getattr(opts, k) for k in SAVED_FIELDS}
     data["rule"] = opts.rule.to_dict()
     data["space"] = {"name": opts.space.name, "source": opts.space.source,
                      "text": opts.space.text, "fixed": opts.space.fixed}
@@ -116,7 +142,7 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
         raise UserError(f"{path / OPTIONS_FILE} is missing or damaged; this sweep cannot be "
                         "resumed safely") from None
     data = {**_SAVED_DEFAULTS, **data}
-    missing = [k for k in (*_SAVED, "space", "rule") if k not in data]
+    missing = [k for k in (*SAVED_FIELDS, "space", "rule") if k not in data]
     if missing:
         raise UserError(f"{path / OPTIONS_FILE} lacks {', '.join(missing)}; this sweep cannot "
                         "be resumed safely")
@@ -126,7 +152,7 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
     # --smoke-test edits fixed values after parsing; the saved ones are what actually ran.
     space = dataclasses.replace(space, fixed=sp["fixed"])
     rule = rule_from_mapping(data["rule"], where=str(path / OPTIONS_FILE))
-    return dataclasses.replace(opts, space=space, rule=rule, **{k: data[k] for k in _SAVED})
+    return dataclasses.replace(opts, space=space, rule=rule, **{k: data[k] for k in SAVED_FIELDS})
 
 
 def sweep_path(sweep_dir: Path, name: str) -> Path:
@@ -367,7 +393,10 @@ def _scheduler(opts: SweepOptions):
 
     if not opts.early_stop:
         return FIFOScheduler()
-    steps = int(opts.space.fixed.get("steps", 2000))
+    from trainers.config import TrialConfig
+
+    # The budget a trial trains to: the space's, else the config's own default.
+    steps = int(opts.space.fixed.get("steps", TrialConfig.steps))
     return ASHAScheduler(time_attr=names.STEP, metric=names.RUNNING_OBJECTIVE, mode="min",
                          max_t=steps, grace_period=max(1, int(steps * opts.grace_fraction)),
                          reduction_factor=opts.reduction_factor)

@@ -67,9 +67,47 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def _popen(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _popen(args: list[str], log: Path, env: dict[str, str],
+           cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, cwd=cwd)
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    """Wait until the MLflow server at `base` answers /health; fail with the end of its log
+    if it exits first or takes longer than `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"no answer from {base} within {timeout:.0f} s: "
+                               f"{log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def sweeper_ui(root: Path, uri: str, experiment: str | None = None,
+               env: dict[str, str] | None = None):
+    """A real `sweeper ui` (a real `mlflow ui`) on a free port; yields (process, base URL,
+    log) once it answers, and stops its process group on the way out."""
+    port = free_port()
+    log = root / "ui.log"
+    args = [str(BIN / "sweeper"), "ui", "--tracking-uri", uri, "--port", str(port)]
+    proc = _popen(args + (["--experiment", experiment] if experiment else []), log,
+                  env if env is not None else dict(os.environ), cwd=root)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc, log)
+        yield proc, base, log
+    finally:
+        stop_group(proc)
 
 
 @dataclass
@@ -85,17 +123,8 @@ class MlflowServer:
                 "--backend-store-uri", f"sqlite:///{self.root}/server.db",
                 "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
         self.proc = _popen(args, self.log, dict(os.environ))
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
+        wait_healthy(self.uri, self.proc, self.log, timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -18,13 +18,12 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from sweeper import tracking
-from tests.procs import free_port, stop_group
+from tests.procs import sweeper_ui
 from tests.test_reliability import ENV, SWEEPER
 
 pytestmark = pytest.mark.slow
@@ -69,29 +68,11 @@ def smoke_sweep(tmp_path):
 
 @pytest.fixture
 def ui_server(tmp_path, smoke_sweep):
-    """`sweeper ui` on a free port; yields (base URL, the link it printed)."""
+    """`sweeper ui` on a free port (stopped by its group's PID after the test); yields (base
+    URL, the link it printed)."""
     uri, experiment, _ = smoke_sweep
-    port = free_port()
-    log = tmp_path / "ui.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([SWEEPER, "ui", "--tracking-uri", uri, "--port", str(port),
-                                 "--experiment", experiment], cwd=tmp_path, env=ENV,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + WAIT_S
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(log.read_text()[-3000:]) from None
-                time.sleep(1)
+    with sweeper_ui(tmp_path, uri, experiment, env=ENV) as (_, base, log):
         yield base, re.search(r"runs: (\S+)", log.read_text()).group(1)
-    finally:
-        stop_group(proc)
 
 
 def _wait(driver, find, what: str):

@@ -104,7 +104,6 @@ def commands(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
     text = "string"
     path = "path"
     flag = "flag"
-    import sweeper.analysis_cli  # noqa: F401  (registers stable, compare, report)
     from sweeper.cli import cli
     from trainers.config import FIELDS
 

@@ -13,10 +13,12 @@ from torch import nn
 
 from trainers.batched import StackedMLP
 from trainers.losses import (
+    LOSSES,
     WGANGP,
     BCEMinimax,
     BCENonSaturating,
     WGANClip,
+    conditional_fields,
     critic_grad_norms,
     gradient_penalty,
     interpolate,
@@ -255,3 +257,35 @@ def test_make_loss_maps_names_to_strategies_with_their_constants() -> None:
     assert isinstance(gp, WGANGP) and gp.gp_lambda == 3.0
     assert type(make_loss("bce", gp_lambda=1, clip_value=1)) is BCEMinimax
     assert type(make_loss("bce-ns", gp_lambda=1, clip_value=1)) is BCENonSaturating
+
+
+# ------------------------------------------------------------- the registry's contract
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_keeps_the_registry_contract(name: str) -> None:
+    from trainers.config import FIELDS, LOSS_DEFAULTS, make_config
+
+    cls = LOSSES[name]
+    assert cls.title and cls.source  # shown in --help and the README
+    assert set(cls.uses) <= set(FIELDS) and set(cls.defaults) <= set(FIELDS)
+    cfg = make_config({"loss": name})
+    for key, value in cls.defaults.items():  # make_config fills in the reference defaults
+        assert getattr(cfg, key) == value
+    assert LOSS_DEFAULTS[name] == cls.defaults
+    loss = make_loss(name, **{f: getattr(cfg, f) for f in cls.uses})
+    assert type(loss) is cls
+    # Every loss gives per-member [K] losses on a population of two linear critics.
+    critic = StackedMLP.stack([mlp(2, 1, 4, 1), mlp(2, 1, 4, 1)])
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(2, 8, 2, generator=g), torch.randn(2, 8, 2, generator=g)
+    eps = interpolation_eps(8, 1, g).expand(2, 8, 1) if loss.needs_interpolates else None
+    assert loss.critic_loss(critic, real, fake, eps).shape == (2,)
+    assert loss.generator_loss(critic(fake)).shape == (2,)
+
+
+def test_conditional_fields_name_the_losses_that_use_them() -> None:
+    assert conditional_fields() == {"gp_lambda": ("wgan-gp",), "clip_value": ("wgan-clip",)}
+    from sweeper.stability import applies
+
+    assert applies("gp_lambda", {"loss": "wgan-gp"})
+    assert not applies("gp_lambda", {"loss": "bce"})
+    assert applies("lr_d", {"loss": "bce"})  # shared by every loss

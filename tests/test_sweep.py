@@ -233,10 +233,8 @@ def _options(tmp_path: Path, search: str):
 
     return SweepOptions(
         space=load_space("default"), name="s", num_samples=2, max_concurrent=1, seeds=1,
-        cpus_per_trial=1.0, gpus_per_trial=0.0, tracking_uri="sqlite:///x.db",
-        sweep_dir=tmp_path, address=None, early_stop=True, grace_fraction=0.25,
-        reduction_factor=3, max_failures=0, reuse_actors=True, sampler_seed=5, command="t",
-        search=search)
+        tracking_uri="sqlite:///x.db", sweep_dir=tmp_path, max_failures=0, sampler_seed=5,
+        command="t", search=search)
 
 
 @pytest.mark.parametrize("search, sampler", [("tpe", optuna.samplers.TPESampler),
@@ -328,3 +326,20 @@ def test_random_search_sweep_end_to_end(tmp_path):
                               filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
     assert parent.data.params["search"] == "random"
     assert parent.data.params["sampler_seed"] == "7"
+
+
+def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> None:
+    """`sweeper run`'s options are generated from SweepOptions: one place for defaults."""
+    import dataclasses
+
+    from sweeper.cli import run
+    from sweeper.sweep import CLI_FIELDS, SweepOptions
+
+    params = {p.name: p for p in run.params}
+    for f in CLI_FIELDS:
+        assert params[f.name].default == f.default, f.name
+        assert params[f.name].help == f.metadata["doc"], f.name
+    assert params["grace_fraction"].opts == ["--grace"]
+    assert params["batch_seeds"].secondary_opts == ["--separate-seeds"]
+    fields = {f.name for f in dataclasses.fields(SweepOptions)}
+    assert {f.name for f in CLI_FIELDS} <= fields

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from sweeper import tracking
-from tests.procs import free_port, stop_group
+from tests.procs import sweeper_ui
 from tests.test_reliability import ENV, SWEEPER
 
 pytestmark = pytest.mark.slow
@@ -28,36 +27,18 @@ def test_sweeper_ui_serves_the_store_and_links_to_the_runs_view(tmp_path: Path):
     c = tracking.client(uri)
     exp = c.get_experiment_by_name("ui-check")
     assert exp.tags[tracking.TAG_EXPERIMENT_KIND] == tracking.EXPERIMENT_KIND
-    port = free_port()
-    log = tmp_path / "ui.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([SWEEPER, "ui", "--tracking-uri", uri, "--port", str(port),
-                                 "--experiment", "ui-check"], cwd=tmp_path, env=ENV,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise AssertionError(log.read_text()[-3000:]) from None
-                    time.sleep(1)
-            link = re.search(r"runs: (\S+)", log.read_text()).group(1)
-            assert link == (f"{base}/#/experiments/{exp.experiment_id}/runs?"
-                            "workflowType=machine_learning")
-            api = (f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-check")
-            with urllib.request.urlopen(api, timeout=10) as r:
-                served = json.load(r)["experiment"]
-            assert served["experiment_id"] == exp.experiment_id
-            # A second UI on the same port is refused in one line, before starting anything.
-            again = subprocess.run([SWEEPER, "ui", "--tracking-uri", uri, "--port", str(port)],
-                                   cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                                   timeout=60)
-            assert again.returncode == 2 and "is in use" in again.stderr
-            assert again.stderr.count("\n") == 1
-        finally:
-            stop_group(proc)
+    with sweeper_ui(tmp_path, uri, "ui-check", env=ENV) as (_, base, log):
+        link = re.search(r"runs: (\S+)", log.read_text()).group(1)
+        assert link == (f"{base}/#/experiments/{exp.experiment_id}/runs?"
+                        "workflowType=machine_learning")
+        api = (f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-check")
+        with urllib.request.urlopen(api, timeout=10) as r:
+            served = json.load(r)["experiment"]
+        assert served["experiment_id"] == exp.experiment_id
+        # A second UI on the same port is refused in one line, before starting anything.
+        port = base.rsplit(":", 1)[1]
+        again = subprocess.run([SWEEPER, "ui", "--tracking-uri", uri, "--port", port],
+                               cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                               timeout=60)
+        assert again.returncode == 2 and "is in use" in again.stderr
+        assert again.stderr.count("\n") == 1

@@ -17,15 +17,15 @@ from typing import Any
 
 import yaml
 
-LOSSES = ("bce", "bce-ns", "wgan-clip", "wgan-gp")
+from trainers.errors import ConfigError
+from trainers.losses import LOSSES as _LOSS_CLASSES
+
+# Derived from the one registry of losses (trainers/losses.py), never listed here.
+LOSSES = tuple(_LOSS_CLASSES)
 OPTIMIZERS = ("adam", "rmsprop")
 FID_BACKENDS = ("auto", "classifier", "inception")
 LR_SCHEDULES = ("constant", "linear")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-class ConfigError(ValueError):
-    """A user error in a config: the message is one line that names the problem and the fix."""
 
 
 def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
@@ -40,8 +40,9 @@ def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = No
 class TrialConfig:
     """One GAN training run. Fields are validated on construction."""
 
-    loss: str = _f("wgan-gp", "GAN loss: bce (minimax), bce-ns (non-saturating), wgan-clip, "
-                   "wgan-gp.", choices=LOSSES)
+    loss: str = _f("wgan-gp", "GAN loss: " + ", ".join(f"{n} ({c.title})"
+                                                       for n, c in _LOSS_CLASSES.items()) + ".",
+                   choices=LOSSES)
     dataset: str = _f("ring8", "Dataset name (see `sweeper datasets`).")
     steps: int = _f(2000, "Generator iterations to train for.", lo=1, hi=10_000_000)
     batch_size: int = _f(256, "Samples per batch, real and fake alike.", lo=1, hi=65_536)
@@ -97,22 +98,8 @@ class TrialConfig:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrialConfig)}
 
-# Reference defaults per loss; each line cites where it comes from (see shared protocols.md).
-LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Goodfellow et al. 2014 train D and G alternately (k = 1); Adam 2e-4, beta1 0.5 is DCGAN's
-    # setting (Radford et al. 2015), the usual default for BCE GANs.
-    "bce": {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
-            "n_critic": 1},
-    "bce-ns": {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
-               "n_critic": 1},
-    # WGAN, Arjovsky et al. 2017 (arXiv 1701.07875), Algorithm 1: RMSProp 5e-5, c = 0.01, 5.
-    "wgan-clip": {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip_value": 0.01,
-                  "n_critic": 5},
-    # WGAN-GP, Gulrajani et al. 2017 (arXiv 1704.00028): Adam 1e-4, lambda 10, n_critic 5;
-    # betas (0.5, 0.9) as in its released MNIST/CIFAR/toy code (the paper says (0, 0.9)).
-    "wgan-gp": {"optimizer": "adam", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9,
-                "gp_lambda": 10.0, "n_critic": 5},
-}
+# Each loss's reference optimiser settings (with their sources, in trainers/losses.py).
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {n: dict(c.defaults) for n, c in _LOSS_CLASSES.items()}
 
 
 def describe_range(f: dataclasses.Field) -> str:

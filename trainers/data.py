@@ -22,13 +22,11 @@ import torch
 
 from trainers import images, metrics, names
 from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
+from trainers.seeds import REAL_EVAL_SEED
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
 
-# Real evaluation samples are drawn with this fixed seed, so every run and every seed of a
-# sweep is scored against the same real set (less noise when comparing settings).
-REAL_EVAL_SEED = 1234
 # The real HQ fraction of an isotropic 2D Gaussian mode: P(|x - mu| <= 3 sigma) for a
 # Rayleigh radius, 1 - exp(-9/2) = 0.98889 (nearest-centre ties are negligible: the closest
 # centres of ring8 and grid25 lie 76 and 40 sigma apart).

@@ -50,8 +50,9 @@ from torch import Tensor
 
 from trainers import classifier as clf
 from trainers import metrics, names
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
+from trainers.seeds import REAL_EVAL_SEED
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
@@ -297,7 +298,6 @@ class ImageDataset:
     def _real(self) -> _RealSide:
         """Features, their Gaussian fit and the confident (HQ) fraction of `eval_samples` real
         samples drawn with a fixed seed: the reference every evaluation is scored against."""
-        from trainers.data import REAL_EVAL_SEED  # late: data imports this module
 
         g = torch.Generator(device=self.device).manual_seed(REAL_EVAL_SEED)
         real = self.sample(self.eval_samples, g)

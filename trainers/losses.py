@@ -1,5 +1,11 @@
 """The four GAN losses as small strategy objects, and the WGAN-GP gradient penalty.
 
+`LOSSES` is the one registry of losses: each class carries its name, the config fields it
+reads beyond the shared ones (`uses`), and its reference optimiser settings with their source
+(`defaults`, `source`), from which `trainers.config` derives the loss choices and defaults and
+`sweeper.stability` which params a setting's loss makes meaningful. Adding a loss is one class
+here, listed once in `LOSSES`, and its test.
+
 Every tensor is a population's: [K, B, ...] with the member first (a single run is K = 1),
 and every loss is per member, shape [K]; the trainer sums them, so each member's gradient is
 its own. Per-member constants (lambda, clip value) are [K] tensors, or floats shared by all.
@@ -12,6 +18,7 @@ loss name. For BCE losses the "critic" returns the discriminator's logit: D(x) =
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +70,16 @@ def _per_member(value: Tensor | float, like: Tensor) -> Tensor | float:
 
 
 class Loss(ABC):
-    """Interface: critic_loss, generator_loss and an after_critic_step hook."""
+    """Interface: critic_loss, generator_loss and an after_critic_step hook.
 
+    The constructor takes the per-member values of the `uses` fields, in that order."""
+
+    # Config fields this loss reads beside the shared ones (n_critic, learning rates...).
+    uses: ClassVar[tuple[str, ...]] = ()
+    # The reference optimiser settings that `make_config` fills in, and where they come from.
+    defaults: ClassVar[dict[str, Any]] = {}
+    source: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # a few words for `--help`
     wasserstein = False
     # The critic loss needs random interpolates (one eps per sample, drawn by the trainer
     # from each member's own stream).
@@ -88,6 +103,13 @@ class BCEMinimax(Loss):
     """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))); G minimises
     log(1 - D(G(z))), whose gradient vanishes when D confidently rejects fakes."""
 
+    # Goodfellow et al. 2014 train D and G alternately (k = 1); Adam 2e-4, beta1 0.5 is
+    # DCGAN's setting (Radford et al. 2015), the usual default for BCE GANs.
+    defaults = {"optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+                "n_critic": 1}
+    source = "Goodfellow et al. 2014; DCGAN"
+    title = "BCE minimax"
+
     def critic_loss(self, critic, real, fake, eps=None):
         # -log D(x) = softplus(-c(x)); -log(1 - D(G(z))) = softplus(c(G(z)))
         return _mean(F.softplus(-critic(real))) + _mean(F.softplus(critic(fake)))
@@ -99,6 +121,8 @@ class BCEMinimax(Loss):
 class BCENonSaturating(BCEMinimax):
     """Same discriminator; G maximises log D(G(z)) instead (the 'non-saturating' trick)."""
 
+    title = "BCE non-saturating"
+
     def generator_loss(self, fake_scores):
         return _mean(F.softplus(-fake_scores))  # -log sigmoid(s) = softplus(-s)
 
@@ -108,6 +132,12 @@ class WGANClip(Loss):
     after every critic step to keep it (crudely) Lipschitz. c is per member."""
 
     wasserstein = True
+    uses = ("clip_value",)
+    # WGAN, Arjovsky et al. 2017 (arXiv 1701.07875), Algorithm 1: RMSProp 5e-5, c = 0.01, 5.
+    defaults = {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip_value": 0.01,
+                "n_critic": 5}
+    source = "Arjovsky et al. 2017"
+    title = "WGAN, weight clipping"
 
     def __init__(self, clip_value: Tensor | float) -> None:
         self.clip_value = clip_value
@@ -135,6 +165,13 @@ class WGANGP(WGANClip):
     """Gulrajani et al. 2017: E[c(G(z))] - E[c(x)] + lambda * gradient_penalty; no clipping."""
 
     needs_interpolates = True
+    uses = ("gp_lambda",)
+    # WGAN-GP, Gulrajani et al. 2017 (arXiv 1704.00028): Adam 1e-4, lambda 10, n_critic 5;
+    # betas (0.5, 0.9) as in its released MNIST/CIFAR/toy code (the paper says (0, 0.9)).
+    defaults = {"optimizer": "adam", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9,
+                "gp_lambda": 10.0, "n_critic": 5}
+    source = "Gulrajani et al. 2017 (code)"
+    title = "WGAN-GP"
 
     def __init__(self, gp_lambda: Tensor | float) -> None:
         self.gp_lambda = gp_lambda
@@ -157,10 +194,16 @@ LOSSES: dict[str, type[Loss]] = {
 }
 
 
-def make_loss(name: str, *, gp_lambda: Tensor | float, clip_value: Tensor | float) -> Loss:
+def make_loss(name: str, **values: Tensor | float) -> Loss:
+    """The loss `name`, given (at least) the values of the fields it uses, per member."""
     cls = LOSSES[name]
-    if issubclass(cls, WGANGP):
-        return cls(gp_lambda)
-    if issubclass(cls, WGANClip):
-        return cls(clip_value)
-    return cls()
+    return cls(*(values[f] for f in cls.uses))
+
+
+def conditional_fields() -> dict[str, tuple[str, ...]]:
+    """Each field some loss uses and others ignore -> the losses that use it."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, cls in LOSSES.items():
+        for f in cls.uses:
+            out[f] = out.get(f, ()) + (name,)
+    return out

@@ -43,6 +43,7 @@ from trainers import names
 from trainers.batched import BatchedAdam, BatchedRMSprop, StackedMLP
 from trainers.config import ConfigError, TrialConfig, make_config
 from trainers.data import build_dataset
+from trainers.losses import LOSSES as LOSS_CLASSES
 from trainers.losses import critic_grad_norms, interpolate, interpolation_eps, make_loss
 from trainers.models import build_models
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
@@ -103,7 +104,7 @@ class Population:
             return torch.tensor([float(getattr(c, name)) for c in configs], device=self.device)
 
         self.lr_g, self.lr_d = col("lr_g"), col("lr_d")
-        self.loss = make_loss(cfg.loss, gp_lambda=col("gp_lambda"), clip_value=col("clip_value"))
+        self.loss = make_loss(cfg.loss, **{f: col(f) for f in LOSS_CLASSES[cfg.loss].uses})
         if cfg.optimizer == "rmsprop":
             self.opt_g = BatchedRMSprop(list(self.G.parameters()))
             self.opt_d = BatchedRMSprop(list(self.D.parameters()))

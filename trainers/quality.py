@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from trainers import names
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 from trainers.metrics import histogram_metrics
 
 # The defaults, as named constants (documented in the module docstring and the README).

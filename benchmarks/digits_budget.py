@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import mean_se  # noqa: E402
 from sweeper.bars import Progress  # noqa: E402
 from trainers import classifier as clf  # noqa: E402
 from trainers import metrics, names  # noqa: E402
@@ -63,14 +64,6 @@ class Clock:
     @property
     def wall(self) -> float:
         return time.perf_counter() - self.wall0
-
-
-def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
-    """'mean ± s.e.' over seeds ('mean' alone for one value)."""
-    m = statistics.fmean(values)
-    if len(values) == 1:
-        return fmt.format(m)
-    return f"{fmt.format(m)} ± {fmt.format(statistics.stdev(values) / math.sqrt(len(values)))}"
 
 
 def budget_fixed() -> dict[str, Any]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -49,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trainers  # noqa: E402
+from benchmarks._common import mean_se  # noqa: E402
 from sweeper.bars import Progress  # noqa: E402
 from trainers import names  # noqa: E402
 from trainers.config import ConfigError, load_config_file, make_config  # noqa: E402
@@ -208,17 +208,6 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
             bar.update_to(bar.n + 1)
     bar.close()
     return [r for r in runs if r is not None], sum(len(i) for i in futures), stale
-
-
-def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
-    """'mean ± s.e.' over seeds ('mean' alone for one seed, '–' for none)."""
-    if not values:
-        return "–"
-    m = statistics.fmean(values)
-    if len(values) == 1:
-        return fmt.format(m)
-    se = statistics.stdev(values) / math.sqrt(len(values))
-    return f"{fmt.format(m)} ± {fmt.format(se)}"
 
 
 def row_cells(runs: list[Run]) -> list[str]:

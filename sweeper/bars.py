@@ -135,5 +135,4 @@ def train_members(members: Members, desc: str, *, chunks: int = 100,
                 members.train_until(min(target, members.step + chunk))
                 bar.update_to(_members_progress(members)[0])
             latest = members.evaluate()
-            bar.update_to(_members_progress(members)[0])
             yield bar, latest

@@ -20,7 +20,8 @@ from sweeper.options import SMOKE, check_seeds, tracking_uri_option
 from trainers import names
 from trainers.config import FIELDS, ConfigError, describe_range, load_config_file, make_config
 
-_CLICK_TYPES = {"int": int, "float": float, "str": str}
+# Field type names (as annotated, `from __future__ import annotations`) -> click types.
+_CLICK_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
 
 
 def config_options(fn):
@@ -196,9 +197,6 @@ def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
         raise UserError(f"--search must be one of {', '.join(SEARCHES)}, got {o['search']!r}")
 
 
-_OPTION_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
-
-
 def sweep_options(fn):
     """One `sweeper run` option per documented SweepOptions field (sweeper/sweep.py), with
     the dataclass's default: the defaults and docs live there only."""
@@ -211,7 +209,7 @@ def sweep_options(fn):
             fn = click.option(flag, f.name, is_flag=True, default=f.default,
                               show_default="/" in flag, help=m["doc"])(fn)
         else:
-            fn = click.option(flag, f.name, type=_OPTION_TYPES[str(f.type)], default=f.default,
+            fn = click.option(flag, f.name, type=_CLICK_TYPES[str(f.type)], default=f.default,
                               show_default=f.default is not None, metavar=m["metavar"],
                               help=m["doc"])(fn)
     return fn
@@ -340,8 +338,6 @@ def ui(tracking_uri, port, experiment) -> int:
         return 0
 
 
-
-
 def note_ignored_options(ctx: click.Context, opts) -> None:
     """Say which options given with --resume differ from the sweep's saved ones (and so are
     ignored), in one line. Silent when the sweep cannot be found: run_sweep says so."""
@@ -362,7 +358,7 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
                                                      ParameterSource.ENVIRONMENT)}
     ignored = []
     for name, (flag, value) in given.items():
-        if name in sweep.SAVED_FIELDS and name != "name":  # options a resume takes as saved
+        if name in sweep.SAVED_FIELDS:  # options a resume takes as saved
             old = getattr(saved, name)
         elif name in RULE_FIELDS:
             old = getattr(saved.rule, name)

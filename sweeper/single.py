@@ -110,7 +110,6 @@ def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
 
 
 def _title(cfg: TrialConfig, m: dict[str, float]) -> str:
-
     return f"{cfg.loss} on {cfg.dataset}, seed {cfg.seed}\n{format_metrics(m)}"
 
 

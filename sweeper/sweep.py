@@ -114,8 +114,9 @@ SEARCHES = ("tpe", "random")
 # Options that define a sweep; saved at its start and restored by --resume, so a resumed
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
 SAVED_FIELDS = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
-          "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction", "reduction_factor",
-          "max_failures", "reuse_actors", "sampler_seed", "search", "objective", "batch_seeds")
+                "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction",
+                "reduction_factor", "max_failures", "reuse_actors", "sampler_seed", "search",
+                "objective", "batch_seeds")
 # Saved options added after sweeps were already saved without them: the value those older
 # sweeps actually ran with, so they still resume as they started (before the quality rule,
 # seeds succeeded on coverage alone and FID broke ties).
@@ -152,7 +153,8 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
     # --smoke-test edits fixed values after parsing; the saved ones are what actually ran.
     space = dataclasses.replace(space, fixed=sp["fixed"])
     rule = rule_from_mapping(data["rule"], where=str(path / OPTIONS_FILE))
-    return dataclasses.replace(opts, space=space, rule=rule, **{k: data[k] for k in SAVED_FIELDS})
+    return dataclasses.replace(opts, space=space, rule=rule,
+                               **{k: data[k] for k in SAVED_FIELDS})
 
 
 def sweep_path(sweep_dir: Path, name: str) -> Path:

@@ -1,6 +1,6 @@
 """The four GAN losses as small strategy objects, and the WGAN-GP gradient penalty.
 
-`LOSSES` is the one registry of losses: each class carries its name, the config fields it
+`LOSSES` is the one registry of losses, name -> class: each class carries the config fields it
 reads beyond the shared ones (`uses`), and its reference optimiser settings with their source
 (`defaults`, `source`), from which `trainers.config` derives the loss choices and defaults and
 `sweeper.stability` which params a setting's loss makes meaningful. Adding a loss is one class

@@ -228,14 +228,40 @@ def _parse_when(key: str, raw: Any, earlier: list[Param],
 
 
 def _check_values(fixed: dict[str, Any], params: list[Param]) -> None:
-    """Every choice and both ends of every range must make a valid TrialConfig."""
-    make_config(fixed)
+    """Every combination of the choices, and both ends of every range, must make a valid
+    TrialConfig (a loss with a built-in penalty and a second penalty would fail as trials)."""
+    combos = _choice_combinations(fixed, [p for p in params if p.kind == "choice"])
+    for combo in combos:
+        try:
+            make_config(combo)
+        except ConfigError as e:
+            chosen = ", ".join(f"{k}={v}" for k, v in combo.items() if k not in fixed)
+            raise UserError(f"the choices {chosen}: {e}") from None
     for p in params:
+        if p.kind == "choice":
+            continue
+        base = next((c for c in combos if p.when is None or c.get(p.when[0]) in p.when[1]),
+                    combos[0])
         for v in p.values:
-            base = dict(fixed)
-            if p.when:
-                base[p.when[0]] = p.when[1][0]
             try:
                 make_config({**base, p.name: v})
             except ConfigError as e:
                 raise UserError(f"param {p.name!r}: {e}") from None
+
+
+_MAX_COMBINATIONS = 4096  # a space with more categorical combinations is checked in part
+
+
+def _choice_combinations(fixed: dict[str, Any], choices: list[Param]) -> list[dict[str, Any]]:
+    """The fixed values with each combination of the choice params (as `__call__` suggests
+    them: a conditional choice only where its `when` holds)."""
+    combos = [dict(fixed)]
+    for p in choices:
+        grown = []
+        for c in combos:
+            if p.when is not None and c.get(p.when[0]) not in p.when[1]:
+                grown.append(c)
+            else:
+                grown += [{**c, p.name: v} for v in p.values]
+        combos = grown[:_MAX_COMBINATIONS]
+    return combos

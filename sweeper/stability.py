@@ -51,7 +51,7 @@ import numpy as np
 
 from sweeper.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
 from trainers import names
-from trainers.losses import conditional_fields
+from trainers.config import applies
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Three seeds is the smallest count at which a median and a min-max spread say anything, and
@@ -276,8 +276,9 @@ def varied_params(settings: Iterable[Setting | SettingStats],
                   candidates: Iterable[str] | None = None) -> list[str]:
     """Params that take more than one value among the settings where they apply.
 
-    gp_lambda counts only for wgan-gp settings and clip_value only for wgan-clip ones: the
-    other losses carry the (unused) default in their full config.
+    gp_lambda counts only for wgan-gp settings, clip_value only for wgan-clip ones and
+    penalty_weight only with a penalty (`trainers.config.applies`): the others carry the
+    (unused) default in their full config.
     """
     settings = list(settings)
     keys = candidates if candidates is not None else sorted(
@@ -288,16 +289,6 @@ def varied_params(settings: Iterable[Setting | SettingStats],
         if len(vals) > 1:
             out.append(k)
     return out
-
-
-# A param that only some losses use is meaningless (a leftover default) for the others; the
-# loss registry (trainers/losses.py) says which.
-CONDITIONAL = conditional_fields()
-
-
-def applies(param: str, params: Mapping[str, Any]) -> bool:
-    users = CONDITIONAL.get(param)
-    return users is None or params.get("loss") in users
 
 
 # ------------------------------------------------------------------------- stable regions

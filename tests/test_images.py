@@ -25,9 +25,9 @@ from trainers import images, names
 from trainers.config import ConfigError, make_config
 from trainers.data import DATASETS, REAL_EVAL_SEED, build_dataset
 from trainers.loop import Trainer
-from trainers.losses import critic_grad_norms, gradient_penalty, interpolate, interpolation_eps
 from trainers.metrics import kl_to_reference
 from trainers.models import build_models
+from trainers.penalties import critic_grad_norms, gradient_penalty, interpolate, interpolation_eps
 from trainers.stacked_conv import StackedConvCritic
 
 CPU = torch.device("cpu")

@@ -12,20 +12,21 @@ import torch
 from torch import nn
 
 from trainers.batched import StackedMLP
+from trainers.config import CONDITIONAL, applies
 from trainers.losses import (
     LOSSES,
     WGANGP,
     BCEMinimax,
     BCENonSaturating,
     WGANClip,
-    conditional_fields,
-    critic_grad_norms,
-    gradient_penalty,
-    interpolate,
-    interpolation_eps,
     make_loss,
 )
 from trainers.models import mlp
+from trainers.penalties import (
+    PENALTIES,
+    interpolate,
+    interpolation_eps,
+)
 
 torch.set_num_threads(1)
 
@@ -51,55 +52,7 @@ def _x_hat(real: torch.Tensor, fake: torch.Tensor, seed: int) -> torch.Tensor:
     return interpolate(real, fake, eps.double()[None])
 
 
-# ----------------------------------------------------------------------------- penalty
-@pytest.mark.parametrize("w", [[3.0, 4.0], [0.6, 0.8], [0.1, -0.2], [0.0, 0.0], [1.0, 2.0, 2.0]])
-def test_gradient_penalty_of_linear_critic_is_norm_minus_one_squared(w: list[float]) -> None:
-    critic = _linear_critic(w)
-    real, fake = _pair(64, len(w))
-    gp = gradient_penalty(critic, _x_hat(real, fake, 1))
-    assert gp.shape == (1,)
-    norm = math.sqrt(sum(v * v for v in w))
-    assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
-
-
-def test_gradient_penalty_reaches_critic_weights() -> None:
-    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||; needs create_graph=True in the penalty
-    w = torch.tensor([3.0, 4.0], dtype=torch.float64)
-    critic = _linear_critic(w.tolist())
-    real, fake = _pair(16, 2)
-    gradient_penalty(critic, _x_hat(real, fake, 0)).sum().backward()
-    expected = 2 * (5.0 - 1.0) * w / 5.0
-    torch.testing.assert_close(critic.weight.grad[0], expected, rtol=0, atol=1e-12)
-    assert critic.bias.grad is None or critic.bias.grad.abs().item() < 1e-12
-
-
-def test_gradient_penalty_flattens_each_sample_of_4d_inputs() -> None:
-    # A linear critic on flattened 3x4x4 images has gradient w (reshaped) everywhere, so the
-    # penalty is (||w|| - 1)^2 only if the norm runs over all of C, H and W per sample (a norm
-    # over dim 1 alone, a bug of several ports, gives a different number).
-    g = torch.Generator().manual_seed(0)
-    critic = nn.Sequential(nn.Flatten(2), nn.Linear(3 * 4 * 4, 1)).double()
-    with torch.no_grad():
-        critic[1].weight.copy_(torch.randn(1, 48, generator=g, dtype=torch.float64) * 0.5)
-    norm = critic[1].weight.norm().item()
-    real, fake = _pair(8, 3, 4, 4)
-    gp = gradient_penalty(critic, _x_hat(real, fake, 2))
-    assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
-    norms = critic_grad_norms(critic, real)
-    assert norms.shape == (1, 8)
-    torch.testing.assert_close(norms, torch.full((1, 8), norm, dtype=torch.float64))
-
-
-def test_critic_grad_norms_of_a_quadratic_critic() -> None:
-    # c(x) = 0.5 |x|^2 has gradient x, so the per-sample norm is |x|
-    class Half(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return 0.5 * (x**2).flatten(2).sum(2, keepdim=True)
-
-    real, _ = _pair(10, 2, 3)
-    torch.testing.assert_close(critic_grad_norms(Half(), real), real.flatten(2).norm(dim=2))
-
-
+# ------------------------------------------------------------------------ WGAN-GP
 def test_per_member_penalty_weights_and_penalties() -> None:
     # K = 3 linear critics w_j: member j's loss is its own W estimate + lambda_j (|w_j| - 1)^2.
     w = torch.tensor([[3.0, 4.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
@@ -282,10 +235,14 @@ def test_every_registered_loss_keeps_the_registry_contract(name: str) -> None:
     assert loss.generator_loss(critic(fake)).shape == (2,)
 
 
-def test_conditional_fields_name_the_losses_that_use_them() -> None:
-    assert conditional_fields() == {"gp_lambda": ("wgan-gp",), "clip_value": ("wgan-clip",)}
-    from sweeper.stability import applies
-
+def test_conditional_fields_name_the_strategies_that_use_them() -> None:
+    assert CONDITIONAL == {"gp_lambda": ("loss", ("wgan-gp",)),
+                           "clip_value": ("loss", ("wgan-clip",)),
+                           "penalty_weight": ("penalty", tuple(PENALTIES))}
     assert applies("gp_lambda", {"loss": "wgan-gp"})
     assert not applies("gp_lambda", {"loss": "bce"})
     assert applies("lr_d", {"loss": "bce"})  # shared by every loss
+    assert applies("penalty_weight", {"loss": "bce", "penalty": "r1"})
+    assert not applies("penalty_weight", {"loss": "wgan-gp", "penalty": "none"})
+    # Runs logged before penalties existed have no `penalty` param: it was none.
+    assert not applies("penalty_weight", {"loss": "wgan-gp"})

@@ -23,7 +23,8 @@ def member_configs(loss: str, seeds=(0, 1, 2), **extra):
     # Members differ in every per-member hyperparameter the loss uses.
     return [make_config({**BASE, "loss": loss, "seed": s, "lr_d": 1e-3 * (1 + s),
                          "lr_g": 5e-4 * (1 + s), "gp_lambda": 0.5 + s, "clip_value": 0.05 * (1 + s),
-                         "beta1": 0.5 - 0.1 * (s % 3), **extra}) for s in seeds]
+                         "penalty_weight": 0.3 + s, "beta1": 0.5 - 0.1 * (s % 3), **extra})
+            for s in seeds]
 
 
 def weights(pop: Population, j: int) -> list[torch.Tensor]:
@@ -76,11 +77,35 @@ def test_member_j_matches_a_single_run_with_seed_j(loss):
     _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-5, "atol": 1e-5})
 
 
+@pytest.mark.parametrize("loss", ["wgan", "bce-ns"])
+@pytest.mark.parametrize("penalty", ["gp", "lp", "r1"])
+def test_member_j_with_a_penalty_matches_a_single_run_with_seed_j(loss, penalty):
+    # The reference writes each penalty out; members differ in the penalty weight.
+    cfgs = member_configs(loss, penalty=penalty)
+    _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-5, "atol": 1e-5})
+
+
+def test_wgan_with_the_two_sided_penalty_is_wgan_gp():
+    # `wgan-gp` is kept as a loss for old configs; it must be the same run, draw for draw.
+    gp = member_configs("wgan-gp", seeds=(1, 2))
+    composed = [c.replace(loss="wgan", penalty="gp", penalty_weight=c.gp_lambda) for c in gp]
+    a, b = Population(gp), Population(composed)
+    a.train_until(12)
+    b.train_until(12)
+    for j in range(2):
+        for x, y in zip(weights(a, j), weights(b, j), strict=True):
+            assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("loss", ["bce", "bce-ns", "wgan-clip", "wgan-gp"])
 def test_conv_member_j_matches_a_single_run_with_seed_j(loss, classifier_cache):
     # Grouped convolutions add up in another order than K separate ones: float round-off.
+    # With clipping, a weight that round-off puts a hair either side of +-c is clamped in one
+    # run and not in the other, and six steps grow that to ~2e-4 on a few weights on some
+    # CPUs (AMD EPYC). A wrong draw order or update differs by orders of magnitude more.
+    tol = {"rtol": 1e-3, "atol": 5e-4} if loss == "wgan-clip" else {"rtol": 1e-4, "atol": 1e-5}
     cfgs = member_configs(loss, **DIGITS)
-    _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-4, "atol": 1e-5})
+    _check_members_match_single_runs(Population(cfgs), cfgs, tol)
 
 
 def test_the_same_batches_as_a_single_run():

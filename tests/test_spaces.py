@@ -48,6 +48,30 @@ def test_conditional_parameters_only_with_their_loss():
     assert seen == {"bce", "bce-ns", "wgan-clip", "wgan-gp"}
 
 
+def test_penalty_weight_only_with_a_penalty():
+    space = load_space("penalties")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    seen = set()
+    for _ in range(40):
+        t = study.ask()
+        fixed = space(t)
+        seen.add((t.params["loss"], t.params["penalty"]))
+        assert "penalty_weight" in t.params and "gp_lambda" not in t.params
+        make_config({**fixed, **t.params})
+        study.tell(t, 0.0)
+    assert seen == {(loss, p) for loss in ("wgan", "bce-ns") for p in ("gp", "lp", "r1")}
+    space = parse_space({"fixed": {"loss": "bce-ns"},
+                         "params": {"penalty": {"choice": ["none", "lp"]},
+                                    "penalty_weight": {"uniform": [0.1, 1],
+                                                       "when": {"penalty": "lp"}}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(20):
+        t = study.ask()
+        space(t)
+        assert ("penalty_weight" in t.params) == (t.params["penalty"] == "lp")
+        study.tell(t, 0.0)
+
+
 BASE = {"fixed": {"dataset": "ring8"}, "params": {"gp_lambda": {"log_uniform": [0.1, 10]}}}
 
 
@@ -67,6 +91,8 @@ BASE = {"fixed": {"dataset": "ring8"}, "params": {"gp_lambda": {"log_uniform": [
     ({"params": {"loss": {"choice": ["bce", "wgan-gp"]},
                  "gp_lambda": {"log_uniform": [0.1, 1], "when": {"loss": "wgan-clip"}}}},
      "is not a choice of 'loss'"),
+    ({"params": {"loss": {"choice": ["wgan", "wgan-gp"]}, "penalty": {"choice": ["r1"]}}},
+     "the choices loss=wgan-gp, penalty=r1: loss wgan-gp has its gradient penalty built in"),
     ({"params": {}}, "'params' is empty"),
     ({"fixed": {"steps": 10}, "params": {"steps": {"int": [1, 5]}}}, "both fixed and sampled"),
     ({"params": {"seed": {"int": [0, 5]}}}, "cannot be sampled"),

@@ -19,9 +19,13 @@ import yaml
 
 from trainers.errors import ConfigError
 from trainers.losses import LOSSES as _LOSS_CLASSES
+from trainers.penalties import NONE as _NO_PENALTY
+from trainers.penalties import PENALTIES as _PENALTY_CLASSES
+from trainers.penalties import WEIGHT_FIELD as _PENALTY_WEIGHT
 
-# Derived from the one registry of losses (trainers/losses.py), never listed here.
+# Derived from the registries of losses and penalties (trainers/losses.py, penalties.py).
 LOSSES = tuple(_LOSS_CLASSES)
+PENALTIES = (_NO_PENALTY,) + tuple(_PENALTY_CLASSES)
 OPTIMIZERS = ("adam", "rmsprop")
 FID_BACKENDS = ("auto", "classifier", "inception")
 LR_SCHEDULES = ("constant", "linear")
@@ -48,6 +52,11 @@ class TrialConfig:
     batch_size: int = _f(256, "Samples per batch, real and fake alike.", lo=1, hi=65_536)
     n_critic: int = _f(5, "Critic steps per generator step.", lo=1, hi=100)
     gp_lambda: float = _f(10.0, "Gradient-penalty weight lambda (wgan-gp only).", lo=0, hi=1e6)
+    penalty: str = _f(_NO_PENALTY, "Critic penalty added to any loss: none, " + ", ".join(
+        f"{n} ({c.title}, {c.source})" for n, c in _PENALTY_CLASSES.items()) + ".",
+        choices=PENALTIES)
+    penalty_weight: float = _f(10.0, "Weight of the penalty (gamma for r1); unused with "
+                               "penalty none.", lo=0, hi=1e6)
     clip_value: float = _f(0.01, "Critic weights are clamped to [-c, c] (wgan-clip only).",
                            lo=0, hi=1e3, lo_open=True)
     optimizer: str = _f("adam", "Optimizer for both nets: adam or rmsprop.", choices=OPTIMIZERS)
@@ -85,6 +94,9 @@ class TrialConfig:
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
                               f"{', '.join(sorted(DATASETS))}")
+        if self.penalty != _NO_PENALTY and _LOSS_CLASSES[self.loss].needs_interpolates:
+            raise ConfigError(f"loss {self.loss} has its gradient penalty built in; use loss "
+                              f"wgan with penalty {self.penalty}, or penalty none")
         if not _DEVICE_RE.match(self.device):
             raise ConfigError(f"device {self.device!r} is not valid; use auto, cpu, cuda, "
                               "cuda:N or mps")
@@ -100,6 +112,27 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 
 # Each loss's reference optimiser settings (with their sources, in trainers/losses.py).
 LOSS_DEFAULTS: dict[str, dict[str, Any]] = {n: dict(c.defaults) for n, c in _LOSS_CLASSES.items()}
+
+
+def _conditional() -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for name, cls in _LOSS_CLASSES.items():
+        for f in cls.uses:
+            out[f] = ("loss", out.get(f, ("loss", ()))[1] + (name,))
+    out[_PENALTY_WEIGHT] = ("penalty", tuple(_PENALTY_CLASSES))
+    return out
+
+
+# A field only some strategies read -> (the choice field, the values that read it): gp_lambda
+# means something only for loss wgan-gp, penalty_weight only with a penalty. Elsewhere it is
+# a leftover default, which analysis must not compare.
+CONDITIONAL: dict[str, tuple[str, tuple[str, ...]]] = _conditional()
+
+
+def applies(name: str, values: Mapping[str, Any]) -> bool:
+    """Whether field `name` means something in a config (or a run's params) `values`."""
+    parent, users = CONDITIONAL.get(name, (None, ()))
+    return parent is None or values.get(parent, FIELDS[parent].default) in users
 
 
 def describe_range(f: dataclasses.Field) -> str:

@@ -1,9 +1,9 @@
-"""The four GAN losses as small strategy objects, and the WGAN-GP gradient penalty.
+"""The GAN losses as small strategy objects (the penalty family is in `trainers.penalties`).
 
 `LOSSES` is the one registry of losses, name -> class: each class carries the config fields it
 reads beyond the shared ones (`uses`), and its reference optimiser settings with their source
-(`defaults`, `source`), from which `trainers.config` derives the loss choices and defaults and
-`sweeper.stability` which params a setting's loss makes meaningful. Adding a loss is one class
+(`defaults`, `source`), from which `trainers.config` derives the loss choices, the defaults
+and which params a setting's loss makes meaningful (`config.applies`). Adding a loss is one class
 here, listed once in `LOSSES`, and its test.
 
 Every tensor is a population's: [K, B, ...] with the member first (a single run is K = 1),
@@ -24,37 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def interpolation_eps(n: int, sample_dims: int, generator: torch.Generator,
-                      device: torch.device | str = "cpu") -> Tensor:
-    """One eps ~ U[0, 1] per sample, [n, 1, ...] so that it broadcasts over the sample."""
-    return torch.rand((n,) + (1,) * sample_dims, generator=generator, device=device)
-
-
-def interpolate(real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
-    """x_hat = eps * x + (1 - eps) * G(z): points on the segments between real and fake."""
-    return eps * real + (1 - eps) * fake
-
-
-def critic_grad_norms(critic: nn.Module, x: Tensor, *, create_graph: bool = False) -> Tensor:
-    """Per-sample ||grad_x c(x)||_2 [K, B], the gradient flattened per sample (images too).
-
-    Members and samples are independent, so the gradient of the sum of all outputs holds each
-    sample's own gradient."""
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=create_graph)
-    return grad.flatten(2).norm(2, dim=2)
-
-
-def gradient_penalty(critic: nn.Module, x_hat: Tensor) -> Tensor:
-    """E[(||grad c(x_hat)||_2 - 1)^2] per member [K] (Gulrajani et al. 2017, eq. 3).
-
-    The graph is kept (create_graph) so the penalty's gradient reaches the critic's weights.
-    For a linear critic c(x) = w.x + b the gradient is w everywhere, so the penalty is
-    exactly (||w|| - 1)^2.
-    """
-    norms = critic_grad_norms(critic, x_hat, create_graph=True)
-    return ((norms - 1) ** 2).mean(1)
+from trainers.penalties import TwoSidedGP
 
 
 def _mean(scores: Tensor) -> Tensor:
@@ -127,11 +97,33 @@ class BCENonSaturating(BCEMinimax):
         return _mean(F.softplus(-fake_scores))  # -log sigmoid(s) = softplus(-s)
 
 
-class WGANClip(Loss):
+# WGAN-GP, Gulrajani et al. 2017 (arXiv 1704.00028): Adam 1e-4, n_critic 5; betas (0.5, 0.9)
+# as in its released MNIST/CIFAR/toy code (the paper says (0, 0.9)).
+_WGAN_GP_OPTIMISER = {"optimizer": "adam", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5,
+                      "beta2": 0.9, "n_critic": 5}
+
+
+class WGAN(Loss):
+    """The Wasserstein critic loss with no constraint of its own: meant for a penalty
+    (`--penalty gp|lp|r1`); without one the critic is unbounded and the run diverges."""
+
+    wasserstein = True
+    # WGAN-GP's optimiser settings: the penalties this loss is for were published with them.
+    defaults = _WGAN_GP_OPTIMISER
+    source = "Gulrajani et al. 2017 (code), without the penalty"
+    title = "WGAN, no constraint: use with --penalty"
+
+    def critic_loss(self, critic, real, fake, eps=None):
+        return _mean(critic(fake)) - _mean(critic(real))
+
+    def generator_loss(self, fake_scores):
+        return -_mean(fake_scores)
+
+
+class WGANClip(WGAN):
     """Arjovsky et al. 2017: critic maximises E[c(x)] - E[c(G(z))]; weights clamped to [-c, c]
     after every critic step to keep it (crudely) Lipschitz. c is per member."""
 
-    wasserstein = True
     uses = ("clip_value",)
     # WGAN, Arjovsky et al. 2017 (arXiv 1701.07875), Algorithm 1: RMSProp 5e-5, c = 0.01, 5.
     defaults = {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "clip_value": 0.01,
@@ -141,12 +133,6 @@ class WGANClip(Loss):
 
     def __init__(self, clip_value: Tensor | float) -> None:
         self.clip_value = clip_value
-
-    def critic_loss(self, critic, real, fake, eps=None):
-        return _mean(critic(fake)) - _mean(critic(real))
-
-    def generator_loss(self, fake_scores):
-        return -_mean(fake_scores)
 
     @torch.no_grad()
     def after_critic_step(self, critic):
@@ -161,29 +147,25 @@ class WGANClip(Loss):
                 p.clamp_(-c, c)
 
 
-class WGANGP(WGANClip):
-    """Gulrajani et al. 2017: E[c(G(z))] - E[c(x)] + lambda * gradient_penalty; no clipping."""
+class WGANGP(WGAN):
+    """Gulrajani et al. 2017: E[c(G(z))] - E[c(x)] + lambda * E[(||grad c(x_hat)|| - 1)^2].
+
+    The Wasserstein loss with the two-sided penalty (`trainers.penalties`) built in, its weight
+    named gp_lambda: kept as a loss so that `wgan-gp` in configs, exported YAMLs and sweeps
+    means what it always meant; `--loss wgan --penalty gp` trains the very same run."""
 
     needs_interpolates = True
     uses = ("gp_lambda",)
-    # WGAN-GP, Gulrajani et al. 2017 (arXiv 1704.00028): Adam 1e-4, lambda 10, n_critic 5;
-    # betas (0.5, 0.9) as in its released MNIST/CIFAR/toy code (the paper says (0, 0.9)).
-    defaults = {"optimizer": "adam", "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9,
-                "gp_lambda": 10.0, "n_critic": 5}
+    defaults = {**_WGAN_GP_OPTIMISER, "gp_lambda": 10.0}  # lambda 10, as published
     source = "Gulrajani et al. 2017 (code)"
     title = "WGAN-GP"
 
     def __init__(self, gp_lambda: Tensor | float) -> None:
         self.gp_lambda = gp_lambda
+        self._penalty = TwoSidedGP(gp_lambda)
 
     def critic_loss(self, critic, real, fake, eps=None):
-        if eps is None:
-            raise ValueError("WGAN-GP's critic loss needs the interpolation eps")
-        wgan = _mean(critic(fake)) - _mean(critic(real))
-        return wgan + self.gp_lambda * gradient_penalty(critic, interpolate(real, fake, eps))
-
-    def after_critic_step(self, critic):
-        pass
+        return super().critic_loss(critic, real, fake) + self._penalty(critic, real, fake, eps)
 
 
 LOSSES: dict[str, type[Loss]] = {
@@ -191,6 +173,7 @@ LOSSES: dict[str, type[Loss]] = {
     "bce-ns": BCENonSaturating,
     "wgan-clip": WGANClip,
     "wgan-gp": WGANGP,
+    "wgan": WGAN,
 }
 
 
@@ -199,11 +182,3 @@ def make_loss(name: str, **values: Tensor | float) -> Loss:
     cls = LOSSES[name]
     return cls(*(values[f] for f in cls.uses))
 
-
-def conditional_fields() -> dict[str, tuple[str, ...]]:
-    """Each field some loss uses and others ignore -> the losses that use it."""
-    out: dict[str, tuple[str, ...]] = {}
-    for name, cls in LOSSES.items():
-        for f in cls.uses:
-            out[f] = out.get(f, ()) + (name,)
-    return out

@@ -1,14 +1,16 @@
 """Population training, the one training loop: K members of one shape as one computation.
 
 A *member* is one setting with one seed; a single run (`trainers.loop.Trainer`) is a
-population of one. Members share the loss, the architecture, the batch size, n_critic, the
-budget and the evaluation schedule; they may differ in their seed and in the continuous
-hyperparameters (lambda, clip value, learning rates, Adam betas), which are per-member
-tensors. Stability needs many seeds, and K small networks trained one after another leave
-most of a core (and nearly all of a GPU) idle; stacked they run as a few large kernels.
+population of one. Members share the loss, the penalty, the architecture, the batch size,
+n_critic, the budget and the evaluation schedule; they may differ in their seed and in the
+continuous hyperparameters (lambda, clip value, penalty weight, learning rates, Adam betas),
+which are per-member tensors. Stability needs many seeds, and K small networks trained one
+after another leave most of a core (and nearly all of a GPU) idle; stacked they run as a few
+large kernels.
 
 The loop: n_critic critic steps on fresh real and (detached) fake batches, then one generator
-step through a frozen critic; every loss is per member ([K], `trainers.losses`), and their
+step through a frozen critic; every loss and penalty is per member ([K], `trainers.losses`,
+`trainers.penalties`), and their
 sum is backpropagated, so each member's gradient is its own.
 
 How member j stays equal to a single run of its config (`trainers/reference.py`, the plain
@@ -44,8 +46,9 @@ from trainers.batched import BatchedAdam, BatchedRMSprop, StackedMLP
 from trainers.config import ConfigError, TrialConfig, make_config
 from trainers.data import build_dataset
 from trainers.losses import LOSSES as LOSS_CLASSES
-from trainers.losses import critic_grad_norms, interpolate, interpolation_eps, make_loss
+from trainers.losses import make_loss
 from trainers.models import build_models
+from trainers.penalties import critic_grad_norms, interpolate, interpolation_eps, make_penalty
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
 from trainers.runtime import resolve_device, save_atomic
 from trainers.stacked_conv import StackedConvCritic, StackedConvGenerator
@@ -66,10 +69,11 @@ _CRITIC_EVAL_BATCH = 2048
 _EVAL_SEED_OFFSET = 7_919
 
 # What members must share (one batched computation) and what may differ between them.
-SHARED = ("loss", "dataset", "steps", "batch_size", "n_critic", "optimizer", "lr_schedule",
-          "z_dim", "hidden", "depth", "eval_every", "eval_samples", "dataset_scale", "device",
-          "data_root", "download", "fid_backend")
-PER_MEMBER = ("seed", "gp_lambda", "clip_value", "lr_g", "lr_d", "beta1", "beta2")
+SHARED = ("loss", "penalty", "dataset", "steps", "batch_size", "n_critic", "optimizer",
+          "lr_schedule", "z_dim", "hidden", "depth", "eval_every", "eval_samples",
+          "dataset_scale", "device", "data_root", "download", "fid_backend")
+PER_MEMBER = ("seed", "gp_lambda", "clip_value", "penalty_weight", "lr_g", "lr_d", "beta1",
+              "beta2")
 
 
 # ---------------------------------------------------------------------------- population
@@ -105,6 +109,7 @@ class Population:
 
         self.lr_g, self.lr_d = col("lr_g"), col("lr_d")
         self.loss = make_loss(cfg.loss, **{f: col(f) for f in LOSS_CLASSES[cfg.loss].uses})
+        self.penalty = make_penalty(cfg.penalty, col("penalty_weight"))
         if cfg.optimizer == "rmsprop":
             self.opt_g = BatchedRMSprop(list(self.G.parameters()))
             self.opt_d = BatchedRMSprop(list(self.D.parameters()))
@@ -159,7 +164,8 @@ class Population:
         cfg, G, D = self.config, self.G, self.D
         b, z = cfg.batch_size, cfg.z_dim
         dev = self.device
-        gp = self.loss.needs_interpolates
+        penalty = self.penalty
+        gp = self.loss.needs_interpolates or (penalty is not None and penalty.needs_interpolates)
         sample_dims = len(self.data.shape)
         t0 = time.perf_counter()
         while self.step < until and not self.done:
@@ -176,6 +182,8 @@ class Population:
                 with torch.no_grad():
                     fake = G(noise)
                 loss_d = self.loss.critic_loss(D, real, fake, eps)
+                if penalty is not None:
+                    loss_d = loss_d + penalty(D, real, fake, eps)
                 self.opt_d.zero_grad()
                 loss_d.sum().backward()
                 self.opt_d.step(lr_d, frozen)

@@ -48,15 +48,27 @@ class ReferenceRun:
     def _critic_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         cfg, D = self.config, self.D
         if cfg.loss in ("bce", "bce-ns"):  # -log D(x) - log(1 - D(G(z))), D = sigmoid(c)
-            return F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-        loss = D(fake).mean() - D(real).mean()
-        if cfg.loss == "wgan-gp":
+            loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        else:
+            loss = D(fake).mean() - D(real).mean()
+        if cfg.loss == "wgan-gp" or cfg.penalty in ("gp", "lp"):
             eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), generator=self.gen,
                              device=self.device)
-            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-            (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
-            loss = loss + cfg.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+            norms = self._grad_norms(eps * real + (1 - eps) * fake)
+            if cfg.loss == "wgan-gp":
+                loss = loss + cfg.gp_lambda * ((norms - 1) ** 2).mean()
+            elif cfg.penalty == "gp":
+                loss = loss + cfg.penalty_weight * ((norms - 1) ** 2).mean()
+            else:
+                loss = loss + cfg.penalty_weight * (torch.relu(norms - 1) ** 2).mean()
+        elif cfg.penalty == "r1":
+            loss = loss + cfg.penalty_weight / 2 * (self._grad_norms(real) ** 2).mean()
         return loss
+
+    def _grad_norms(self, x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.D(x).sum(), x, create_graph=True)
+        return grad.flatten(1).norm(2, dim=1)
 
     def _generator_loss(self, scores: Tensor) -> Tensor:
         if self.config.loss == "bce":

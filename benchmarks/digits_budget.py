@@ -14,9 +14,9 @@ Prints markdown, each section with its protocol:
 Times are CPU seconds of this process (time.process_time, which other jobs on a shared machine
 do not inflate) with wall seconds beside them; torch runs on --threads threads (default 1).
 
-    python benchmarks/digits_budget.py                 # ~12 CPU minutes on one core
-    python benchmarks/digits_budget.py --sections 3    # the budget trial alone, ~70 s CPU
-    python benchmarks/digits_budget.py --smoke-test    # tiny budgets, ~15 s CPU
+    python -m benchmarks.digits_budget                 # ~12 CPU minutes on one core
+    python -m benchmarks.digits_budget --sections 3    # the budget trial alone, ~70 s CPU
+    python -m benchmarks.digits_budget --smoke-test    # tiny budgets, ~15 s CPU
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,17 +32,16 @@ from typing import Any
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._common import mean_se
+from sweeper.bars import Progress
+from trainers import classifier as clf
+from trainers import metrics, names
+from trainers.config import make_config
+from trainers.data import build_dataset
+from trainers.images import ImageDataset, kid
+from trainers.loop import Trainer, set_threads
 
-from benchmarks._common import mean_se  # noqa: E402
-from sweeper.bars import Progress  # noqa: E402
-from trainers import classifier as clf  # noqa: E402
-from trainers import metrics, names  # noqa: E402
-from trainers.config import make_config  # noqa: E402
-from trainers.data import build_dataset  # noqa: E402
-from trainers.images import ImageDataset, kid  # noqa: E402
-from trainers.loop import Trainer, set_threads  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SPACE = ROOT / "search_spaces" / "digits.yaml"
 CPU = torch.device("cpu")

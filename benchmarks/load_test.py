@@ -5,7 +5,7 @@ runs `sweeper run` with N smoke-size trials, samples the driver's RSS while it r
 checks MLflow: every trial and seed run present once, with complete params and a final
 objective. Everything it started is stopped by PID at the end.
 
-Usage:  python benchmarks/load_test.py [--trials 200] [--smoke-test]
+Usage:  python -m benchmarks.load_test [--trials 200] [--smoke-test]
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from pathlib import Path
 import psutil
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sweeper import tracking  # noqa: E402
-from tests.procs import mlflow_server, ray_cluster, stop_group  # noqa: E402
-from trainers import names  # noqa: E402
-from trainers.config import FIELDS  # noqa: E402
+from benchmarks._procs import mlflow_server, ray_cluster, stop_group
+from sweeper.track import store, tags
+from trainers import names
+from trainers.config import FIELDS
 
 SPACE = {"fixed": {"dataset": "ring8", "loss": "wgan-gp", "steps": 20, "eval_every": 10,
                    "eval_samples": 200, "hidden": 8, "depth": 1, "batch_size": 32},
@@ -76,15 +75,15 @@ def main() -> None:
             wall = time.time() - t0
             if proc.returncode != 0:
                 sys.exit(f"sweep failed: {(root / 'driver.log').read_text()[-3000:]}")
-            c = tracking.client(server.uri)
+            c = store.client(server.uri)
             exp = c.get_experiment_by_name("load")
             runs = c.search_runs([exp.experiment_id], max_results=5000)
-    trials = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
-    seeds = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "seed"]
-    keys = [r.data.tags[tracking.TAG_KEY] for r in trials + seeds]
+    trials = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
+    seeds = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "seed"]
+    keys = [r.data.tags[tags.TAG_KEY] for r in trials + seeds]
     complete = sum(1 for r in trials if names.OBJECTIVE in r.data.metrics
                    and set(FIELDS) <= set(r.data.params))
-    nodes = {r.data.tags.get(tracking.TAG_NODE_ID) for r in trials}
+    nodes = {r.data.tags.get(tags.TAG_NODE_ID) for r in trials}
     print(f"\n{n} trials (ring8 WGAN-GP, 20 steps, hidden 8) on a 2-node local Ray cluster "
           f"(1 CPU each) + mlflow server on 127.0.0.1")
     print(f"wall {wall:.0f} s = {wall / n:.2f} s per trial with 2 running at once; "

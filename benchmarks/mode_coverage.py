@@ -15,11 +15,11 @@ of the HQ samples, and an HQ fraction near the real data's); "score" is its seed
 rows (VEEGAN, GDPP, PacGAN papers) are printed in a separate, labelled table: they were not
 run here and their networks and budgets differ from ours.
 
-    python benchmarks/mode_coverage.py --seeds 10 --steps 3000 --workers 2 \\
+    python -m benchmarks.mode_coverage --seeds 10 --steps 3000 --workers 2 \\
         --recommended exports/ring8-wgan-gp.yaml --out docs/coverage.md
-    python benchmarks/mode_coverage.py --datasets stacked-digits --losses bce-ns,wgan-gp \\
+    python -m benchmarks.mode_coverage --datasets stacked-digits --losses bce-ns,wgan-gp \\
         --steps 500 --hidden 32 --batch-size 64 --eval-samples 26000
-    python benchmarks/mode_coverage.py --smoke-test
+    python -m benchmarks.mode_coverage --smoke-test
 
 A row's seeds on one dataset train as one batched population (trainers/population.py), which
 trains each seed as its own run would (within float round-off) at a fraction of the cost.
@@ -45,16 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import trainers  # noqa: E402
-from benchmarks._common import mean_se  # noqa: E402
-from sweeper.bars import Progress  # noqa: E402
-from trainers import names  # noqa: E402
-from trainers.config import ConfigError, load_config_file, make_config  # noqa: E402
-from trainers.loop import set_threads  # noqa: E402
-from trainers.members import make_members  # noqa: E402
-from trainers.quality import DEFAULT_RULE  # noqa: E402
+import trainers
+from benchmarks._common import mean_se
+from sweeper.bars import Progress
+from trainers import names
+from trainers.config import ConfigError, load_config_file, make_config
+from trainers.loop import set_threads
+from trainers.members import make_members
+from trainers.quality import DEFAULT_RULE
 
 # What a recommended setting contributes; everything else is the table's protocol.
 HYPERPARAMETERS = ("loss", "optimizer", "lr_g", "lr_d", "lr_schedule", "beta1", "beta2",

@@ -16,9 +16,9 @@ Sections, printed as markdown (stdout carries only the report; Ray's own output 
              (log x) to --plot, with the budget where the overhead falls below 10%.
 
 Usage:
-    python benchmarks/overhead.py                                # ~10-15 min on 2 quiet cores
-    python benchmarks/overhead.py --smoke-test --out o.md --plot p.png   # every section, ~2 min
-    python benchmarks/overhead.py --trials 6 --steps 400 --budgets 25,100,400,1600,3200 \\
+    python -m benchmarks.overhead                                # ~10-15 min on 2 quiet cores
+    python -m benchmarks.overhead --smoke-test --out o.md --plot p.png   # every section, ~2 min
+    python -m benchmarks.overhead --trials 6 --steps 400 --budgets 25,100,400,1600,3200 \\
         --budget-trials 4 --out overhead.md --plot docs/img/overhead_vs_steps.png
 """
 
@@ -30,7 +30,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,15 +44,15 @@ from pathlib import Path
 # Before Ray is imported anywhere: no usage-stats reporting from a benchmark.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import psutil  # noqa: E402
-import torch  # noqa: E402
+import psutil
+import torch
+
+from benchmarks import sweep_overhead, trainer_overhead
+from benchmarks._common import machine_header
+from benchmarks._procs import ray_cluster
+from sweeper.track import store, tags
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import sweep_overhead, trainer_overhead  # noqa: E402
-from sweeper import tracking  # noqa: E402
-from tests.procs import ray_cluster  # noqa: E402
 
 OVERHEAD_TARGET = 0.10  # "overhead stops mattering" below this fraction of a trial's cost
 SAMPLE_S = 0.25  # memory sampling interval
@@ -68,17 +67,6 @@ MIB = 2**20
 # ---------------------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_line(when: str) -> str:
     """1-minute load average plus how busy all CPUs were over the last second.
 
@@ -88,12 +76,6 @@ def load_line(when: str) -> str:
     busy = psutil.cpu_percent(interval=1.0)
     return (f"1-min load average {when}: {os.getloadavg()[0]:.2f} "
             f"(all CPUs {busy:.0f}% busy over 1 s)")
-
-
-def machine_header() -> str:
-    return (f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-            f"{cpu_model()} (platform.processor() = {platform.processor()!r}), "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads by default")
 
 
 # ---------------------------------------------------------------------------- output
@@ -304,12 +286,12 @@ class SweepResult:
 
 def trial_timeline(uri: str, name: str) -> tuple[list[tuple[float, float]], int]:
     """([(start, end)] epoch seconds of each trial's MLflow run, number of Ray nodes used)."""
-    c = tracking.client(uri)
+    c = store.client(uri)
     exp = c.get_experiment_by_name(name)
     runs = c.search_runs([exp.experiment_id], max_results=1000,
-                         filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+                         filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
     spans = [(r.info.start_time / 1e3, r.info.end_time / 1e3) for r in runs]
-    nodes = {r.data.tags.get(tracking.TAG_NODE_ID) for r in runs}
+    nodes = {r.data.tags.get(tags.TAG_NODE_ID) for r in runs}
     return spans, len(nodes)
 
 
@@ -415,8 +397,9 @@ def cluster_sweep(env: dict[str, str], address: str, label: str, *, steps: int, 
     """
     spec = {"label": label, "steps": steps, "trials": trials, "hidden": hidden,
             "concurrency": concurrency, "address": address}
-    p = subprocess.run([sys.executable, __file__, "--sweep-json", json.dumps(spec)], env=env,
-                       stdout=subprocess.PIPE, text=True, timeout=3600)
+    p = subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--sweep-json",
+                        json.dumps(spec)], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                       timeout=3600)
     if p.returncode != 0:
         raise RuntimeError(f"the {label} sweep failed (exit {p.returncode}); see stderr above")
     return SweepResult(**json.loads(p.stdout.strip().splitlines()[-1]))

@@ -11,30 +11,26 @@ time, the speed-up in member-steps per second. The last column is what `make_mem
 caller's entry point) does at that size: one population, or where batching stops paying on
 a CPU, populations of at most `cpu_chunk` members in turn, timed with the others.
 
-    python benchmarks/population.py                 # the table (about 10 minutes on a CPU)
-    python benchmarks/population.py --device cuda   # the same on a GPU
-    python benchmarks/population.py --device cuda --scan   # the largest K at ~solo speed
-    python benchmarks/population.py --smoke-test
+    python -m benchmarks.population                 # the table (about 10 minutes on a CPU)
+    python -m benchmarks.population --device cuda   # the same on a GPU
+    python -m benchmarks.population --device cuda --scan   # the largest K at ~solo speed
+    python -m benchmarks.population --smoke-test
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweeper.bars import Progress  # noqa: E402
-from trainers.config import make_config  # noqa: E402
-from trainers.loop import Trainer  # noqa: E402
-from trainers.members import Populations, cpu_chunk, make_members  # noqa: E402
-from trainers.population import Population  # noqa: E402
+from benchmarks._common import machine_header
+from sweeper.bars import Progress
+from trainers.config import make_config
+from trainers.loop import Trainer
+from trainers.members import Populations, cpu_chunk, make_members
+from trainers.population import Population
 
 # (label, TrialConfig overrides). The first is the ring8 table's networks (docs/results.md).
 SIZES = [
@@ -149,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke_test:
         ks, steps, warm, args.repeats = [1, 3], 2, 1, 1
     torch.set_num_threads(1)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"device {args.device}, 1 torch thread; WGAN-GP, n_critic 4, seeds 0..K-1; "
+    print(machine_header(f"device {args.device}, 1 torch thread"))
+    print(f"WGAN-GP, n_critic 4, seeds 0..K-1; "
           f"medians of {args.repeats} alternating measurements of {steps} generator steps "
           f"({'wall' if args.device.startswith('cuda') else 'CPU'} time) after {warm} warm-up "
           "steps; evaluation not timed\n")

@@ -1,31 +1,28 @@
 """The success rule and the quality score on closed-form sample sets, old rule beside new.
 
 Each case is N points drawn with a fixed seed, saved as .npy and scored exactly as
-`sweeper eval --dataset D --samples F.npy --json` scores it (`sweeper.single.evaluate_file`),
+`sweeper eval --dataset D --samples F.npy --json` scores it (`sweeper.cli.train.evaluate_file`),
 once under the default success rule and once under the rule gan-sweeper used before sample
 quality counted (a mode is covered by one HQ sample; any HQ fraction passes).
 
-    python benchmarks/quality_cases.py            # N = 2,500 (PacGAN's protocol)
-    python benchmarks/quality_cases.py --smoke-test
+    python -m benchmarks.quality_cases            # N = 2,500 (PacGAN's protocol)
+    python -m benchmarks.quality_cases --smoke-test
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweeper.single import evaluate_file  # noqa: E402
-from trainers import names  # noqa: E402
-from trainers.data import grid_centres, ring_centres  # noqa: E402
-from trainers.quality import DEFAULT_RULE, LEGACY_RULE  # noqa: E402
+from sweeper.cli.train import evaluate_file
+from trainers import names
+from trainers.data import grid_centres, ring_centres
+from trainers.quality import DEFAULT_RULE, LEGACY_RULE
 
 SEED = 0
 

@@ -28,10 +28,10 @@ the secondary curve. Targets: compute spent when the first finished trial reachi
 completed.
 
 Usage:
-    python benchmarks/search_efficiency.py [--repeats 3] [--budget-trials 10] [--out FILE]
+    python -m benchmarks.search_efficiency [--repeats 3] [--budget-trials 10] [--out FILE]
         [--plot docs/img/search_efficiency.png] [--state-dir DIR]
-    python benchmarks/search_efficiency.py --reanalyze --state-dir DIR [--fid-target 0.002]
-    python benchmarks/search_efficiency.py --smoke-test      # tiny; every code path, ~2 min
+    python -m benchmarks.search_efficiency --reanalyze --state-dir DIR [--fid-target 0.002]
+    python -m benchmarks.search_efficiency --smoke-test      # tiny; every code path, ~2 min
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,13 +54,13 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweeper import mlflow_reader, objective  # noqa: E402
-from sweeper.bars import Progress  # noqa: E402
-from sweeper.stability import setting_stats  # noqa: E402
-from trainers import names  # noqa: E402
-from trainers.quality import DEFAULT_RULE  # noqa: E402
+from benchmarks._common import machine_header
+from sweeper.analyse import objective
+from sweeper.analyse.stability import setting_stats
+from sweeper.bars import Progress
+from sweeper.track import reader
+from trainers import names
+from trainers.quality import DEFAULT_RULE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLOT = ROOT / "docs" / "img" / "search_efficiency.png"
@@ -209,8 +208,8 @@ def spent_at(traces: Sequence[Trace], when_ms: int) -> tuple[int, float]:
 
 def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
     """One real sweep (local Ray, Optuna, MLflow in sqlite), read back from MLflow."""
-    from sweeper.spaces import load_space
-    from sweeper.sweep import SweepOptions, run_sweep
+    from sweeper.tune.driver import SweepOptions, run_sweep
+    from sweeper.tune.spaces import load_space
 
     space_file = root / "space.yaml"
     space_file.write_text(yaml.safe_dump(space_doc(p), sort_keys=False), encoding="utf-8")
@@ -221,7 +220,7 @@ def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
         max_concurrent=p.concurrency, seeds=p.seeds, tracking_uri=uri,
         sweep_dir=root / "sweeps", early_stop=arm.early_stop, grace_fraction=p.grace,
         reduction_factor=p.reduction_factor, max_failures=0, sampler_seed=repeat,
-        command="benchmarks/search_efficiency.py", search=arm.search)
+        command="python -m benchmarks.search_efficiency", search=arm.search)
     # Tune's progress tables go to stderr, so stdout carries only the markdown report.
     with contextlib.redirect_stdout(sys.stderr):
         run_sweep(opts, resume=False)
@@ -235,19 +234,19 @@ def search_name(arm: Arm, repeat: int) -> str:
 def read_search(uri: str, arm: Arm, repeat: int) -> SearchRun:
     """A finished sweep, read back from MLflow."""
     name = search_name(arm, repeat)
-    records = mlflow_reader.load_sweep(uri, name)
-    client, _, exp_id = mlflow_reader.open_experiment(uri, name)
+    records = reader.load_sweep(uri, name)
+    client, _, exp_id = reader.open_experiment(uri, name)
     wall = client.get_run(records.parent_run_id).data.metrics.get("wall_seconds", math.nan)
     return SearchRun(arm, repeat, repeat, read_trials(client, exp_id, records), wall)
 
 
-def read_trials(client, exp_id: str, records: mlflow_reader.SweepRecords) -> tuple[Trial, ...]:
+def read_trials(client, exp_id: str, records: reader.SweepRecords) -> tuple[Trial, ...]:
     """Every trial of a sweep, from its MLflow runs, in completion order."""
-    info = {r.info.run_id: r.info for r in mlflow_reader.all_runs(client, exp_id)}
+    info = {r.info.run_id: r.info for r in reader.all_runs(client, exp_id)}
     start_order = sorted(records.trials, key=lambda t: (info[t.run_id].start_time or 0,
                                                         t.trial_id))
     index = {t.run_id: i for i, t in enumerate(start_order)}
-    settings = {s.key: s for s in mlflow_reader.settings(records, confirmed=False)}
+    settings = {s.key: s for s in reader.settings(records, confirmed=False)}
     traces = [seed_trace(client, s.run_id) for t in records.trials for s in t.seeds]
     out = []
     for t in records.trials:
@@ -262,7 +261,7 @@ def read_trials(client, exp_id: str, records: mlflow_reader.SweepRecords) -> tup
             seconds=sum(m.get(names.TRAIN_SECONDS, 0.0) + m.get(names.EVAL_SECONDS, 0.0)
                         for m in seed_metrics),
             finished=finished, success_rate=stats.success_rate if finished else 0.0,
-            # The same formula the trial reported to Optuna (sweeper/objective.py).
+            # The same formula the trial reported to Optuna (sweeper/analyse/objective.py).
             objective=(objective.aggregate(seed_metrics)[names.RUNNING_OBJECTIVE]
                        if finished else math.inf),
             fid_median=stats.fid_median, spent_steps=spent_steps, spent_seconds=spent_seconds))
@@ -370,19 +369,9 @@ def ratio_text(random_vals: Sequence[float | None], tpe_vals: Sequence[float | N
 
 
 # ----------------------------------------------------------------------------- report
-def machine_header(p: Protocol) -> str:
-    import torch
-
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-            f"{model}, {platform.python_version()}, torch {torch.__version__}; "
-            f"1 torch thread per trial (cpus_per_trial 1), {p.concurrency} trials at once, "
-            "no GPU")
+def machine_line(p: Protocol) -> str:
+    return machine_header(f"1 torch thread per trial (cpus_per_trial 1), {p.concurrency} "
+                          "trials at once, no GPU")
 
 
 def protocol_section(p: Protocol) -> str:
@@ -688,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n\n".join(s for s in [
         "# Search efficiency: TPE + ASHA vs random search at equal compute"
         + (" (SMOKE TEST: tiny budget, numbers mean nothing)" if a.smoke_test else ""),
-        machine_header(p), protocol_section(p), target_table(p, runs), curve_tables(p, runs),
+        machine_line(p), protocol_section(p), target_table(p, runs), curve_tables(p, runs),
         repeats_table(p, runs), warnings_section(p, runs),
         f"Figure: {plot_path}",
         ("re-analysis of the searches in " + str(a.state_dir) + f" ({wall:.0f} s)"

@@ -7,7 +7,7 @@ once with reuse_actors off and once on. For each we print, side by side:
   efficiency = sum of the trials' own training+evaluation time / (wall time x concurrency)
   overhead per trial = (wall x concurrency - sum of trial time) / trials, in seconds
 
-Usage:  python benchmarks/sweep_overhead.py [--trials 8] [--steps 400] [--smoke-test]
+Usage:  python -m benchmarks.sweep_overhead [--trials 8] [--steps 400] [--smoke-test]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from sweeper import tracking
-from sweeper.spaces import load_space
-from sweeper.sweep import SweepOptions, run_sweep
+from sweeper.track import store, tags
+from sweeper.tune.driver import SweepOptions, run_sweep
+from sweeper.tune.spaces import load_space
 from trainers import names
 
 
@@ -47,10 +47,10 @@ def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
     t0 = time.perf_counter()
     rows = run_sweep(opts, resume=False)
     wall = time.perf_counter() - t0
-    c = tracking.client(opts.tracking_uri)
+    c = store.client(opts.tracking_uri)
     exp = c.get_experiment_by_name(name)
     seed_runs = c.search_runs([exp.experiment_id], max_results=1000,
-                              filter_string=f"tags.`{tracking.TAG_KIND}` = 'seed'")
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'seed'")
     busy = sum(r.data.metrics[names.TRAIN_SECONDS] + r.data.metrics[names.EVAL_SECONDS]
                for r in seed_runs)
     assert len(rows) == trials and len(seed_runs) == trials * seeds

@@ -15,8 +15,8 @@ shows medians of CPU time (process_time), which other processes on a shared mach
 inflate, with the wall-time ratio beside it. Timing runs on `--threads` torch threads
 (default 1, as on a shared machine).
 
-    python benchmarks/trainer_overhead.py               # reference models, ~1 minute
-    python benchmarks/trainer_overhead.py --smoke-test  # tiny models, a few seconds
+    python -m benchmarks.trainer_overhead               # reference models, ~1 minute
+    python -m benchmarks.trainer_overhead --smoke-test  # tiny models, a few seconds
 """
 
 from __future__ import annotations
@@ -27,16 +27,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweeper.bars import iterate  # noqa: E402
-from trainers.config import TrialConfig, make_config  # noqa: E402
-from trainers.loop import Trainer, set_threads  # noqa: E402
-from trainers.reference import ReferenceRun  # noqa: E402
+from sweeper.bars import iterate
+from trainers.config import TrialConfig, make_config
+from trainers.loop import Trainer, set_threads
+from trainers.reference import ReferenceRun
 
 TARGET_STEP_RATIO = 1.10
 TARGET_EVAL_FRACTION = 0.10

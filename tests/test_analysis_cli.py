@@ -22,9 +22,9 @@ import pytest
 import yaml
 from mlflow.entities import Metric, Param
 
-from sweeper import tracking
 from sweeper.cli import main
-from sweeper.mlflow_reader import KIND_CONFIRM, TAG_CONFIRM_OF
+from sweeper.track import store, tags
+from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF
 from trainers import names
 from trainers.config import load_config_file, make_config
 from trainers.data import REAL_HQ_2D
@@ -52,7 +52,7 @@ def sweeps(tmp_path_factory):
         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert p.returncode == 0, p.stderr[-3000:]
     uri = f"sqlite:///{root}/mlflow.db"
-    client = tracking.client(uri)
+    client = store.client(uri)
     copy_experiment(client, MAIN, "copy 'same'", {})
     copy_experiment(client, MAIN, "copy-500", {"eval_samples": "500"})
     # A sweep as gan-sweeper logged it before the quality rule: no rule or objective on the
@@ -72,11 +72,11 @@ def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str],
     exp_id = client.create_experiment(dst)
     new_id: dict[str, str] = {}
     for kind in ("sweep", "trial", "seed"):  # parents before children
-        for r in (r for r in runs if r.data.tags.get(tracking.TAG_KIND) == kind):
-            tags = {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}
-            if tracking.PARENT_TAG in r.data.tags:
-                tags[tracking.PARENT_TAG] = new_id[r.data.tags[tracking.PARENT_TAG]]
-            run = client.create_run(exp_id, run_name=r.info.run_name, tags=tags)
+        for r in (r for r in runs if r.data.tags.get(tags.TAG_KIND) == kind):
+            copied = {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")}
+            if tags.PARENT_TAG in r.data.tags:
+                copied[tags.PARENT_TAG] = new_id[r.data.tags[tags.PARENT_TAG]]
+            run = client.create_run(exp_id, run_name=r.info.run_name, tags=copied)
             step = int(r.data.metrics.get(names.STEP, 0))
             client.log_batch(run.info.run_id,
                              metrics=[Metric(k, v, 0, step) for k, v in r.data.metrics.items()
@@ -108,11 +108,11 @@ def stable_json(sweeps, capsys, *extra):
 
 
 def runs_by_kind(sweeps, name=MAIN):
-    c = tracking.client(sweeps["uri"])
+    c = store.client(sweeps["uri"])
     exp = c.get_experiment_by_name(name)
     out = {}
     for r in c.search_runs([exp.experiment_id], max_results=1000):
-        out.setdefault(r.data.tags.get(tracking.TAG_KIND), []).append(r)
+        out.setdefault(r.data.tags.get(tags.TAG_KIND), []).append(r)
     return c, out
 
 
@@ -123,7 +123,7 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
     _, kinds = runs_by_kind(sweeps)
     for trial in kinds["trial"]:
         seeds = [s for s in kinds["seed"]
-                 if s.data.tags[tracking.PARENT_TAG] == trial.info.run_id]
+                 if s.data.tags[tags.PARENT_TAG] == trial.info.run_id]
         assert len(seeds) == SEEDS
         ok = 0
         fids, scores = [], []
@@ -301,7 +301,7 @@ def test_bad_input_one_line_exit_2(sweeps, capsys, tmp_path):
     uri = sweeps["uri"]
     assert "no MLflow experiment named 'nope'" in bad(
         sweeps, capsys, ["stable", "--experiment", "nope", "--tracking-uri", uri])
-    tracking.client(uri).create_experiment("empty 'one'")
+    store.client(uri).create_experiment("empty 'one'")
     assert "has no finished trials" in bad(
         sweeps, capsys, ["report", "--experiment", "empty 'one'", "--tracking-uri", uri])
     assert "cannot reach the MLflow tracking server" in bad(
@@ -338,10 +338,10 @@ def test_confirm_replaces_estimates_with_fresh_seeds(sweeps, capsys):
     sweep_seeds = set(range(SEEDS))
     for row in confirmed:
         mine = [r for r in real if r.data.tags[TAG_CONFIRM_OF] == row["key"]]
-        seeds = sorted(int(r.data.tags[tracking.TAG_SEED]) for r in mine)
+        seeds = sorted(int(r.data.tags[tags.TAG_SEED]) for r in mine)
         assert row["seed_ids"] == seeds and row["n_seeds"] == 3
         assert not set(seeds) & sweep_seeds  # fresh: never used by the sweep
-        assert not set(seeds) & {int(r.data.tags[tracking.TAG_SEED]) for r in smoke}
+        assert not set(seeds) & {int(r.data.tags[tags.TAG_SEED]) for r in smoke}
         fids = [r.data.metrics[names.FID] for r in mine]
         assert row["fid_median"] == pytest.approx(statistics.median(fids))
         # Judged by the sweep's rule, with the same quality metrics as the sweep's seeds.
@@ -349,6 +349,6 @@ def test_confirm_replaces_estimates_with_fresh_seeds(sweeps, capsys):
         assert row["score_median"] == pytest.approx(statistics.median(
             r.data.metrics[names.SEED_SCORE] for r in mine))
         for r in mine:
-            assert r.data.tags[tracking.PARENT_TAG] == parent.info.run_id
+            assert r.data.tags[tags.PARENT_TAG] == parent.info.run_id
             assert r.data.params["steps"] == str(FIXED["steps"])
-            assert r.data.tags[tracking.TAG_STATUS] in ("finished", "diverged")
+            assert r.data.tags[tags.TAG_STATUS] in ("finished", "diverged")

@@ -11,14 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke-test",
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--smoke-test",
                           *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
 
 def test_trainer_overhead_smoke_prints_ratios_and_thread_check() -> None:
-    text = _run("trainer_overhead.py")
+    text = _run("trainer_overhead")
     assert "| loss | n_critic | Trainer CPU ms/step | minimal CPU ms/step |" in text
     for loss in ("wgan-gp", "bce-ns"):
         row = re.search(rf"^\| {loss} \| \d+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) .*\| "
@@ -31,7 +31,7 @@ def test_trainer_overhead_smoke_prints_ratios_and_thread_check() -> None:
 
 
 def test_sweep_overhead_smoke_prints_efficiency() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.sweep_overhead",
                           "--smoke-test"], capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     row = re.search(r"^\| True \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| ([-\d.]+) \|$",
@@ -42,7 +42,7 @@ def test_sweep_overhead_smoke_prints_efficiency() -> None:
 
 
 def test_load_test_smoke_finds_every_run_once() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_test.py"),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.load_test",
                           "--smoke-test"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "RESULT: all runs present once" in out.stdout
@@ -50,7 +50,7 @@ def test_load_test_smoke_finds_every_run_once() -> None:
 
 
 def test_quality_cases_smoke_shows_old_and_new_verdicts() -> None:
-    text = _run("quality_cases.py")
+    text = _run("quality_cases")
     rows = {r[2].strip(): (r[-3].strip(), r[-2].strip())
             for r in (line.split("|") for line in text.splitlines()
                       if line.startswith("| ring8") or line.startswith("| grid25"))}
@@ -62,7 +62,7 @@ def test_quality_cases_smoke_shows_old_and_new_verdicts() -> None:
 
 
 def test_population_benchmark_smoke_prints_both_sizes() -> None:
-    text = _run("population.py")
+    text = _run("population")
     rows = re.findall(r"^\| (ring8 table|compute-bound)[^|]* \| (\d+) \| ([\d.]+) \| ([\d.]+) \|",
                       text, re.M)
     assert [(r[0], r[1]) for r in rows] == [("ring8 table", "1"), ("ring8 table", "3"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import tracking
+from sweeper.track import store, tags
 from tests.procs import sweeper_ui
 from tests.test_reliability import ENV, SWEEPER
 
@@ -129,10 +129,10 @@ def test_the_printed_link_opens_the_runs_view_with_trials_seeds_and_plots(
     base, link = ui_server
     # The sweep's link is `sweeper ui`'s, on the default port; the test serves another.
     assert link == printed.replace("http://127.0.0.1:5000", base)
-    c = tracking.client(uri)
+    c = store.client(uri)
     exp = c.get_experiment_by_name(experiment)
     runs = c.search_runs([exp.experiment_id])
-    kind = {r.info.run_id: r.data.tags.get(tracking.TAG_KIND) for r in runs}
+    kind = {r.info.run_id: r.data.tags.get(tags.TAG_KIND) for r in runs}
     (parent,) = [r for r in runs if kind[r.info.run_id] == "sweep"]
     trials = [r for r in runs if kind[r.info.run_id] == "trial"]
     trial = next(t for t in trials if t.info.status == "FINISHED")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeper import tracking
+from sweeper.track import store, tags
 from tests.procs import mlflow_server, ray_cluster
 from trainers import names
 
@@ -43,18 +43,18 @@ def test_sweep_runs_on_both_nodes_and_logs_to_the_server(tmp_path, server, clust
          "--sweep-dir", str(tmp_path / "sweeps")],
         cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    c = tracking.client(server.uri)
+    c = store.client(server.uri)
     exp = c.get_experiment_by_name("cluster-test")
     runs = c.search_runs([exp.experiment_id], max_results=100)
-    trials = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
-    seeds = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "seed"]
+    trials = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
+    seeds = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "seed"]
     assert len(trials) == NUM and len(seeds) == NUM
-    node_ids = {r.data.tags[tracking.TAG_NODE_ID] for r in trials}
+    node_ids = {r.data.tags[tags.TAG_NODE_ID] for r in trials}
     assert len(node_ids) == 2, f"trials ran on {node_ids}"
     for r in trials:
         assert r.data.params["loss"] == "wgan-gp" and "gp_lambda" in r.data.params
         assert names.OBJECTIVE in r.data.metrics
-        assert r.data.tags[tracking.TAG_STATUS] == "finished"
+        assert r.data.tags[tags.TAG_STATUS] == "finished"
     for r in seeds:
         assert [m.step for m in c.get_metric_history(r.info.run_id, names.FID)] == [20, 40]
         arts = [a.path for a in c.list_artifacts(r.info.run_id, "plots")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.sweep import sweep_path
+from sweeper.tune.driver import sweep_path
 from tests.test_reliability import ENV, SWEEPER
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 
-from sweeper.plots import SAMPLE_FIGURES, sample_figure
+from sweeper.analyse.figures import SAMPLE_FIGURES, sample_figure
 from trainers import images, names
 from trainers.config import ConfigError, make_config
 from trainers.data import DATASETS, REAL_EVAL_SEED, build_dataset
@@ -423,9 +423,8 @@ def test_reading_waits_for_a_download_lock_held_by_another_trial(tmp_path) -> No
 
 def test_budget_benchmark_smoke_test_runs_every_section() -> None:
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(root / "benchmarks" / "digits_budget.py"),
-                          "--smoke-test"], capture_output=True, text=True, timeout=300,
-                         cwd=root)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.digits_budget", "--smoke-test"],
+                         capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for heading in ("## 1. Evaluation classifier", "## 2. Real vs independent real draw",

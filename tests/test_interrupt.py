@@ -12,9 +12,9 @@ import time
 import optuna
 import pytest
 
-from sweeper import tracking
-from sweeper.sweep import sweep_path
-from sweeper.tune_state import TUNE_TRIAL_ATTR
+from sweeper.track import tags
+from sweeper.tune.driver import sweep_path
+from sweeper.tune.recovery import TUNE_TRIAL_ATTR
 from tests.procs import stop_group
 from tests.test_reliability import ENV, SWEEPER, assert_no_duplicates, runs, wait_for, write_space
 from trainers import names
@@ -50,7 +50,7 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
         proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(lambda: any(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+            wait_for(lambda: any(r.data.tags.get(tags.TAG_STATUS) == "finished"
                                  for r in runs(uri, name, "trial")), 300,
                      "a finished trial", proc)
             _stop(proc, how)
@@ -66,11 +66,11 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     for bad in ("Traceback", "Fatal Python error", "*** SIG", "Aborted", "Tuner.restore("):
         assert bad not in driver, text[-3000:]
     (parent,) = runs(uri, name, "sweep")
-    assert parent.data.tags[tracking.TAG_STATUS] == "interrupted"
+    assert parent.data.tags[tags.TAG_STATUS] == "interrupted"
     assert parent.info.status == "KILLED"
     assert not [r.info.run_name for r in runs(uri, name, "trial") + runs(uri, name, "seed")
                 if r.info.status == "RUNNING"]
-    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
                        for r in runs(uri, name, "trial") if names.OBJECTIVE in r.data.metrics}
     assert 1 <= len(finished_before) < NUM
 
@@ -82,14 +82,14 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert "ignoring --num-samples 9 (saved: 5), --seeds 3 (saved: 2)" in p.stderr
     assert "Cannot tell" not in p.stderr
     assert_no_duplicates(uri, name, NUM, SEEDS)
-    trials = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")
-              if r.data.tags[tracking.TAG_STATUS] != "abandoned"}
+    trials = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
+              if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for tid, value in finished_before.items():  # kept, not re-run
         assert trials[tid].data.metrics[names.OBJECTIVE] == value
     everything = runs(uri, name, "trial") + runs(uri, name, "seed") + runs(uri, name, "sweep")
     assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
     (parent,) = runs(uri, name, "sweep")
-    assert parent.data.tags[tracking.TAG_STATUS] == "finished"
+    assert parent.data.tags[tags.TAG_STATUS] == "finished"
 
     study = _study(tmp_path, name)
     by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.trials
@@ -102,5 +102,5 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
             assert t.state == optuna.trial.TrialState.COMPLETE, (tid, t.state)
             assert t.value == pytest.approx(r.data.metrics[names.OBJECTIVE])
         else:  # stopped early by ASHA: PRUNED, so TPE never learns a truncated value
-            assert r.data.tags[tracking.TAG_STATUS] == "stopped_early"
+            assert r.data.tags[tags.TAG_STATUS] == "stopped_early"
             assert t.state == optuna.trial.TrialState.PRUNED, (tid, t.state)

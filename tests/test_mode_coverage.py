@@ -10,11 +10,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "mode_coverage.py"
+SCRIPT = ["-m", "benchmarks.mode_coverage"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, *SCRIPT, *args], capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sweeper import objective
+from sweeper.analyse import objective
 from trainers import names
 
 

@@ -39,7 +39,7 @@ def _nums(cells: list[str]) -> list[float]:
 def smoke(tmp_path_factory) -> tuple[str, Path, Path]:
     tmp = tmp_path_factory.mktemp("overhead")
     out, png = tmp / "o.md", tmp / "p.png"
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--smoke-test",
+    p = subprocess.run([sys.executable, "-m", "benchmarks.overhead", "--smoke-test",
                         "--out", str(out), "--plot", str(png)],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]

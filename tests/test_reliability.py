@@ -18,10 +18,10 @@ import pytest
 import yaml
 from ray import cloudpickle
 
-from sweeper import tracking
-from sweeper.sweep import sweep_path
-from sweeper.trial import TAG_RESTORED_FROM
-from sweeper.tune_state import _state_file_ok
+from sweeper.track import store, tags
+from sweeper.track.tags import TAG_RESTORED_FROM
+from sweeper.tune.driver import sweep_path
+from sweeper.tune.recovery import _state_file_ok
 from tests.procs import mlflow_server, ray_cluster, stop_group
 from trainers import names
 
@@ -40,12 +40,12 @@ def write_space(root: Path, steps: int, extra_params: dict | None = None, **fixe
 
 
 def runs(uri: str, name: str, kind: str):
-    c = tracking.client(uri)
+    c = store.client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None:
         return []
     return c.search_runs([exp.experiment_id], max_results=1000,
-                         filter_string=f"tags.`{tracking.TAG_KIND}` = '{kind}'")
+                         filter_string=f"tags.`{tags.TAG_KIND}` = '{kind}'")
 
 
 def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -64,13 +64,13 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
 
 
 def assert_no_duplicates(uri: str, name: str, trials: int, seeds: int) -> None:
-    c = tracking.client(uri)
+    c = store.client(uri)
     live = [r for r in runs(uri, name, "trial") + runs(uri, name, "seed")
-            if r.data.tags.get(tracking.TAG_STATUS) != "abandoned"]
-    t_runs = [r for r in live if r.data.tags[tracking.TAG_KIND] == "trial"]
-    s_runs = [r for r in live if r.data.tags[tracking.TAG_KIND] == "seed"]
-    assert len(t_runs) == trials, [r.data.tags.get(tracking.TAG_TRIAL) for r in t_runs]
-    assert len({r.data.tags[tracking.TAG_TRIAL] for r in t_runs}) == trials
+            if r.data.tags.get(tags.TAG_STATUS) != "abandoned"]
+    t_runs = [r for r in live if r.data.tags[tags.TAG_KIND] == "trial"]
+    s_runs = [r for r in live if r.data.tags[tags.TAG_KIND] == "seed"]
+    assert len(t_runs) == trials, [r.data.tags.get(tags.TAG_TRIAL) for r in t_runs]
+    assert len({r.data.tags[tags.TAG_TRIAL] for r in t_runs}) == trials
     assert len(s_runs) == trials * seeds
     for r in s_runs:
         steps = [m.step for m in c.get_metric_history(r.info.run_id, names.FID)]
@@ -88,25 +88,25 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        wait_for(lambda: sum(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+        wait_for(lambda: sum(r.data.tags.get(tags.TAG_STATUS) == "finished"
                              for r in runs(uri, name, "trial")) >= 2, 400,
                  "two finished trials", proc)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, mid-sweep
         proc.wait(timeout=30)
     finally:
         stop_group(proc)  # then the private Ray processes it left behind
-    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
                        for r in runs(uri, name, "trial")
-                       if r.data.tags.get(tracking.TAG_STATUS) == "finished"}
+                       if r.data.tags.get(tags.TAG_STATUS) == "finished"}
     assert 2 <= len(finished_before) < num
     p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name], cwd=tmp_path,
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert_no_duplicates(uri, name, num, 1)
-    after = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")
-             if r.data.tags[tracking.TAG_STATUS] != "abandoned"}
+    after = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
+             if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for r in runs(uri, name, "trial"):  # a trial cut off before Tune's last snapshot
-        if r.data.tags[tracking.TAG_STATUS] == "abandoned":
+        if r.data.tags[tags.TAG_STATUS] == "abandoned":
             assert r.info.status == "KILLED" and names.OBJECTIVE not in r.data.metrics
     for tid, value in finished_before.items():  # finished trials kept, not re-run
         assert after[tid].data.metrics[names.OBJECTIVE] == value
@@ -143,7 +143,7 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
                             start_new_session=True)
 
     def finished() -> int:
-        return sum(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+        return sum(r.data.tags.get(tags.TAG_STATUS) == "finished"
                    for r in runs(uri, name, "trial"))
 
     def stash_older_search_state() -> bool:
@@ -157,8 +157,8 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
 
     def mid_trial_checkpointed() -> bool:
         return finished() >= 2 and any(
-            r.data.tags.get(tracking.TAG_STATUS) == "running"
-            and int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) >= 40
+            r.data.tags.get(tags.TAG_STATUS) == "running"
+            and int(r.data.tags.get(tags.TAG_LAST_STEP, -1)) >= 40
             for r in runs(uri, name, "seed"))
 
     try:
@@ -170,9 +170,9 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
         proc.wait(timeout=30)
     finally:
         stop_group(proc)
-    finished_before = {r.data.tags[tracking.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
                        for r in runs(uri, name, "trial")
-                       if r.data.tags.get(tracking.TAG_STATUS) == "finished"}
+                       if r.data.tags.get(tags.TAG_STATUS) == "finished"}
     # (a) Tune deleted the snapshot's checkpoint and wrote its successor.
     from ray.tune import ExperimentAnalysis
 
@@ -200,8 +200,8 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming it from its newer one" in p.stderr
     assert_no_duplicates(uri, name, num, 1)
-    after = {r.data.tags[tracking.TAG_TRIAL]: r for r in runs(uri, name, "trial")
-             if r.data.tags[tracking.TAG_STATUS] != "abandoned"}
+    after = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
+             if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for tid, value in finished_before.items():
         assert after[tid].data.metrics[names.OBJECTIVE] == value
     missing = {tid: dict(r.data.tags, status=r.info.status) for tid, r in after.items()
@@ -235,21 +235,21 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
         try:
             def on_worker_with_checkpoint():
                 return [r for r in runs(uri, name, "seed")
-                        if r.data.tags.get(tracking.TAG_NODE_ID) not in (None, head)
-                        and r.data.tags.get(tracking.TAG_STATUS) == "running"
-                        and 80 <= int(r.data.tags.get(tracking.TAG_LAST_STEP, -1)) <= 400]
+                        if r.data.tags.get(tags.TAG_NODE_ID) not in (None, head)
+                        and r.data.tags.get(tags.TAG_STATUS) == "running"
+                        and 80 <= int(r.data.tags.get(tags.TAG_LAST_STEP, -1)) <= 400]
             wait_for(lambda: on_worker_with_checkpoint(), 400, "a checkpointed trial on the "
                      "worker node", proc)
-            victim = on_worker_with_checkpoint()[0].data.tags[tracking.TAG_TRIAL]
+            victim = on_worker_with_checkpoint()[0].data.tags[tags.TAG_TRIAL]
             stop_group(cluster.procs[1], grace=0)  # the worker node dies
             out, _ = proc.communicate(timeout=600)
             assert proc.returncode == 0, out[-3000:]
         finally:
             stop_group(proc)
-    (trial,) = [r for r in runs(uri, name, "trial") if r.data.tags[tracking.TAG_TRIAL] == victim]
-    assert trial.data.tags[tracking.TAG_NODE_ID] == head  # retried on the survivor
+    (trial,) = [r for r in runs(uri, name, "trial") if r.data.tags[tags.TAG_TRIAL] == victim]
+    assert trial.data.tags[tags.TAG_NODE_ID] == head  # retried on the survivor
     assert int(trial.data.tags[TAG_RESTORED_FROM]) >= 80  # from its checkpoint, not step 0
-    assert trial.data.tags[tracking.TAG_STATUS] == "finished"
+    assert trial.data.tags[tags.TAG_STATUS] == "finished"
     assert_no_duplicates(uri, name, 2, 1)
 
 
@@ -264,7 +264,7 @@ def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
              server.uri], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            wait_for(lambda: any(r.data.tags.get(tracking.TAG_STATUS) == "finished"
+            wait_for(lambda: any(r.data.tags.get(tags.TAG_STATUS) == "finished"
                                  for r in runs(server.uri, name, "trial")), 400,
                      "a finished trial", proc)
             server.stop()
@@ -277,11 +277,11 @@ def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
         assert proc.returncode == 0, out[-3000:]
         assert "Traceback" not in out
         assert_no_duplicates(server.uri, name, num, 1)
-        c = tracking.client(server.uri)
+        c = store.client(server.uri)
         for r in runs(server.uri, name, "seed"):
             hist = c.get_metric_history(r.info.run_id, names.FID)
             assert [m.step for m in hist] == list(range(20, 121, 20)), "a curve lost points"
-            assert r.data.tags[tracking.TAG_STATUS] == "finished"
+            assert r.data.tags[tags.TAG_STATUS] == "finished"
 
 
 # ------------------------------------------------------------------ 4. trials that raise
@@ -300,9 +300,9 @@ def test_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(trials) == num
     by_status = {}
     for r in trials:
-        by_status.setdefault(r.data.tags[tracking.TAG_STATUS], []).append(r)
+        by_status.setdefault(r.data.tags[tags.TAG_STATUS], []).append(r)
     assert set(by_status) <= {"finished", "error"} and by_status.get("error"), by_status.keys()
-    c = tracking.client(uri)
+    c = store.client(uri)
     for r in by_status["error"]:
         assert r.data.params["device"] == "cuda" and r.info.status == "FAILED"
         assert "error.txt" in [a.path for a in c.list_artifacts(r.info.run_id)]
@@ -377,5 +377,5 @@ def test_each_driver_session_adds_one_wall_time_point(tmp_path):
                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr[-3000:]
     (parent,) = runs(uri, name, "sweep")
-    hist = tracking.client(uri).get_metric_history(parent.info.run_id, "wall_seconds")
+    hist = store.client(uri).get_metric_history(parent.info.run_id, "wall_seconds")
     assert sorted(m.step for m in hist) == [0, 1]

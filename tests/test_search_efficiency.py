@@ -4,7 +4,6 @@ end to end (two real sweeps, the markdown report and the figure)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import re
 import subprocess
@@ -13,19 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import search_efficiency as se
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "search_efficiency.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("search_efficiency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-se = _load()
+SCRIPT = ["-m", "benchmarks.search_efficiency"]
 
 
 def trial(i: int, steps: int, *, finished: bool = True, success: float = 0.0,
@@ -106,7 +96,7 @@ def _body(report: str) -> str:
 @pytest.mark.slow
 def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
     out, png, state = tmp_path / "se.md", tmp_path / "se.png", tmp_path / "state"
-    p = subprocess.run([sys.executable, str(SCRIPT), "--smoke-test", "--out", str(out),
+    p = subprocess.run([sys.executable, *SCRIPT, "--smoke-test", "--out", str(out),
                         "--plot", str(png), "--state-dir", str(state)], capture_output=True,
                        text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -136,7 +126,7 @@ def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
     # The kept state re-analyses to the same numbers, without training anything.
-    again = subprocess.run([sys.executable, str(SCRIPT), "--reanalyze", "--state-dir",
+    again = subprocess.run([sys.executable, *SCRIPT, "--reanalyze", "--state-dir",
                             str(state), "--plot", str(tmp_path / "again.png")],
                            capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-3000:]

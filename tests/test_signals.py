@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.interrupt import StopSignals
+from sweeper.tune.interrupt import StopSignals
 
 
 def _send(signum: int) -> None:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sweeper.errors import UserError
-from sweeper.spaces import load_space, parse_space, shipped_spaces
+from sweeper.tune.spaces import load_space, parse_space, shipped_spaces
 from trainers.config import FIELDS, make_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

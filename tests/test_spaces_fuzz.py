@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sweeper.errors import UserError
-from sweeper.spaces import KINDS, load_space
+from sweeper.tune.spaces import KINDS, load_space
 from trainers.config import FIELDS, LOSSES, make_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

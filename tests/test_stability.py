@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweeper import stability
-from sweeper.stability import Setting
+from sweeper.analyse import stability
+from sweeper.analyse.stability import Setting
 from trainers import names
 
 

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import yaml
 
-from sweeper import tracking
+from sweeper.track import store, tags
 from trainers import names
 from trainers.data import REAL_HQ_2D
 
@@ -62,18 +62,18 @@ def sweep(tmp_path_factory):
 
 
 def runs_of(sweep):
-    c = tracking.client(sweep["uri"])
+    c = store.client(sweep["uri"])
     exp = c.get_experiment_by_name(sweep["name"])  # quotes in the name: looked up, not spliced
     assert exp is not None
     runs = c.search_runs([exp.experiment_id], max_results=1000)
     by_kind = {}
     for r in runs:
-        by_kind.setdefault(r.data.tags.get(tracking.TAG_KIND), []).append(r)
+        by_kind.setdefault(r.data.tags.get(tags.TAG_KIND), []).append(r)
     return c, by_kind
 
 
 def study_of(sweep):
-    from sweeper.sweep import sweep_path
+    from sweeper.tune.driver import sweep_path
 
     path = sweep_path(sweep["root"] / "sweeps", sweep["name"]) / "optuna.db"
     return optuna.load_study(study_name=sweep["name"], storage=f"sqlite:///{path}")
@@ -84,16 +84,16 @@ def test_every_trial_and_seed_has_one_mlflow_run(sweep):
     (parent,) = kinds["sweep"]
     trials, seeds = kinds["trial"], kinds["seed"]
     assert len(trials) == NUM and len(seeds) == NUM * SEEDS
-    assert len({r.data.tags[tracking.TAG_TRIAL] for r in trials}) == NUM
+    assert len({r.data.tags[tags.TAG_TRIAL] for r in trials}) == NUM
     for t in trials:
-        assert t.data.tags[tracking.PARENT_TAG] == parent.info.run_id
+        assert t.data.tags[tags.PARENT_TAG] == parent.info.run_id
         assert t.data.params["dataset"] == "ring8" and "loss" in t.data.params
-        assert t.data.tags[tracking.TAG_NODE]
+        assert t.data.tags[tags.TAG_NODE]
         assert names.RUNNING_OBJECTIVE in t.data.metrics
     for s in seeds:
-        parent_trial = [t for t in trials if t.info.run_id == s.data.tags[tracking.PARENT_TAG]]
+        parent_trial = [t for t in trials if t.info.run_id == s.data.tags[tags.PARENT_TAG]]
         assert len(parent_trial) == 1
-        assert s.data.params["seed"] == s.data.tags[tracking.TAG_SEED]
+        assert s.data.params["seed"] == s.data.tags[tags.TAG_SEED]
         hist = c.get_metric_history(s.info.run_id, names.FID)
         steps = [m.step for m in hist]
         assert steps == sorted(set(steps)) and steps[0] == 10  # a curve, no duplicate steps
@@ -106,7 +106,7 @@ def test_every_trial_and_seed_has_one_mlflow_run(sweep):
 def test_the_success_rule_comes_from_the_space_then_the_command_line(sweep):
     import json
 
-    from sweeper.sweep import OPTIONS_FILE, sweep_path
+    from sweeper.tune.driver import OPTIONS_FILE, sweep_path
 
     c, kinds = runs_of(sweep)
     (parent,) = kinds["sweep"]
@@ -130,14 +130,14 @@ def test_the_success_rule_comes_from_the_space_then_the_command_line(sweep):
 
 def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
     c, kinds = runs_of(sweep)
-    status = {r.data.tags[tracking.TAG_TRIAL]: r for r in kinds["trial"]}
+    status = {r.data.tags[tags.TAG_TRIAL]: r for r in kinds["trial"]}
     study = study_of(sweep)
     states = [t.state for t in study.trials]
     assert len(study.trials) == NUM
     assert optuna.trial.TrialState.PRUNED in states, "ASHA stopped nothing: test is vacuous"
-    finished = [r for r in status.values() if r.data.tags[tracking.TAG_STATUS] == "finished"]
+    finished = [r for r in status.values() if r.data.tags[tags.TAG_STATUS] == "finished"]
     stopped = [r for r in status.values()
-               if r.data.tags[tracking.TAG_STATUS] == "stopped_early"]
+               if r.data.tags[tags.TAG_STATUS] == "stopped_early"]
     assert len(finished) + len(stopped) == NUM and stopped
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(finished)
     complete_values = sorted(t.value for t in study.trials
@@ -159,13 +159,13 @@ def test_progress_is_a_line_per_trial_and_the_ui_opens_on_the_runs(sweep):
     for panel in ("Trial status:", "started with configuration", "Trial progress"):
         assert panel not in out  # Ray's per-trial panels
     assert len(out.splitlines()) < 60
-    c = tracking.client(sweep["uri"])
+    c = store.client(sweep["uri"])
     exp = c.get_experiment_by_name(sweep["name"])
-    assert exp.tags[tracking.TAG_EXPERIMENT_KIND] == tracking.EXPERIMENT_KIND
+    assert exp.tags[tags.TAG_EXPERIMENT_KIND] == tags.EXPERIMENT_KIND
     assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in out
     (parent,) = c.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
-    note = parent.data.tags[tracking.TAG_NOTE]
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    note = parent.data.tags[tags.TAG_NOTE]
     assert "| # | trial | status |" in note and note.count("\n| ") >= NUM
 
 
@@ -228,8 +228,8 @@ def test_bad_sweep_input_one_line_exit_2_before_any_trial(tmp_path, args, needle
 
 # ---------------------------------------------------------------------- --search tpe|random
 def _options(tmp_path: Path, search: str):
-    from sweeper.spaces import load_space
-    from sweeper.sweep import SweepOptions
+    from sweeper.tune.driver import SweepOptions
+    from sweeper.tune.spaces import load_space
 
     return SweepOptions(
         space=load_space("default"), name="s", num_samples=2, max_concurrent=1, seeds=1,
@@ -242,7 +242,7 @@ def _options(tmp_path: Path, search: str):
 def test_search_option_picks_the_sampler_and_survives_save_restore(tmp_path, search, sampler):
     import json
 
-    from sweeper.sweep import OPTIONS_FILE, _optuna_search, restore_options, save_options
+    from sweeper.tune.driver import OPTIONS_FILE, _optuna_search, restore_options, save_options
 
     opts = _options(tmp_path, search)
     searcher = _optuna_search(opts, tmp_path)
@@ -258,7 +258,7 @@ def test_search_option_picks_the_sampler_and_survives_save_restore(tmp_path, sea
 def test_options_saved_before_search_existed_restore_as_tpe(tmp_path):
     import json
 
-    from sweeper.sweep import OPTIONS_FILE, restore_options, save_options
+    from sweeper.tune.driver import OPTIONS_FILE, restore_options, save_options
 
     save_options(_options(tmp_path, "random"), tmp_path)
     data = json.loads((tmp_path / OPTIONS_FILE).read_text())
@@ -270,7 +270,7 @@ def test_options_saved_before_search_existed_restore_as_tpe(tmp_path):
 def test_rule_and_objective_survive_save_restore(tmp_path):
     import dataclasses
 
-    from sweeper.sweep import restore_options, save_options
+    from sweeper.tune.driver import restore_options, save_options
     from trainers.quality import SuccessRule
 
     rule = SuccessRule(min_hq_ratio=0.8, min_mode_share=0.1)
@@ -283,7 +283,7 @@ def test_rule_and_objective_survive_save_restore(tmp_path):
 def test_options_saved_before_the_quality_rule_restore_as_they_ran(tmp_path):
     import json
 
-    from sweeper.sweep import OPTIONS_FILE, restore_options, save_options
+    from sweeper.tune.driver import OPTIONS_FILE, restore_options, save_options
     from trainers.quality import LEGACY_RULE
 
     save_options(_options(tmp_path, "tpe"), tmp_path)
@@ -300,8 +300,8 @@ def test_random_search_sweep_end_to_end(tmp_path):
     are the same random draws, so the sampler's type is checked above, not here.)"""
     import json
 
-    from sweeper.spaces import load_space
-    from sweeper.sweep import OPTIONS_FILE, sweep_path
+    from sweeper.tune.driver import OPTIONS_FILE, sweep_path
+    from sweeper.tune.spaces import load_space
 
     p = sweeper("run", "--smoke-test", "--search", "random", "--sampler-seed", "7",
                 "--experiment", "rnd", cwd=tmp_path)
@@ -320,10 +320,10 @@ def test_random_search_sweep_end_to_end(tmp_path):
         ask = fresh.ask()
         space(ask)
         assert ask.params == t.params
-    c = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
+    c = store.client(f"sqlite:///{tmp_path}/mlflow.db")
     exp = c.get_experiment_by_name("rnd")
     (parent,) = c.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'")
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
     assert parent.data.params["search"] == "random"
     assert parent.data.params["sampler_seed"] == "7"
 
@@ -333,7 +333,7 @@ def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> Non
     import dataclasses
 
     from sweeper.cli import run
-    from sweeper.sweep import CLI_FIELDS, SweepOptions
+    from sweeper.tune.driver import CLI_FIELDS, SweepOptions
 
     params = {p.name: p for p in run.params}
     for f in CLI_FIELDS:

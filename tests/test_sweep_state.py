@@ -1,4 +1,4 @@
-"""Repair of the Tune state that a driver crash leaves behind (sweeper.tune_state).
+"""Repair of the Tune state that a driver crash leaves behind (sweeper.tune.recovery).
 
 The state files here are built by hand in the formats Tune writes: the experiment state is
 JSON whose trials carry a cloudpickled StorageContext (only the two fields the check reads
@@ -16,7 +16,7 @@ import pytest
 from ray import cloudpickle
 
 from sweeper.errors import UserError
-from sweeper.tune_state import repair_tune_state
+from sweeper.tune.recovery import repair_tune_state
 
 SESSION = "2026-01-01_00-00-00"
 
@@ -118,7 +118,7 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
     # checkpoint and all its siblings are gone: the trial starts over instead of failing.
     from ray import tune
 
-    from sweeper.trial import _restore
+    from sweeper.tune.trial import _restore
     from trainers.config import make_config
     from trainers.loop import Trainer
     from trainers.members import save_members
@@ -143,8 +143,8 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
 def test_a_population_checkpoint_continues_every_member(tmp_path):
     from ray import tune
 
-    from sweeper.trial import _restore
-    from sweeper.tune_state import _intact
+    from sweeper.tune.recovery import _intact
+    from sweeper.tune.trial import _restore
     from trainers.config import make_config
     from trainers.members import make_members, save_members
     from trainers.population import Population

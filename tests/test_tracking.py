@@ -3,28 +3,28 @@ while the store is unreachable and later delivery with nothing duplicated."""
 
 from __future__ import annotations
 
-from sweeper import tracking
+from sweeper.track import store, tags
 
 
 def spec(exp_id: str, key: str = "trial/s/t1", parent_key: str | None = None):
-    return tracking.RunSpec(exp_id, key, "t1", {tracking.TAG_KIND: "trial"},
+    return store.RunSpec(exp_id, key, "t1", {tags.TAG_KIND: "trial"},
                             parent_key=parent_key)
 
 
-def store(tmp_path):
+def new_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
-    c = tracking.client(uri)
-    return c, tracking.experiment_id(c, "exp 'quoted' \"name\"")
+    c = store.client(uri)
+    return c, store.experiment_id(c, "exp 'quoted' \"name\"")
 
 
 def test_reopened_run_skips_steps_already_logged(tmp_path):
-    c, exp = store(tmp_path)
-    first = tracking.RunLogger(c, spec=spec(exp), params={"a": 1})
+    c, exp = new_store(tmp_path)
+    first = store.RunLogger(c, spec=spec(exp), params={"a": 1})
     for step in (10, 20):
         first.log_metrics(step, {"fid": float(step)})
     assert first.flush()
     # A retried trial recomputes steps 10..30 and opens the same run again by its key.
-    second = tracking.RunLogger(c, spec=spec(exp), params={"a": 1})
+    second = store.RunLogger(c, spec=spec(exp), params={"a": 1})
     for step in (10, 20, 30):
         second.log_metrics(step, {"fid": float(step)})
     assert second.close("finished")
@@ -35,42 +35,42 @@ def test_reopened_run_skips_steps_already_logged(tmp_path):
 
 
 def test_spooled_runs_are_delivered_once_parents_first(tmp_path):
-    c, exp = store(tmp_path)
-    dead = tracking.client("http://127.0.0.1:9")  # nothing listens there: an outage
-    tracking.quiet_http_retries()
+    c, exp = new_store(tmp_path)
+    dead = store.client("http://127.0.0.1:9")  # nothing listens there: an outage
+    store.quiet_http_retries()
     spool = tmp_path / "unsent" / "t1.jsonl"
-    trial = tracking.RunLogger(dead, spec=spec(exp), params={"lr": 0.1}, spool=spool)
-    seed = tracking.RunLogger(dead, spec=tracking.RunSpec(
-        exp, "trial/s/t1/seed/0", "t1-seed0", {tracking.TAG_KIND: "seed"},
+    trial = store.RunLogger(dead, spec=spec(exp), params={"lr": 0.1}, spool=spool)
+    seed = store.RunLogger(dead, spec=store.RunSpec(
+        exp, "trial/s/t1/seed/0", "t1-seed0", {tags.TAG_KIND: "seed"},
         parent_key="trial/s/t1"), params={"seed": 0}, spool=spool)
     for step in (5, 10):
         trial.log_metrics(step, {"objective": 1.0 / step})
         seed.log_metrics(step, {"fid": float(step), "nan_dropped": float("nan")})
     assert not seed.close("finished") and not trial.close("finished")  # seed spooled first
-    assert tracking.deliver_spooled(c, spool.parent) == (2, 0)
+    assert store.deliver_spooled(c, spool.parent) == (2, 0)
     assert not spool.exists()
-    runs = {r.data.tags[tracking.TAG_KIND]: r for r in c.search_runs([exp])}
-    assert runs["seed"].data.tags[tracking.PARENT_TAG] == runs["trial"].info.run_id
+    runs = {r.data.tags[tags.TAG_KIND]: r for r in c.search_runs([exp])}
+    assert runs["seed"].data.tags[tags.PARENT_TAG] == runs["trial"].info.run_id
     assert runs["seed"].data.params == {"seed": "0"}
-    assert runs["seed"].data.tags[tracking.TAG_STATUS] == "finished"
+    assert runs["seed"].data.tags[tags.TAG_STATUS] == "finished"
     assert [m.step for m in c.get_metric_history(runs["seed"].info.run_id, "fid")] == [5, 10]
     assert "nan_dropped" not in runs["seed"].data.metrics
-    assert tracking.deliver_spooled(c, spool.parent) == (0, 0)  # nothing left, nothing doubled
+    assert store.deliver_spooled(c, spool.parent) == (0, 0)  # nothing left, nothing doubled
     assert len(c.search_runs([exp])) == 2
 
 
 _OPEN_AT = """
 import sys, time
-from sweeper import tracking
+from sweeper.track import store
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.001)
-tracking.client(sys.argv[1]).search_experiments()
+store.client(sys.argv[1]).search_experiments()
 """
 
 
 def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
-    # Without the lock in tracking.client, MLflow's Alembic migrations collide here ("table
+    # Without the lock in store.client, MLflow's Alembic migrations collide here ("table
     # ... already exists"): seen when a test or `sweeper stable` polls a sweep's new store.
     import subprocess
     import sys

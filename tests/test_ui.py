@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import tracking
+from sweeper.track import store, tags
 from tests.procs import sweeper_ui
 from tests.test_reliability import ENV, SWEEPER
 
@@ -24,9 +24,9 @@ def test_sweeper_ui_serves_the_store_and_links_to_the_runs_view(tmp_path: Path):
                         "--experiment", "ui-check"], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    c = tracking.client(uri)
+    c = store.client(uri)
     exp = c.get_experiment_by_name("ui-check")
-    assert exp.tags[tracking.TAG_EXPERIMENT_KIND] == tracking.EXPERIMENT_KIND
+    assert exp.tags[tags.TAG_EXPERIMENT_KIND] == tags.EXPERIMENT_KIND
     with sweeper_ui(tmp_path, uri, "ui-check", env=ENV) as (_, base, log):
         link = re.search(r"runs: (\S+)", log.read_text()).group(1)
         assert link == (f"{base}/#/experiments/{exp.experiment_id}/runs?"

@@ -24,25 +24,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sweeper.errors import UserError, one_line, short
+from sweeper.track.tags import (
+    EXPERIMENT_KIND,
+    PARENT_TAG,
+    TAG_EXPERIMENT_KIND,
+    TAG_KEY,
+    TAG_LAST_STEP,
+    TAG_STATUS,
+)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-TAG_KEY = "gan_sweeper.key"  # stable identity: sweep/<name>, trial/<sweep>/<id>, seed/.../<n>
-TAG_KIND = "gan_sweeper.kind"  # sweep | trial | seed | train
-TAG_SWEEP = "gan_sweeper.sweep"  # the sweep (experiment) a run belongs to
-TAG_TRIAL = "gan_sweeper.trial_id"  # Ray Tune trial id
-TAG_SEED = "gan_sweeper.seed"
-TAG_NODE = "gan_sweeper.node"  # Ray node IP (or hostname) the run trained on
-TAG_NODE_ID = "gan_sweeper.node_id"  # Ray node id (nodes on one host share an IP)
-TAG_STATUS = "gan_sweeper.status"  # finished | diverged | stopped_early | error | incomplete
-# | interrupted | abandoned | running
-TAG_LAST_STEP = "gan_sweeper.last_step"  # last step whose metrics reached MLflow
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI shows the tree)
-# MLflow 3.17's UI opens an experiment in its GenAI view unless it is marked as model
-# development; the note tag is a run's description, shown on its page.
-TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-TAG_NOTE = "mlflow.note.content"
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 # log_batch accepts at most 1000 metrics per call (MLflow's documented REST limit).

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from sweeper.errors import UserError
-from sweeper.tracking import DEFAULT_TRACKING_URI
+from sweeper.track.store import DEFAULT_TRACKING_URI
 
 # --smoke-test shrinks the budget to seconds while keeping every code path.
 SMOKE = {"steps": 40, "eval_every": 20, "eval_samples": 500}

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeper import tracking
+from sweeper.analyse.formatting import format_metrics
+from sweeper.analyse.objective import aggregate, rule_params
 from sweeper.bars import train_members
 from sweeper.errors import UserError
-from sweeper.formatting import format_metrics
-from sweeper.objective import aggregate, rule_params
 from sweeper.paths import check_file_writable
+from sweeper.track import store, tags
+from sweeper.track.member_runs import MemberRuns, step_artifact
 from trainers import names
 from trainers.config import TrialConfig, make_config
 from trainers.data import build_dataset
@@ -41,7 +42,7 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
         if path:
             check_file_writable(path, what)
     if tracking_uri:
-        tracking_uri = tracking.check_tracking_uri(tracking_uri)
+        tracking_uri = store.check_tracking_uri(tracking_uri)
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
         members = load_members_file(checkpoint, device=cfg.device, rule=rule)
@@ -51,35 +52,30 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
         print(f"resuming from step {members.step}", file=sys.stderr)
     else:
         members = make_members(cfgs, rule)
-    loggers = ([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
-               if tracking_uri else [])
-    from sweeper.plots import sample_figure
-
+    runs = MemberRuns([_start_tracking(c, rule, tracking_uri, experiment) for c in cfgs]
+                      if tracking_uri else [])
     evals = 0
     latest: list[dict[str, float]] = []
     desc = f"train {cfg.loss}" + (f" x{seeds} seeds" if seeds > 1 else "")
-    for bar, latest in train_members(members, desc):
-        evals += 1
-        for c, m in zip(cfgs, latest, strict=True):
-            prefix = f"seed {c.seed}: " if seeds > 1 else ""
-            bar.write(prefix + format_metrics(m))
-        if checkpoint:
-            save_members_file(members, checkpoint)
-        if loggers:
+    with runs.closed_on_error(lambda: latest):
+        for bar, latest in train_members(members, desc):
+            evals += 1
+            for c, m in zip(cfgs, latest, strict=True):
+                prefix = f"seed {c.seed}: " if seeds > 1 else ""
+                bar.write(prefix + format_metrics(m))
+            if checkpoint:
+                save_members_file(members, checkpoint)
+            runs.log_metrics(latest)
             # A sample figure at every evaluation: collapse is visible at a glance in the UI.
-            samples = members.sample().cpu().numpy()
-            for j, (c, m, logger) in enumerate(zip(cfgs, latest, loggers, strict=True)):
-                logger.log_metrics(int(m[names.STEP]), m)
-                fig = sample_figure(members.data, samples[j], _title(c, m))
-                logger.log_figure(fig, f"plots/samples_step{int(m[names.STEP]):07d}.png")
-                if evals % FLUSH_EVERY_EVALS == 0:
-                    logger.flush()
+            runs.log_samples(members, latest, title=_title, artifact=step_artifact)
+            if evals % FLUSH_EVERY_EVALS == 0:
+                runs.flush()
     samples = members.sample().cpu().numpy()
     if samples_out:
         for path, x in zip(samples_paths(samples_out, cfgs), samples, strict=True):
             np.save(path, x)
-    for m, logger in zip(latest, loggers, strict=False):  # no loggers without tracking
-        logger.close("diverged" if m.get(names.DIVERGED) else "finished")
+    runs.close(latest, "finished")
+    for logger in runs.loggers:
         print(f"mlflow run {logger.run_id} in experiment {experiment!r} ({tracking_uri})",
               file=sys.stderr)
     if seeds == 1:
@@ -99,12 +95,12 @@ def samples_paths(samples_out: str, cfgs: list[TrialConfig]) -> list[Path]:
 
 
 def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
-                    experiment: str) -> tracking.RunLogger:
-    client = tracking.client(uri)  # uri already checked by run_single
-    exp_id = tracking.experiment_id(client, experiment)
+                    experiment: str) -> store.RunLogger:
+    client = store.client(uri)  # uri already checked by run_single
+    exp_id = store.experiment_id(client, experiment)
     name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
-    run = client.create_run(exp_id, run_name=name, tags={tracking.TAG_KIND: "train"})
-    logger = tracking.RunLogger(client, run.info.run_id)
+    run = client.create_run(exp_id, run_name=name, tags={tags.TAG_KIND: "train"})
+    logger = store.RunLogger(client, run.info.run_id)
     logger.log_params({**cfg.to_dict(), **rule_params(rule)})
     return logger
 

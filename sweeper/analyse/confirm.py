@@ -20,9 +20,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sweeper import tracking
 from sweeper.bars import train_members
-from sweeper.mlflow_reader import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE, SweepRecords
+from sweeper.track import store, tags
+from sweeper.track.member_runs import MemberRuns
+from sweeper.track.reader import SweepRecords
+from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE
 from trainers import names
 from trainers.config import make_config
 from trainers.loop import set_threads
@@ -46,7 +48,7 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
 
         raise UserError(f"experiment {records.experiment!r} has no sweep parent run to log "
                         "confirm runs under; was it made by `sweeper run`?")
-    client = tracking.client(records.tracking_uri)
+    client = store.client(records.tracking_uri)
     seeds = fresh_seeds(records, n_seeds)
     # One thread: these small networks gain nothing from more, and on a shared machine extra
     # torch threads spin-wait on busy cores (measured 5-25x slower with 2 threads here).
@@ -73,37 +75,29 @@ def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool,
                  group: str = "") -> dict[int, str]:
     loggers = {}
     for i, trial_id, trial_run_id, cfg in jobs:
-        key = tracking.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
-        run_id, _ = tracking.find_or_create_run(
+        key = store.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
+        run_id, _ = store.find_or_create_run(
             client, records.experiment_id, key, name=f"{trial_id}-confirm-seed{cfg.seed}",
             parent_run_id=records.parent_run_id,
-            tags={tracking.TAG_KIND: KIND_CONFIRM, tracking.TAG_SWEEP: records.experiment,
-                  tracking.TAG_TRIAL: trial_id, tracking.TAG_SEED: str(cfg.seed),
+            tags={tags.TAG_KIND: KIND_CONFIRM, tags.TAG_SWEEP: records.experiment,
+                  tags.TAG_TRIAL: trial_id, tags.TAG_SEED: str(cfg.seed),
                   TAG_CONFIRM_OF: trial_run_id, TAG_SMOKE: "1" if smoke else "0",
-                  tracking.TAG_STATUS: "running"})
-        loggers[i] = tracking.RunLogger(client, run_id)
+                  tags.TAG_STATUS: "running"})
+        loggers[i] = store.RunLogger(client, run_id)
         loggers[i].log_params(cfg.to_dict())
-    order = [i for i, *_ in jobs]
+    runs = MemberRuns([loggers[i] for i, *_ in jobs])
     # Judged by the rule the sweep used.
     members = make_members([cfg for *_, cfg in jobs], records.rule)
-    try:
-        latest: list[dict[str, float]] = []
-        desc = f"confirm {len(jobs)} runs" + (f" ({group})" if group else "")
+    latest: list[dict[str, float]] = []
+    desc = f"confirm {len(jobs)} runs" + (f" ({group})" if group else "")
+    with runs.closed_on_error(lambda: latest):
         for _, latest in train_members(members, desc):
-            for i, m in zip(order, latest, strict=True):
-                loggers[i].log_metrics(int(m[names.STEP]), m)
-    except BaseException:
-        for logger in loggers.values():
-            logger.close("error")
-        raise
-    from sweeper.plots import sample_figure
-
-    samples = members.sample().cpu().numpy()
-    for j, ((i, trial_id, _, cfg), final) in enumerate(zip(jobs, latest, strict=True)):
-        fig = sample_figure(members.data, samples[j], f"{cfg.loss}, confirm seed {cfg.seed}, "
-                            f"step {int(final[names.STEP])}")
-        loggers[i].log_figure(fig, "plots/samples_final.png")
-        loggers[i].close("diverged" if final.get(names.DIVERGED) else "finished")
+            runs.log_metrics(latest)
+    runs.log_samples(members, latest, artifact=lambda m: "plots/samples_final.png",
+                     title=lambda cfg, m: f"{cfg.loss}, confirm seed {cfg.seed}, "
+                                          f"step {int(m[names.STEP])}")
+    runs.close(latest, "finished")
+    for (_, trial_id, _, cfg), final in zip(jobs, latest, strict=True):
         _print(trial_id, cfg.seed, final)
     return {i: logger.run_id for i, logger in loggers.items()}
 

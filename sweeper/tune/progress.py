@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeper import objective
+from sweeper.analyse import objective
 from trainers import names
 
 

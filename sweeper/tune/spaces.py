@@ -38,7 +38,7 @@ from trainers.config import (
 )
 from trainers.quality import rule_from_mapping
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
 _TOP_KEYS = ("description", "fixed", "params", "success")
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
+from sweeper.analyse.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
 from trainers import names
 from trainers.config import applies
 from trainers.quality import DEFAULT_RULE, SuccessRule

@@ -29,9 +29,9 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sweeper import stability  # noqa: E402
-from sweeper.mlflow_reader import SweepRecords, TrialRun, metric_history  # noqa: E402
-from sweeper.stability import RegionGrid, Setting, SettingStats  # noqa: E402
+from sweeper.analyse import stability  # noqa: E402
+from sweeper.analyse.stability import RegionGrid, Setting, SettingStats  # noqa: E402
+from sweeper.track.reader import SweepRecords, TrialRun, metric_history  # noqa: E402
 from trainers import names  # noqa: E402
 
 # Stable-region heatmaps: (x, y) parameter pairs, drawn when the sweep varied both.

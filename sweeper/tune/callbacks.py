@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from sweeper import tracking
+from sweeper.track import store, tags
 from trainers import names
 
 
@@ -26,21 +26,21 @@ class TrialStatusCallback(Callback):
         self._mark(trial, "error", "FAILED")
 
     def _mark(self, trial, status: str, state: str) -> None:
-        from sweeper.trial import RUN_ID
+        from sweeper.tune.trial import RUN_ID
 
         run_id = (trial.last_result or {}).get(RUN_ID)
         if not run_id:
             return
         try:
             if self._client is None:
-                self._client = tracking.client(self.tracking_uri)
+                self._client = store.client(self.tracking_uri)
             children = self._client.search_runs(
                 [self._client.get_run(run_id).info.experiment_id],
-                filter_string=f"tags.`{tracking.PARENT_TAG}` = '{run_id}'")
+                filter_string=f"tags.`{tags.PARENT_TAG}` = '{run_id}'")
             for rid in [run_id, *(c.info.run_id for c in children)]:
-                if self._client.get_run(rid).data.tags.get(tracking.TAG_STATUS) == "diverged":
+                if self._client.get_run(rid).data.tags.get(tags.TAG_STATUS) == "diverged":
                     continue
-                self._client.set_tag(rid, tracking.TAG_STATUS, status)
+                self._client.set_tag(rid, tags.TAG_STATUS, status)
                 self._client.set_terminated(rid, state)
         except Exception:  # noqa: BLE001 - bookkeeping must never stop the sweep
             pass

@@ -1,7 +1,7 @@
 """`sweeper stable`, `sweeper compare`, `sweeper report`: what a finished sweep says.
 
 Listed in `sweeper.cli.COMMANDS` with the other commands. The
-definitions of stability and the ranking rule are in `sweeper.stability`.
+definitions of stability and the ranking rule are in `sweeper.analyse.stability`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from typing import Any
 import click
 import yaml
 
-from sweeper import stability, tracking
+from sweeper.analyse import stability
+from sweeper.analyse.objective import check_objective
+from sweeper.analyse.stability import Setting, SettingStats
+from sweeper.cli.options import SMOKE, check_seeds, tracking_uri_option
 from sweeper.errors import UserError
-from sweeper.mlflow_reader import SweepRecords, load_sweep, require_finished, settings
-from sweeper.objective import check_objective
-from sweeper.options import SMOKE, check_seeds, tracking_uri_option
 from sweeper.paths import check_dir_writable, check_file_writable
-from sweeper.stability import Setting, SettingStats
+from sweeper.track import store
+from sweeper.track.reader import SweepRecords, load_sweep, require_finished, settings
 
 # Fields that define an experiment's evaluation protocol: numbers measured under different
 # values are not comparable (FID is biased in 1/N; a longer budget is a different question).
@@ -98,7 +99,7 @@ def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS,
 
 
 def _regions(a: Analysis) -> list:
-    from sweeper.report import REGION_PAIRS
+    from sweeper.analyse.report import REGION_PAIRS
 
     grids = (stability.region_grid(a.settings, x, y) for x, y in REGION_PAIRS)
     return [g for g in grids if g is not None]
@@ -132,7 +133,7 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     a = analyse(tracking_uri, experiment, min_seeds, objective)
     note = ""
     if confirm_seeds:
-        from sweeper.confirm import confirm_settings
+        from sweeper.analyse.confirm import confirm_settings
 
         if smoke_test:
             top, confirm_seeds = SMOKE_CONFIRM["top"], min(confirm_seeds, SMOKE_CONFIRM["seeds"])
@@ -155,7 +156,7 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     if as_json:
         click.echo(json.dumps(stable_json(a, note), sort_keys=True))
         return
-    from sweeper.report import flagged_table, region_table, stats_table
+    from sweeper.analyse.report import flagged_table, region_table, stats_table
 
     click.echo(f"Stable settings of sweep {experiment!r}: ranked by {a.ranking} "
                "(definitions: README, Stability).")
@@ -175,7 +176,7 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     if export_path:
         click.echo(f"\nwrote {export_path}: setting {a.best.label}; train it with `sweeper "
                    f"train --config {export_path}`")
-    click.echo(tracking.where_to_look(a.records.tracking_uri, a.records.experiment_id))
+    click.echo(store.where_to_look(a.records.tracking_uri, a.records.experiment_id))
 
 
 def stable_json(a: Analysis, note: str) -> dict[str, Any]:
@@ -231,7 +232,7 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> No
                 raise UserError(f"cannot compare {ref_name!r} and {n!r}: their protocols differ "
                                 f"in {f} ({ref.params.get(f)} vs {b.params.get(f)}); compare "
                                 f"sweeps with the same {', '.join(PROTOCOL_FIELDS)}")
-    from sweeper.report import compare_figure, stats_table
+    from sweeper.analyse.report import compare_figure, stats_table
 
     out_dir = check_dir_writable(out, "--out")
     fig = compare_figure(best)
@@ -268,11 +269,11 @@ def compare(experiments, tracking_uri, as_json, out, min_seeds, objective) -> No
 @_objective_option
 def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> None:
     """PNG figures + summary.md in --out, also logged to the sweep's parent run (report/)."""
-    from sweeper.report import write_report
-    from sweeper.sweep import sweep_path
+    from sweeper.analyse.report import write_report
+    from sweeper.tune.driver import sweep_path
 
     a = analyse(tracking_uri, experiment, min_seeds, objective)
-    client = tracking.client(a.records.tracking_uri)
+    client = store.client(a.records.tracking_uri)
     out_dir = check_dir_writable(out, "--out")
     study = sweep_path(Path(sweep_dir).resolve(), experiment) / "optuna.db"
     rep = write_report(client, a.records, a.settings, a.ranked, a.flagged, out_dir,
@@ -287,4 +288,4 @@ def report(experiment, out, tracking_uri, sweep_dir, min_seeds, objective) -> No
         click.echo(f"  {out_dir / f}")
     for n in rep.notes:
         click.echo(f"note: {n}")
-    click.echo(tracking.where_to_look(a.records.tracking_uri, a.records.experiment_id))
+    click.echo(store.where_to_look(a.records.tracking_uri, a.records.experiment_id))

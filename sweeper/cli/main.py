@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from sweeper.analysis_cli import compare, report, stable
+from sweeper.analyse.formatting import format_metrics
+from sweeper.analyse.objective import check_objective
+from sweeper.cli.analysis import compare, report, stable
+from sweeper.cli.options import SMOKE, check_seeds, tracking_uri_option
 from sweeper.errors import UserError, one_line, short
-from sweeper.formatting import format_metrics
-from sweeper.objective import check_objective
-from sweeper.options import SMOKE, check_seeds, tracking_uri_option
 from trainers import names
 from trainers.config import FIELDS, ConfigError, describe_range, load_config_file, make_config
 
@@ -107,7 +107,7 @@ def train(config_file, as_json, tracking_uri, experiment, no_track, checkpoint, 
           samples_out, n_seeds, smoke_test, **options) -> None:
     """Train a GAN (or K seeds of it) and report the final metrics (seed_success judged by the
     success rule)."""
-    from sweeper.single import run_single
+    from sweeper.cli.train import run_single
 
     rule = rule_from_options(options)
     cfg = config_from_options(config_file, options, smoke_test)
@@ -153,7 +153,7 @@ def check_experiment_name(name: str) -> None:
 @rule_options
 def eval_cmd(dataset, samples_path, dataset_scale, data_root, as_json, **options) -> None:
     """Metrics for any array of samples, against the dataset's real distribution."""
-    from sweeper.single import evaluate_file
+    from sweeper.cli.train import evaluate_file
 
     rule = rule_from_options(options)
     values = {"dataset": dataset, "dataset_scale": dataset_scale, "data_root": data_root}
@@ -178,7 +178,7 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 
 def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
     """`sweeper run`'s option values, checked before anything starts (one-line errors)."""
-    from sweeper.sweep import SEARCHES
+    from sweeper.tune.driver import SEARCHES
 
     for key, low in (("num_samples", 1), ("max_concurrent", 0), ("reduction_factor", 2),
                      ("max_failures", 0)):
@@ -198,9 +198,9 @@ def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
 
 
 def sweep_options(fn):
-    """One `sweeper run` option per documented SweepOptions field (sweeper/sweep.py), with
+    """One `sweeper run` option per documented SweepOptions field (sweeper/tune/driver.py), with
     the dataclass's default: the defaults and docs live there only."""
-    from sweeper.sweep import CLI_FIELDS
+    from sweeper.tune.driver import CLI_FIELDS
 
     for f in reversed(CLI_FIELDS):
         m = f.metadata
@@ -236,8 +236,8 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     import time
     from pathlib import Path
 
-    from sweeper import sweep
-    from sweeper.spaces import load_space
+    from sweeper.tune import driver
+    from sweeper.tune.spaces import load_space
     from trainers.quality import RULE_FIELDS
 
     rule_opts = {k: options.pop(k) for k in RULE_FIELDS}
@@ -253,12 +253,12 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         space_obj = dc.replace(space_obj, fixed={**space_obj.fixed, **SMOKE})
     sweep_root = Path(sweep_dir).resolve()
     if resume and experiment is None:
-        experiment = sweep.latest_sweep(sweep_root)
+        experiment = driver.latest_sweep(sweep_root)
         if experiment is None:
             raise UserError(f"nothing to resume in {sweep_root}; pass --experiment NAME")
     experiment = experiment or f"{space_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    opts = sweep.SweepOptions(space=space_obj, name=experiment, sweep_dir=sweep_root,
-                              command=sweep.command_line(), rule=rule, objective=objective,
+    opts = driver.SweepOptions(space=space_obj, name=experiment, sweep_dir=sweep_root,
+                              command=driver.command_line(), rule=rule, objective=objective,
                               **options)
     if not resume:  # a resume prints the options it restored instead
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {opts.num_samples} "
@@ -267,10 +267,10 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     if resume:
         note_ignored_options(click.get_current_context(), opts)
     try:
-        rows = sweep.run_sweep(opts, resume=resume)
-    except sweep.SweepInterrupted as e:
+        rows = driver.run_sweep(opts, resume=resume)
+    except driver.SweepInterrupted as e:
         if e.rows:
-            click.echo(sweep.format_table(e.rows, top=10))
+            click.echo(driver.format_table(e.rows, top=10))
         again = ["sweeper", "run", "--resume", "--experiment", experiment]
         if sweep_dir != "sweeps":
             again += ["--sweep-dir", sweep_dir]
@@ -282,17 +282,17 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         return 130
     tracking_uri = opts.tracking_uri
     if resume:  # the sweep's own options, not this command's defaults
-        saved = sweep.restore_options(opts, sweep.sweep_path(sweep_root, experiment))
+        saved = driver.restore_options(opts, driver.sweep_path(sweep_root, experiment))
         tracking_uri, objective = saved.tracking_uri, saved.objective
     tie = "median FID" if objective == "fid" else "median seed_score"
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                f"m/(1+m), m = {tie}; lower is better):")
-    click.echo(sweep.format_table(rows, top=10))
-    from sweeper import tracking
+    click.echo(driver.format_table(rows, top=10))
+    from sweeper.track import store
 
-    uri = tracking.check_tracking_uri(tracking_uri)
-    exp_id = tracking.experiment_id(tracking.client(uri), experiment, create=False)
-    click.echo(f"\n{len(rows)} trials. {tracking.where_to_look(uri, exp_id)}\nStable "
+    uri = store.check_tracking_uri(tracking_uri)
+    exp_id = store.experiment_id(store.client(uri), experiment, create=False)
+    click.echo(f"\n{len(rows)} trials. {store.where_to_look(uri, exp_id)}\nStable "
                f"settings across seeds: sweeper stable --experiment {shlex.quote(experiment)}")
 
 
@@ -306,20 +306,20 @@ def ui(tracking_uri, port, experiment) -> int:
     import subprocess
     from pathlib import Path
 
-    from sweeper import tracking
+    from sweeper.track import store
 
-    uri = tracking.check_tracking_uri(tracking_uri)
+    uri = store.check_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise UserError(f"{uri} is a tracking server, which serves its own UI: open it in a "
                         "browser")
     base = f"http://127.0.0.1:{port}"
     link = f"{base}/#/experiments"
     if experiment is not None:
-        exp_id = tracking.experiment_id(tracking.client(uri), experiment, create=False)
+        exp_id = store.experiment_id(store.client(uri), experiment, create=False)
         if exp_id is None:
             raise UserError(f"no experiment {short(experiment)!r} in {short(uri)}; see "
                             f"{link}")
-        link = tracking.runs_view_url(uri, exp_id, base)
+        link = store.runs_view_url(uri, exp_id, base)
     with socket.socket() as s:  # last: every other check first, so a busy port costs nothing
         try:
             s.bind(("127.0.0.1", port))
@@ -343,14 +343,14 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
     ignored), in one line. Silent when the sweep cannot be found: run_sweep says so."""
     from click.core import ParameterSource
 
-    from sweeper import sweep
+    from sweeper.tune import driver
     from trainers.quality import RULE_FIELDS
 
-    path = sweep.sweep_path(opts.sweep_dir, opts.name)
-    if not (path / sweep.OPTIONS_FILE).exists():
+    path = driver.sweep_path(opts.sweep_dir, opts.name)
+    if not (path / driver.OPTIONS_FILE).exists():
         return
     try:
-        saved = sweep.restore_options(opts, path)
+        saved = driver.restore_options(opts, path)
     except UserError:
         return  # run_sweep reports the damaged file
     given = {p.name: (p.opts[0], ctx.params[p.name]) for p in ctx.command.params
@@ -358,7 +358,7 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
                                                      ParameterSource.ENVIRONMENT)}
     ignored = []
     for name, (flag, value) in given.items():
-        if name in sweep.SAVED_FIELDS:  # options a resume takes as saved
+        if name in driver.SAVED_FIELDS:  # options a resume takes as saved
             old = getattr(saved, name)
         elif name in RULE_FIELDS:
             old = getattr(saved.rule, name)
@@ -378,7 +378,7 @@ def note_ignored_options(ctx: click.Context, opts) -> None:
 @click.command()
 def spaces() -> None:
     """List the shipped search spaces and their parameters."""
-    from sweeper.spaces import SPACES_DIR, load_space, shipped_spaces
+    from sweeper.tune.spaces import SPACES_DIR, load_space, shipped_spaces
 
     for name in shipped_spaces():
         s = load_space(name)
@@ -404,7 +404,7 @@ def _interrupt(signum: int, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click usage errors and our user errors exit 2 with one line."""
     # SIGTERM and SIGHUP stop any command like Ctrl-C does (`run` refines this while Tune
-    # runs: sweeper/interrupt.py), not with an abort and a stack dump.
+    # runs: sweeper/tune/interrupt.py), not with an abort and a stack dump.
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _interrupt)

@@ -24,8 +24,10 @@ from typing import Any
 
 from ray import tune
 
-from sweeper import objective, tracking
-from sweeper.objective import DEFAULT_OBJECTIVE
+from sweeper.analyse import objective
+from sweeper.analyse.objective import DEFAULT_OBJECTIVE
+from sweeper.track import store, tags
+from sweeper.track.member_runs import MemberRuns, step_artifact
 from trainers import names
 from trainers.config import make_config
 from trainers.loop import set_threads
@@ -39,8 +41,6 @@ from trainers.quality import DEFAULT_RULE, SuccessRule
 PLOT_EVERY_EVALS = {"image": 1, "points": 4}
 # The result key carrying the trial's MLflow run id to the driver.
 RUN_ID = "mlflow_run_id"
-# Tag on a trial run restarted from a checkpoint: the step it continued from.
-TAG_RESTORED_FROM = "gan_sweeper.restored_from_step"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class TrialContext:
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable."""
-    tracking.quiet_http_retries()
+    store.quiet_http_retries()
     # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that drowns
     # the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -83,17 +83,16 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         if members is None:
             members = make_members(configs, ctx.rule, batched=ctx.batch_seeds)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
-            log.trial_logger.set_tags({TAG_RESTORED_FROM: str(members.step)})
+            log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(members.step)})
         while True:
             members.train_until(members.next_eval_step())
             latest = members.evaluate()
             moved = [not f for f in finished]  # members with new metrics at this evaluation
-            for j, m in enumerate(latest):
-                # A member that finished or diverged is logged once; steps logged before a
-                # restart are skipped by the logger.
-                if not finished[j]:
-                    log.seed_metrics(j, int(m[names.STEP]), m)
-                    finished[j] = member_done(m, configs[j])
+            # A member that finished or diverged is logged once; steps logged before a
+            # restart are skipped by the logger.
+            log.seeds.log_metrics(latest, moved)
+            finished = [f or member_done(m, c)
+                        for f, m, c in zip(finished, latest, configs, strict=True)]
             evals += 1
             done = members.done
             agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(members.step)}
@@ -142,37 +141,35 @@ class _TrialLogs:
 
     def __init__(self, ctx: TrialContext, trial_id: str, params: dict[str, Any],
                  configs: list) -> None:
-        self.client = tracking.client(ctx.tracking_uri)
+        self.client = store.client(ctx.tracking_uri)
         node_ip, node_id = _node()
-        key = tracking.safe_key("trial", ctx.sweep_key, trial_id)
+        key = store.safe_key("trial", ctx.sweep_key, trial_id)
         # Node and status tags are rewritten at every (re)start: a retry may run elsewhere.
-        tags = {tracking.TAG_SWEEP: ctx.sweep, tracking.TAG_TRIAL: trial_id,
-                tracking.TAG_NODE: node_ip, tracking.TAG_NODE_ID: node_id,
-                tracking.TAG_STATUS: "running"}
+        run_tags = {tags.TAG_SWEEP: ctx.sweep, tags.TAG_TRIAL: trial_id,
+                tags.TAG_NODE: node_ip, tags.TAG_NODE_ID: node_id,
+                tags.TAG_STATUS: "running"}
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
-        self.trial_logger = tracking.RunLogger(
-            self.client, spec=tracking.RunSpec(
+        self.trial_logger = store.RunLogger(
+            self.client, spec=store.RunSpec(
                 ctx.experiment_id, key, _run_name(params, trial_id),
-                {**tags, tracking.TAG_KIND: "trial"}, parent_run_id=ctx.parent_run_id),
-            params={**configs[0].to_dict(), "seeds": len(configs)}, tags=tags, spool=spool)
-        self.seed_loggers = [
-            tracking.RunLogger(
-                self.client, spec=tracking.RunSpec(
-                    ctx.experiment_id, tracking.safe_key(key, "seed", cfg.seed),
+                {**run_tags, tags.TAG_KIND: "trial"}, parent_run_id=ctx.parent_run_id),
+            params={**configs[0].to_dict(), "seeds": len(configs)}, tags=run_tags,
+            spool=spool)
+        self.seeds = MemberRuns([
+            store.RunLogger(
+                self.client, spec=store.RunSpec(
+                    ctx.experiment_id, store.safe_key(key, "seed", cfg.seed),
                     f"{trial_id}-seed{cfg.seed}",
-                    {**tags, tracking.TAG_KIND: "seed", tracking.TAG_SEED: str(cfg.seed)},
+                    {**run_tags, tags.TAG_KIND: "seed", tags.TAG_SEED: str(cfg.seed)},
                     parent_key=key),
-                params=cfg.to_dict(), tags={**tags, tracking.TAG_SEED: str(cfg.seed)},
+                params=cfg.to_dict(), tags={**run_tags, tags.TAG_SEED: str(cfg.seed)},
                 spool=spool)
-            for cfg in configs]
+            for cfg in configs])
         self.trial_logger.ensure_run()  # early, so the run id reaches Tune's first report
 
     @property
     def trial_run_id(self) -> str | None:
         return self.trial_logger.run_id
-
-    def seed_metrics(self, j: int, step: int, metrics: dict[str, float]) -> None:
-        self.seed_loggers[j].log_metrics(step, metrics)
 
     def trial_metrics(self, step: int, metrics: dict[str, float], *, plots: bool,
                       members: Members, latest: list[dict[str, float]],
@@ -185,25 +182,15 @@ class _TrialLogs:
         """
         self.trial_logger.log_metrics(step, metrics)
         if plots:
-            from sweeper.plots import sample_figure
-
-            samples = members.sample().cpu().numpy()
-            for j, (cfg, m, logger) in enumerate(zip(members.configs, latest, self.seed_loggers,
-                                                     strict=True)):
-                if not moved[j]:
-                    continue
-                at = int(m[names.STEP])
-                fig = sample_figure(members.data, samples[j],
-                                    f"{cfg.loss}, seed {cfg.seed}, step {at}")
-                logger.log_figure(fig, f"plots/samples_step{at:07d}.png")
-        for logger in (*self.seed_loggers, self.trial_logger):
-            logger.flush()
+            self.seeds.log_samples(members, latest, moved=moved, artifact=step_artifact,
+                                   title=lambda cfg, m: f"{cfg.loss}, seed {cfg.seed}, "
+                                                        f"step {int(m[names.STEP])}")
+        self.seeds.flush()
+        self.trial_logger.flush()
 
     def close(self, latest: list[dict[str, float]], *, status: str,
               error: Exception | None = None) -> None:
-        for m, logger in zip(latest, self.seed_loggers, strict=True):
-            if m or logger.run_id is not None:  # a seed that never trained gets no run
-                logger.close("diverged" if m.get(names.DIVERGED) else status)
+        self.seeds.close(latest, status)
         if error is not None:
             self.trial_logger.log_text("".join(traceback.format_exception(error)), "error.txt")
         self.trial_logger.close(status)

@@ -26,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from sweeper import objective, tracking
+from sweeper.analyse import objective
+from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.errors import UserError, one_line
-from sweeper.interrupt import StopSignals
-from sweeper.objective import DEFAULT_OBJECTIVE
 from sweeper.paths import check_dir_writable
-from sweeper.spaces import SearchSpace
-from sweeper.tune_state import (
+from sweeper.track import store, tags
+from sweeper.tune.interrupt import StopSignals
+from sweeper.tune.recovery import (
     ENDED,
     TUNE_TRIAL_ATTR,
     find_trial,
@@ -41,6 +41,7 @@ from sweeper.tune_state import (
     restore_missing_checkpoints,
     snapshot_statuses,
 )
+from sweeper.tune.spaces import SearchSpace
 from trainers import names
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 
@@ -58,7 +59,7 @@ def _o(default: Any, doc: str, *, flag: str | None = None, metavar: str | None =
 @dataclass(frozen=True)
 class SweepOptions:
     """Everything that defines one sweep. The fields with docs are `sweeper run`'s options
-    (sweeper/cli.py generates them), so their defaults live here and nowhere else."""
+    (sweeper/cli/main.py generates them), so their defaults live here and nowhere else."""
 
     space: SearchSpace
     name: str
@@ -68,7 +69,7 @@ class SweepOptions:
     cpus_per_trial: float = _o(1.0, "CPU share per trial (also its torch threads).")
     gpus_per_trial: float = _o(0.0, "GPU share per trial, e.g. 0.25 packs four trials on a "
                                "GPU.")
-    tracking_uri: str = _o(tracking.DEFAULT_TRACKING_URI, "MLflow tracking URI "
+    tracking_uri: str = _o(store.DEFAULT_TRACKING_URI, "MLflow tracking URI "
                            "(sqlite:///FILE or http://HOST:PORT).")
     sweep_dir: Path = Path("sweeps")  # the CLI's --sweep-dir is a path option of its own
     address: str | None = _o(None, "Ray cluster address (e.g. auto or HOST:6379); default: a "
@@ -90,7 +91,7 @@ class SweepOptions:
                      "sampler differs; benchmarks/search_efficiency.py compares them).",
                      metavar="[tpe|random]")
     # What a seed must reach to count as a success, and the objective's tie-breaker
-    # (sweeper/objective.py). Both are saved with the sweep and restored by --resume.
+    # (sweeper/analyse/objective.py). Both are saved with the sweep and restored by --resume.
     rule: SuccessRule = DEFAULT_RULE
     objective: str = DEFAULT_OBJECTIVE
     # A trial's seeds train as one batched population (trainers/population.py); False trains
@@ -98,7 +99,7 @@ class SweepOptions:
     batch_seeds: bool = _o(True, "Train a trial's seeds as one batched population, or one "
                            "after another (where batching does not pay: "
                            "benchmarks/population.py).", flag="--batch-seeds/--separate-seeds")
-    # Ray Tune's own boxed per-trial panels instead of sweeper/progress.py's lines (this
+    # Ray Tune's own boxed per-trial panels instead of sweeper/tune/progress.py's lines (this
     # driver session only: not saved).
     verbose: bool = _o(False, "Ray Tune's own per-trial panels instead of one line per ended "
                        "trial and a short table of the running ones.", flag="--verbose")
@@ -135,7 +136,7 @@ def save_options(opts: SweepOptions, path: Path) -> None:
 
 def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
     """The sweep's saved options; only --address (where it runs) comes from this command."""
-    from sweeper.spaces import parse_space
+    from sweeper.tune.spaces import parse_space
 
     try:
         data = json.loads((path / OPTIONS_FILE).read_text(encoding="utf-8"))
@@ -197,7 +198,7 @@ def check_study(path: Path, name: str) -> None:
     fix = "restore it from a backup, or start the sweep again under another --experiment"
     if not db.is_file() or db.stat().st_size == 0:
         raise UserError(f"the Optuna study {db} is missing or empty; {fix}")
-    if "studies" not in tracking.check_sqlite_file(db, "the Optuna study", fix):
+    if "studies" not in store.check_sqlite_file(db, "the Optuna study", fix):
         raise UserError(f"{db} is not an Optuna study (no studies table); {fix}")
     con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
     try:
@@ -205,7 +206,7 @@ def check_study(path: Path, name: str) -> None:
     finally:
         con.close()
     if found is None:
-        raise UserError(f"{db} holds no study named {tracking.short(name)!r}; {fix}")
+        raise UserError(f"{db} holds no study named {store.short(name)!r}; {fix}")
 
 
 def connect_ray(address: str | None, opts: SweepOptions) -> None:
@@ -224,7 +225,7 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
             socket.create_connection((host or "127.0.0.1", int(port)),
                                      timeout=CONNECT_TIMEOUT_S).close()
         except (OSError, ValueError):
-            raise UserError(f"cannot reach a Ray cluster at {tracking.short(address)}; start "
+            raise UserError(f"cannot reach a Ray cluster at {store.short(address)}; start "
                             "one with `ray start --head` (see README) or fix --address") from None
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
@@ -233,7 +234,7 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
         raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
                         "cluster or fix --address") from None
     except ValueError as e:  # a malformed address
-        raise UserError(f"--address {tracking.short(str(address))!r} is not a Ray address "
+        raise UserError(f"--address {store.short(str(address))!r} is not a Ray address "
                         f"({one_line(e)}); use HOST:PORT, ray://HOST:PORT or auto") from None
     except Exception as e:  # auth failures come as several Ray-specific types
         if "auth" in str(e).lower() or "token" in str(e).lower():
@@ -263,16 +264,16 @@ def _git_commit() -> str:
 
 def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
     """(experiment_id, parent_run_id, sweep_key): the sweep's parent run, found or created."""
-    client = tracking.client(opts.tracking_uri)
-    exp_id = tracking.experiment_id(client, opts.name)
-    sweep_key = tracking.safe_key("sweep", hashlib.sha1(opts.name.encode()).hexdigest()[:16])
-    run_id, existed = tracking.find_or_create_run(
+    client = store.client(opts.tracking_uri)
+    exp_id = store.experiment_id(client, opts.name)
+    sweep_key = store.safe_key("sweep", hashlib.sha1(opts.name.encode()).hexdigest()[:16])
+    run_id, existed = store.find_or_create_run(
         client, exp_id, sweep_key, name=f"sweep-{opts.space.name}",
-        tags={tracking.TAG_KIND: "sweep", tracking.TAG_SWEEP: opts.name,
-              "gan_sweeper.space": opts.space.name, "gan_sweeper.command": opts.command,
-              "gan_sweeper.git_commit": _git_commit()})
+        tags={tags.TAG_KIND: "sweep", tags.TAG_SWEEP: opts.name,
+              tags.TAG_SPACE: opts.space.name, tags.TAG_COMMAND: opts.command,
+              tags.TAG_GIT_COMMIT: _git_commit()})
     if not existed:
-        logger = tracking.RunLogger(client, run_id)
+        logger = store.RunLogger(client, run_id)
         logger.log_params({"space": opts.space.name, "num_samples": opts.num_samples,
                            "seeds": opts.seeds, "max_concurrent": opts.max_concurrent,
                            "cpus_per_trial": opts.cpus_per_trial,
@@ -284,8 +285,8 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
     else:  # a resume (or a restart of a start that never got going): it runs again
-        client.set_tag(run_id, "gan_sweeper.resumed_with", opts.command)
-        client.set_tag(run_id, tracking.TAG_STATUS, "running")
+        client.set_tag(run_id, tags.TAG_RESUMED_WITH, opts.command)
+        client.set_tag(run_id, tags.TAG_STATUS, "running")
         client.update_run(run_id, status="RUNNING")
     return exp_id, run_id, sweep_key
 
@@ -340,10 +341,10 @@ def make_sampler(search: str, seed: int | None):
 
 
 def deliver_spool(uri: str, spool_dir: Path) -> None:
-    """Send what trials could not deliver during a tracking outage (see tracking.py)."""
+    """Send what trials could not deliver during a tracking outage (see store.py)."""
     if not spool_dir.is_dir():
         return
-    sent, left = tracking.deliver_spooled(tracking.client(uri), spool_dir)
+    sent, left = store.deliver_spooled(store.client(uri), spool_dir)
     if sent or left:
         print(f"delivered {sent} run record(s) kept during a tracking outage"
               + (f"; {left} still undelivered in {spool_dir}: run `sweeper run --resume` "
@@ -357,7 +358,7 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
     crash is unknown to the restored experiment; Tune asks for a fresh setting in its place.
     Its partial MLflow run stays for the record, marked so analyses leave it out.
     """
-    return _mark_trial_runs(uri, exp_id, lambda tags: tags.get(tracking.TAG_TRIAL)
+    return _mark_trial_runs(uri, exp_id, lambda t: t.get(tags.TAG_TRIAL)
                             not in known_trials, "abandoned", "KILLED")
 
 
@@ -365,26 +366,26 @@ def mark_interrupted_runs(uri: str, exp_id: str, unfinished: set) -> int:
     """Tag `interrupted` (state KILLED) the runs of the trials a stop signal cut off, and
     any trial run still marked running (a forced stop may beat Tune's last snapshot); the
     resume reopens them and logs on from the trial's last checkpoint."""
-    return _mark_trial_runs(uri, exp_id, lambda tags: tags.get(tracking.TAG_TRIAL) in
-                            unfinished or tags.get(tracking.TAG_STATUS) == "running",
+    return _mark_trial_runs(uri, exp_id, lambda t: t.get(tags.TAG_TRIAL) in
+                            unfinished or t.get(tags.TAG_STATUS) == "running",
                             "interrupted", "KILLED")
 
 
 def _mark_trial_runs(uri: str, exp_id: str, select, status: str, state: str) -> int:
     """Give the trial runs whose tags `select` accepts, and their seed runs, this status tag
     and MLflow state. Trial runs that finished or were abandoned are left alone."""
-    client = tracking.client(uri)
+    client = store.client(uri)
     trials = client.search_runs([exp_id], max_results=5000,
-                                filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+                                filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
     count = 0
     for r in trials:
-        tags = r.data.tags
-        if not select(tags) or tags.get(tracking.TAG_STATUS) in ("finished", "abandoned"):
+        if (not select(r.data.tags)
+                or r.data.tags.get(tags.TAG_STATUS) in ("finished", "abandoned")):
             continue
         children = client.search_runs(
-            [exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{r.info.run_id}'")
+            [exp_id], filter_string=f"tags.`{tags.PARENT_TAG}` = '{r.info.run_id}'")
         for rid in [r.info.run_id, *(c.info.run_id for c in children)]:
-            client.set_tag(rid, tracking.TAG_STATUS, status)
+            client.set_tag(rid, tags.TAG_STATUS, status)
             client.set_terminated(rid, state)
         count += 1
     return count
@@ -418,9 +419,9 @@ class SweepInterrupted(Exception):
 
 def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns the ranked rows of the results table. One driver
-    at a time: a second on the same sweep is refused (sweeper/driver_lock.py). A stop
-    signal raises SweepInterrupted once the sweep's state is saved (sweeper/interrupt.py)."""
-    from sweeper.driver_lock import driver_lock
+    at a time: a second on the same sweep is refused (sweeper/tune/driver_lock.py). A stop
+    signal raises SweepInterrupted once the sweep's state is saved (sweeper/tune/interrupt.py)."""
+    from sweeper.tune.driver_lock import driver_lock
 
     check_dir_writable(opts.sweep_dir, "--sweep-dir")
     with driver_lock(sweep_path(opts.sweep_dir, opts.name)), StopSignals() as signals:
@@ -431,9 +432,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                signals: StopSignals) -> list[dict[str, Any]]:
     from ray import tune
 
-    from sweeper.callbacks import TrialStatusCallback
-    from sweeper.progress import ProgressCallback
-    from sweeper.trial import TrialContext, run_trial
+    from sweeper.tune.callbacks import TrialStatusCallback
+    from sweeper.tune.progress import ProgressCallback
+    from sweeper.tune.trial import TrialContext, run_trial
 
     # The scheduler's metric (running_objective) is in every result but the searcher's
     # (objective) only in final ones, by design (see trial.py); Tune's strict check would
@@ -444,7 +445,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if opts.search not in SEARCHES:  # before anything is saved or started
         raise UserError(f"unknown search {opts.search!r}; use one of {', '.join(SEARCHES)}")
-    opts = dataclasses.replace(opts, tracking_uri=tracking.check_tracking_uri(opts.tracking_uri))
+    opts = dataclasses.replace(opts, tracking_uri=store.check_tracking_uri(opts.tracking_uri))
     path = sweep_path(opts.sweep_dir, opts.name)
     from ray.tune import Tuner
 
@@ -575,11 +576,11 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
             print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
                   "(suggested but never started); they are marked FAIL", file=sys.stderr)
     rows = result_rows(results, opts.space.sampled_names(), unfinished)
-    client = tracking.client(opts.tracking_uri)
-    logger = tracking.RunLogger(client, parent_id)
+    client = store.client(opts.tracking_uri)
+    logger = store.RunLogger(client, parent_id)
     logger.log_text(format_table(rows), "results.md")
     # The run's description in the UI: the ranked table on the sweep's own page.
-    logger.set_tags({tracking.TAG_NOTE: f"Trials of sweep {opts.name!r}, best first "
+    logger.set_tags({tags.TAG_NOTE: f"Trials of sweep {opts.name!r}, best first "
                      f"(objective: lower is better):\n\n{format_table(rows, top=20)}"})
     # One point per driver session (the first run, then each --resume), so a resume adds a
     # point instead of a second value at step 0.
@@ -613,7 +614,7 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
                 ) -> list[dict[str, Any]]:
     """One row per trial, best first: finished trials by objective, then the rest. Trials
     in `unfinished` were cut off by an interruption (a resume continues them)."""
-    from sweeper.trial import RUN_ID
+    from sweeper.tune.trial import RUN_ID
 
     rows = []
     for r in grid:

@@ -19,16 +19,13 @@ from urllib.parse import urlparse
 
 import yaml
 
-from sweeper import tracking
+from sweeper.analyse.objective import OBJECTIVES, rule_from_params
+from sweeper.analyse.stability import Setting
 from sweeper.errors import UserError
-from sweeper.objective import OBJECTIVES, rule_from_params
-from sweeper.stability import Setting
+from sweeper.track import store, tags
 from trainers.config import FIELDS, ConfigError, coerce
 from trainers.quality import LEGACY_RULE, SuccessRule
 
-KIND_CONFIRM = "confirm"
-TAG_CONFIRM_OF = "gan_sweeper.confirm_of"  # run id of the trial a confirm run re-trains
-TAG_SMOKE = "gan_sweeper.smoke"  # "1" on confirm runs made with --smoke-test (never ranked)
 # search_runs pages of this size (MLflow's documented maximum for one call is 50,000; 1,000
 # keeps each response small over HTTP).
 _PAGE = 1000
@@ -107,9 +104,9 @@ def open_experiment(uri: str, name: str):
             # Opening a missing file would silently create an empty tracking database.
             raise UserError(f"tracking database {Path(path).expanduser()} does not exist; pass "
                             "the --tracking-uri the sweep logged to")
-    uri = tracking.check_tracking_uri(uri)
-    client = tracking.client(uri)
-    exp_id = tracking.experiment_id(client, name, create=False)
+    uri = store.check_tracking_uri(uri)
+    client = store.client(uri)
+    exp_id = store.experiment_id(client, name, create=False)
     if exp_id is None:
         known = [e.name for e in client.search_experiments(max_results=20)
                  if e.name != "Default"]
@@ -125,30 +122,30 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
     runs = all_runs(client, exp_id)
     by_kind: dict[str, list] = {}
     for r in runs:
-        by_kind.setdefault(r.data.tags.get(tracking.TAG_KIND, ""), []).append(r)
+        by_kind.setdefault(r.data.tags.get(tags.TAG_KIND, ""), []).append(r)
     parents = by_kind.get("sweep", [])
     parent = parents[0] if parents else None
     seeds_of: dict[str, list[SeedRun]] = {}
     for r in by_kind.get("seed", []):
-        seeds_of.setdefault(r.data.tags.get(tracking.PARENT_TAG, ""), []).append(SeedRun(
-            r.info.run_id, _int(r.data.tags.get(tracking.TAG_SEED)),
-            r.data.tags.get(tracking.TAG_STATUS, "running"), dict(r.data.metrics)))
+        seeds_of.setdefault(r.data.tags.get(tags.PARENT_TAG, ""), []).append(SeedRun(
+            r.info.run_id, _int(r.data.tags.get(tags.TAG_SEED)),
+            r.data.tags.get(tags.TAG_STATUS, "running"), dict(r.data.metrics)))
     trials = []
     for r in by_kind.get("trial", []):
-        if r.data.tags.get(tracking.TAG_STATUS) == "abandoned":
+        if r.data.tags.get(tags.TAG_STATUS) == "abandoned":
             continue  # cut off by a driver crash and re-run as another trial (sweep.py)
         params = typed_params(r.data.params)
         seeds = sorted(seeds_of.get(r.info.run_id, []), key=lambda s: s.seed)
         trials.append(TrialRun(
-            r.info.run_id, r.data.tags.get(tracking.TAG_TRIAL, r.info.run_id[:8]),
-            r.data.tags.get(tracking.TAG_STATUS, "running"), params,
+            r.info.run_id, r.data.tags.get(tags.TAG_TRIAL, r.info.run_id[:8]),
+            r.data.tags.get(tags.TAG_STATUS, "running"), params,
             _int(r.data.params.get("seeds"), default=len(seeds)), tuple(seeds)))
     trials.sort(key=lambda t: t.trial_id)
     confirms = tuple(ConfirmRun(
-        r.info.run_id, r.data.tags.get(TAG_CONFIRM_OF, ""), _int(r.data.tags.get(
-            tracking.TAG_SEED)), r.data.tags.get(tracking.TAG_STATUS, "running"),
-        r.data.tags.get(TAG_SMOKE) == "1", dict(r.data.metrics))
-        for r in by_kind.get(KIND_CONFIRM, []))
+        r.info.run_id, r.data.tags.get(tags.TAG_CONFIRM_OF, ""), _int(r.data.tags.get(
+            tags.TAG_SEED)), r.data.tags.get(tags.TAG_STATUS, "running"),
+        r.data.tags.get(tags.TAG_SMOKE) == "1", dict(r.data.metrics))
+        for r in by_kind.get(tags.KIND_CONFIRM, []))
     parent_params = dict(parent.data.params) if parent else {}
     try:
         rule = rule_from_params(parent_params) or LEGACY_RULE

@@ -1,0 +1,1 @@
+"""Measurements behind every published number; run each as `python -m benchmarks.NAME`."""

@@ -1,0 +1,1 @@
+"""What the runs mean: objective, stability, reports, confirm runs, figures."""

@@ -1,0 +1,1 @@
+"""MLflow: the run store, the reader of sweeps, and every tag name."""

@@ -1,0 +1,1 @@
+"""Ray Tune and Optuna: the sweep driver, trials, spaces, recovery, callbacks."""

@@ -19,8 +19,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/sweeper run $(RUN_ARGS)
 
-# The browser test (tests/test_browser.py) drives Debian's headless Chromium; installed with
-# apt when missing (as root, or through sudo).
+# The browser test (tests/sweeper/cli/test_browser.py) drives Debian's headless Chromium;
+# installed with apt when missing (as root, or through sudo).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  S=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \

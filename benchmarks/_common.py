@@ -31,12 +31,19 @@ def machine_header(extra: str = "") -> str:
     return f"{line}; {extra}" if extra else line
 
 
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error over the non-NaN values (s.e. 0 for one; NaN mean for none)."""
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    m = statistics.fmean(vals)
+    return m, (statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0)
+
+
 def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
-    """'mean ± s.e.' over seeds ('mean' alone for one value, '–' for none)."""
-    if not values:
+    """'mean ± s.e.' over seeds or repeats ('mean' alone for one value, '–' for none)."""
+    m, se = mean_and_se(values)
+    if math.isnan(m):
         return "–"
-    m = statistics.fmean(values)
-    if len(values) == 1:
-        return fmt.format(m)
-    se = statistics.stdev(values) / math.sqrt(len(values))
-    return f"{fmt.format(m)} ± {fmt.format(se)}"
+    n = sum(not math.isnan(v) for v in values)
+    return fmt.format(m) if n == 1 else f"{fmt.format(m)} ± {fmt.format(se)}"

@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks._common import machine_header
+from benchmarks._common import machine_header, mean_se
 from sweeper.analyse import objective
 from sweeper.analyse.stability import setting_stats
 from sweeper.bars import Progress
@@ -328,24 +328,12 @@ def first_reach(trials: Sequence[Trial], target: Target) -> Point | None:
 
 
 # ----------------------------------------------------------------------------- statistics
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (0 for a single value; NaN mean for none)."""
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    m = statistics.fmean(vals)
-    return m, (statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0)
-
-
 def fmt_mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     if any(math.isinf(v) for v in values):
         # A repeat found nothing finished: the mean is undefined, say so instead of inf.
         found = [v for v in values if math.isfinite(v)]
         return f"none found in {len(values) - len(found)}/{len(values)} repeats"
-    m, se = mean_se(values)
-    if math.isnan(m):
-        return "–"
-    return fmt.format(m) if len(values) == 1 else f"{fmt.format(m)} ± {fmt.format(se)}"
+    return mean_se(values, fmt)
 
 
 def ratio_text(random_vals: Sequence[float | None], tpe_vals: Sequence[float | None],

@@ -1,4 +1,4 @@
-"""gan-sweeper's sweeper, in layers (tests/test_layering.py enforces the order):
+"""gan-sweeper's sweeper, in layers (tests/sweeper/test_layering.py enforces the order):
 
     cli/      the `sweeper` command group and its options
     tune/     Ray Tune + Optuna: sweep driver, trials, spaces, recovery, callbacks

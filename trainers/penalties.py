@@ -3,7 +3,7 @@
 `PENALTIES` is the one registry, name -> class (`none` is no penalty). Each penalty is a
 term `weight * value(...)` added to the critic loss of any loss, Wasserstein or BCE; the
 weight is the config's `penalty_weight`, per member. Adding a penalty is one class here,
-listed once in `PENALTIES`, and its closed-form test in tests/test_penalties.py.
+listed once in `PENALTIES`, and its closed-form test in tests/trainers/test_penalties.py.
 
 Shapes are a population's, as in `trainers.losses`: samples [K, B, ...], values [K].
 For a linear critic c(x) = w.x + b the gradient is w at every point, so each value has a

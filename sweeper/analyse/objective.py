@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from trainers import names
@@ -111,28 +112,59 @@ def squash(m: float) -> float:
     return 1.0 if math.isinf(m) else m / (1.0 + m)
 
 
+@dataclass(frozen=True)
+class SeedColumns:
+    """The per-seed values that both the sweep objective (`aggregate`) and the stability
+    analysis (`stability.setting_stats`) summarise, read once, in seed order."""
+
+    failed: list[bool]
+    fids: list[float]  # inf for a seed without one
+    scores: list[float]  # 1 (the worst) for a seed without one
+    kls: list[float]  # only the seeds that report a mode KL
+    covered: list[float]
+    held: list[float]
+    hq: list[float]
+    diverged: int
+
+    @classmethod
+    def of(cls, per_seed: Sequence[Mapping[str, Any]]) -> SeedColumns:
+        return cls(failed=[seed_failed(m) for m in per_seed],
+                   fids=[seed_fid(m) for m in per_seed],
+                   scores=[seed_score(m) for m in per_seed],
+                   kls=[m[names.MODE_KL] for m in per_seed if names.MODE_KL in m],
+                   covered=[m.get(names.MODES_COVERED, 0.0) for m in per_seed],
+                   held=[m.get(names.MODES_HELD, 0.0) for m in per_seed],
+                   hq=[m.get(names.HQ_FRACTION, 0.0) for m in per_seed],
+                   diverged=sum(m.get(names.DIVERGED, 0.0) >= 1 for m in per_seed))
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean, 0 for no values (a setting with no seeds measured holds nothing)."""
+    return sum(values) / len(values) if values else 0.0
+
+
 def aggregate(per_seed: Sequence[Mapping[str, Any]],
               objective: str = DEFAULT_OBJECTIVE) -> dict[str, float]:
     """Setting-level metrics from the latest metrics of each seed. Never NaN."""
+    c = SeedColumns.of(per_seed)
     k = len(per_seed)
-    failed = sum(seed_failed(m) for m in per_seed)
-    fid_med = statistics.median(seed_fid(m) for m in per_seed)
-    score_med = statistics.median(seed_score(m) for m in per_seed)
+    failed = sum(c.failed)
+    fid_med = statistics.median(c.fids)
+    score_med = statistics.median(c.scores)
     tie = squash(fid_med) if objective == "fid" else squash(score_med) + TIE_WEIGHT * squash(
         fid_med)
     out = {
         names.FAILED_SEEDS: float(failed),
         names.SUCCESS_RATE: (k - failed) / k,
-        DIVERGED_SEEDS: float(sum(m.get(names.DIVERGED, 0.0) >= 1 for m in per_seed)),
+        DIVERGED_SEEDS: float(c.diverged),
         names.RUNNING_OBJECTIVE: failed + tie,
         SCORE_MEDIAN: score_med,
+        MODES_COVERED_MEAN: mean(c.covered),
+        MODES_HELD_MEAN: mean(c.held),
+        HQ_FRACTION_MEAN: mean(c.hq),
     }
     if math.isfinite(fid_med):
         out[FID_MEDIAN] = fid_med
-    kls = [m[names.MODE_KL] for m in per_seed if names.MODE_KL in m]
-    if kls:
-        out[MODE_KL_MEDIAN] = statistics.median(kls)
-    for key, name in ((names.MODES_COVERED, MODES_COVERED_MEAN),
-                      (names.MODES_HELD, MODES_HELD_MEAN), (names.HQ_FRACTION, HQ_FRACTION_MEAN)):
-        out[name] = sum(m.get(key, 0.0) for m in per_seed) / k
+    if c.kls:
+        out[MODE_KL_MEDIAN] = statistics.median(c.kls)
     return out

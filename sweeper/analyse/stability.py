@@ -49,7 +49,14 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.analyse.objective import DEFAULT_OBJECTIVE, seed_failed, seed_fid, seed_score
+from sweeper.analyse.objective import (
+    DEFAULT_OBJECTIVE,
+    SeedColumns,
+    mean,
+    seed_failed,
+    seed_fid,
+    seed_score,
+)
 from trainers import names
 from trainers.config import applies
 from trainers.quality import DEFAULT_RULE, SuccessRule
@@ -216,11 +223,7 @@ def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS,
     n = len(seeds)
     ok = [seed_succeeded(m) for m in seeds]
     clean = [clean_metrics(m) for m in seeds]
-    fids = [seed_fid(m) for m in clean]
-    scores = [seed_score(m) for m in clean]
-    kls = [m[names.MODE_KL] for m in clean if names.MODE_KL in m]
-    covered = [m.get(names.MODES_COVERED, 0.0) for m in clean]
-    held = [m.get(names.MODES_HELD, 0.0) for m in clean]
+    c = SeedColumns.of(clean)  # the values the sweep objective summarises too
     k_modes = max((m.get(names.NUM_MODES, math.nan) for m in clean), default=math.nan)
     flags = []
     if n < min_seeds:
@@ -228,25 +231,22 @@ def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS,
     if not s.complete:
         flags.append(FLAG_PARTIAL)
     successes = sum(ok)
-    fid_med, fid_ci, fid_range = _median_ci_range(fids, math.inf)
-    score_med, score_ci, score_range = _median_ci_range(scores, 1.0)
+    fid_med, fid_ci, fid_range = _median_ci_range(c.fids, math.inf)
+    score_med, score_ci, score_range = _median_ci_range(c.scores, 1.0)
     return SettingStats(
         key=s.key, label=s.label, params=dict(s.params), source=s.source, n_seeds=n,
         successes=successes,
-        diverged=sum(m.get(names.DIVERGED, 0.0) >= 1 for m in clean),
+        diverged=c.diverged,
         success_rate=successes / n if n else 0.0,
         success_wilson=wilson_interval(successes, n),
         success_boot=bootstrap_ci([float(v) for v in ok], np.mean) if n else (0.0, 1.0),
         fid_median=fid_med, fid_ci=fid_ci, fid_range=fid_range,
         score_median=score_med, score_ci=score_ci, score_range=score_range,
-        mode_kl_median=statistics.median(kls) if kls else math.nan,
-        mode_kl_range=(min(kls), max(kls)) if kls else (math.nan, math.nan),
-        modes_covered_mean=sum(covered) / n if n else 0.0,
-        modes_covered_min=min(covered) if covered else 0.0,
-        modes_held_mean=sum(held) / n if n else 0.0,
-        modes_held_min=min(held) if held else 0.0,
-        num_modes=k_modes,
-        hq_fraction_mean=(sum(m.get(names.HQ_FRACTION, 0.0) for m in clean) / n) if n else 0.0,
+        mode_kl_median=statistics.median(c.kls) if c.kls else math.nan,
+        mode_kl_range=(min(c.kls), max(c.kls)) if c.kls else (math.nan, math.nan),
+        modes_covered_mean=mean(c.covered), modes_covered_min=min(c.covered, default=0.0),
+        modes_held_mean=mean(c.held), modes_held_min=min(c.held, default=0.0),
+        num_modes=k_modes, hq_fraction_mean=mean(c.hq),
         complete=s.complete, flags=tuple(flags), seed_ids=tuple(s.seed_ids),
         objective=objective)
 

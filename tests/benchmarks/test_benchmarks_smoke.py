@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, *args: str) -> str:
@@ -68,3 +68,37 @@ def test_population_benchmark_smoke_prints_both_sizes() -> None:
     assert [(r[0], r[1]) for r in rows] == [("ring8 table", "1"), ("ring8 table", "3"),
                                             ("compute-bound", "1"), ("compute-bound", "3")]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+
+
+def test_penalty_table_groups_settings_by_loss_and_penalty() -> None:
+    from benchmarks.penalty_table import table
+
+    def setting(loss: str, pen: str, ok: int, hq: float, w: float) -> dict:
+        return {"params": {"dataset": "ring8", "loss": loss, "penalty": pen,
+                           "penalty_weight": w}, "n_seeds": 3, "successes": ok,
+                "hq_fraction_mean": hq}
+
+    doc = {"ranked": [setting("wgan", "lp", 3, 0.9, 0.5), setting("wgan", "lp", 3, 0.7, 2.0),
+                      setting("wgan", "lp", 1, 0.2, 9.0)],
+           "flagged": [setting("bce-ns", "r1", 0, 0.1, 1.0)]}
+    lines = table([doc]).splitlines()
+    assert "| ring8 | bce-ns | r1 | 1 | 0 | 0/3 | - | 0.10 |" in lines
+    assert "| ring8 | wgan | lp | 3 | 2 | 7/9 | 0.90, 0.5 | 0.70 |" in lines
+
+
+def test_penalty_table_smoke_runs_a_penalties_sweep() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.penalty_table", "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [r for r in out.stdout.splitlines() if r.startswith("| ring8 |")]
+    assert rows and sum(int(r.split("|")[4]) for r in rows) == 2  # the smoke sweep's 2 trials
+
+
+def test_mean_se_closed_form() -> None:
+    from benchmarks._common import mean_and_se, mean_se
+
+    # values 1, 2, 3: mean 2, sample s.d. 1, s.e. 1 / sqrt(3)
+    assert mean_se([1.0, 2.0, 3.0]) == "2.00 ± 0.58"
+    assert mean_se([1.0, float("nan"), 3.0], "{:.1f}") == "2.0 ± 1.0"  # NaN left out
+    assert mean_se([5.0]) == "5.00" and mean_se([]) == "–"
+    assert mean_and_se([2.0, 4.0]) == (3.0, 1.0)

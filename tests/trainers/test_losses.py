@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.trainers.critics import linear_critic, pair, x_hat_of
 from trainers.batched import StackedMLP
 from trainers.config import CONDITIONAL, applies
 from trainers.losses import (
@@ -24,32 +25,10 @@ from trainers.losses import (
 from trainers.models import mlp
 from trainers.penalties import (
     PENALTIES,
-    interpolate,
     interpolation_eps,
 )
 
 torch.set_num_threads(1)
-
-
-def _linear_critic(w: list[float], b: float = 0.3) -> nn.Linear:
-    critic = nn.Linear(len(w), 1).double()
-    with torch.no_grad():
-        critic.weight.copy_(torch.tensor([w], dtype=torch.float64))
-        critic.bias.fill_(b)
-    return critic
-
-
-def _pair(n: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One member's [1, n, *shape] real and fake batches."""
-    g = torch.Generator().manual_seed(seed)
-    real = torch.randn(1, n, *shape, generator=g, dtype=torch.float64)
-    fake = torch.randn(1, n, *shape, generator=g, dtype=torch.float64) + 2
-    return real, fake
-
-
-def _x_hat(real: torch.Tensor, fake: torch.Tensor, seed: int) -> torch.Tensor:
-    eps = interpolation_eps(real.shape[1], real.dim() - 2, torch.Generator().manual_seed(seed))
-    return interpolate(real, fake, eps.double()[None])
 
 
 # ------------------------------------------------------------------------ WGAN-GP
@@ -71,7 +50,7 @@ def test_interpolates_use_per_sample_eps_in_unit_interval() -> None:
     n = 256
     real = torch.ones(1, n, 3, 4, 4, dtype=torch.float64)
     fake = torch.zeros(1, n, 3, 4, 4, dtype=torch.float64)
-    x_hat = _x_hat(real, fake, 0)
+    x_hat = x_hat_of(real, fake, 0)
     eps = x_hat.flatten(2)[0]
     # one eps per sample, shared by every pixel of that sample
     torch.testing.assert_close(eps, eps[:, :1].expand_as(eps), rtol=0, atol=0)
@@ -83,13 +62,13 @@ def test_interpolates_use_per_sample_eps_in_unit_interval() -> None:
 
 
 def test_interpolates_lie_on_the_segment_and_follow_the_generator() -> None:
-    real, fake = _pair(32, 5)
-    x_hat = _x_hat(real, fake, 3)
+    real, fake = pair(32, 5)
+    x_hat = x_hat_of(real, fake, 3)
     direction = real - fake
     eps = ((x_hat - fake) * direction).sum(2) / (direction * direction).sum(2)
     torch.testing.assert_close(x_hat, fake + eps[..., None] * direction, rtol=0, atol=1e-12)
     assert eps.min() >= 0 and eps.max() <= 1
-    torch.testing.assert_close(x_hat, _x_hat(real, fake, 3), rtol=0, atol=0)
+    torch.testing.assert_close(x_hat, x_hat_of(real, fake, 3), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- clipping
@@ -188,8 +167,8 @@ def test_wgan_losses_match_their_formulas() -> None:
 
 def test_wgan_gp_critic_loss_adds_lambda_times_the_penalty() -> None:
     w = [3.0, 4.0]
-    critic = _linear_critic(w, b=0.0)
-    real, fake = _pair(40, 2)
+    critic = linear_critic(w, b=0.0)
+    real, fake = pair(40, 2)
     w_t = torch.tensor(w, dtype=torch.float64)
     wgan = (fake @ w_t).mean() - (real @ w_t).mean()
     eps = torch.rand(1, 40, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -22,7 +22,7 @@ from trainers import names
 from trainers.config import make_config
 from trainers.members import Populations, make_members
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 TINY = {"dataset": "ring8", "loss": "wgan-gp", "steps": 30, "eval_every": 10, "hidden": 8,
         "depth": 2, "batch_size": 32, "eval_samples": 200, "device": "cpu"}

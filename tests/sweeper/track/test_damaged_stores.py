@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.tune.driver import sweep_path
-from tests.test_reliability import ENV, SWEEPER
+from tests.sweeper.tune.test_reliability import ENV, SWEEPER
 
 pytestmark = pytest.mark.slow
 NAME = "damaged"

@@ -13,7 +13,7 @@ import pytest
 
 from sweeper.track import store, tags
 from tests.procs import sweeper_ui
-from tests.test_reliability import ENV, SWEEPER
+from tests.sweeper.tune.test_reliability import ENV, SWEEPER
 
 pytestmark = pytest.mark.slow
 

@@ -422,7 +422,7 @@ def test_reading_waits_for_a_download_lock_held_by_another_trial(tmp_path) -> No
 
 
 def test_budget_benchmark_smoke_test_runs_every_section() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-m", "benchmarks.digits_budget", "--smoke-test"],
                          capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE_STEPS, SMOKE_BUDGETS = 20, (20, 60)  # what --smoke-test runs (see parse_args)
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,14 @@ from sweeper.track import tags
 from sweeper.tune.driver import sweep_path
 from sweeper.tune.recovery import TUNE_TRIAL_ATTR
 from tests.procs import stop_group
-from tests.test_reliability import ENV, SWEEPER, assert_no_duplicates, runs, wait_for, write_space
+from tests.sweeper.tune.test_reliability import (
+    ENV,
+    SWEEPER,
+    assert_no_duplicates,
+    runs,
+    wait_for,
+    write_space,
+)
 from trainers import names
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CONFIG = Path(__file__).resolve().parent.parent / "cluster.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "cluster.yaml"
 
 
 def test_cluster_yaml_passes_rays_own_schema():

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import search_efficiency as se
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ["-m", "benchmarks.search_efficiency"]
 
 

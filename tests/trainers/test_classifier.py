@@ -15,7 +15,7 @@ from trainers import classifier as clf
 from trainers.config import make_config
 from trainers.data import build_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.trainers.critics import linear_critic, pair, x_hat_of
 from trainers.batched import StackedMLP
 from trainers.config import ConfigError, make_config
 from trainers.penalties import (
@@ -24,7 +25,6 @@ from trainers.penalties import (
     TwoSidedGP,
     critic_grad_norms,
     gradient_penalty,
-    interpolate,
     interpolation_eps,
     make_penalty,
 )
@@ -39,29 +39,8 @@ CLOSED_FORM = {
 }
 
 
-def _linear_critic(w: list[float], b: float = 0.3) -> nn.Linear:
-    critic = nn.Linear(len(w), 1).double()
-    with torch.no_grad():
-        critic.weight.copy_(torch.tensor([w], dtype=torch.float64))
-        critic.bias.fill_(b)
-    return critic
-
-
-def _pair(n: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One member's [1, n, *shape] real and fake batches."""
-    g = torch.Generator().manual_seed(seed)
-    real = torch.randn(1, n, *shape, generator=g, dtype=torch.float64)
-    fake = torch.randn(1, n, *shape, generator=g, dtype=torch.float64) + 2
-    return real, fake
-
-
 def _eps(n: int, seed: int) -> torch.Tensor:
     return interpolation_eps(n, 1, torch.Generator().manual_seed(seed)).double()[None]
-
-
-def _x_hat(real: torch.Tensor, fake: torch.Tensor, seed: int) -> torch.Tensor:
-    eps = interpolation_eps(real.shape[1], real.dim() - 2, torch.Generator().manual_seed(seed))
-    return interpolate(real, fake, eps.double()[None])
 
 
 # ------------------------------------------------------------------ every penalty, closed form
@@ -69,8 +48,8 @@ def _x_hat(real: torch.Tensor, fake: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(PENALTIES))
 def test_penalty_of_a_linear_critic_and_its_gradient_have_the_closed_form(name, w) -> None:
     value, slope = CLOSED_FORM[name]
-    critic = _linear_critic(w)
-    real, fake = _pair(32, len(w))
+    critic = linear_critic(w)
+    real, fake = pair(32, len(w))
     weight = 2.5
     got = make_penalty(name, weight)(critic, real, fake, _eps(32, 1))
     n = math.sqrt(sum(v * v for v in w))
@@ -83,9 +62,9 @@ def test_penalty_of_a_linear_critic_and_its_gradient_have_the_closed_form(name, 
 
 
 def test_one_sided_penalty_leaves_a_flatter_critic_alone_and_matches_two_sided_above_one():
-    real, fake = _pair(16, 2)
+    real, fake = pair(16, 2)
     eps = _eps(16, 0)
-    flat, steep = _linear_critic([0.3, 0.4]), _linear_critic([3.0, 4.0])
+    flat, steep = linear_critic([0.3, 0.4]), linear_critic([3.0, 4.0])
     assert OneSidedLP(1.0)(flat, real, fake, eps).item() == 0.0
     assert TwoSidedGP(1.0)(flat, real, fake, eps).item() == pytest.approx(0.25)
     assert OneSidedLP(1.0)(steep, real, fake, eps).item() == pytest.approx(
@@ -98,18 +77,18 @@ def test_r1_looks_at_real_data_only() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 0.5 * (x**2).flatten(2).sum(2, keepdim=True)
 
-    real, fake = _pair(50, 3)
+    real, fake = pair(50, 3)
     expected = 0.5 * (real**2).sum(-1).mean()
     assert R1(1.0)(Half(), real, fake).item() == pytest.approx(expected.item(), rel=1e-12)
     assert R1(1.0)(Half(), real, fake * 100).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_interpolating_penalties_need_the_eps() -> None:
-    real, fake = _pair(4, 2)
+    real, fake = pair(4, 2)
     for name, cls in PENALTIES.items():
         if cls.needs_interpolates:
             with pytest.raises(ValueError, match="eps"):
-                make_penalty(name, 1.0)(_linear_critic([1.0, 0.0]), real, fake)
+                make_penalty(name, 1.0)(linear_critic([1.0, 0.0]), real, fake)
 
 
 @pytest.mark.parametrize("name", sorted(PENALTIES))
@@ -148,9 +127,9 @@ def test_wgan_gp_with_a_second_penalty_is_refused_in_one_line() -> None:
 # -------------------------------------------------------------- the gradient norm itself
 @pytest.mark.parametrize("w", [[3.0, 4.0], [0.6, 0.8], [0.1, -0.2], [0.0, 0.0], [1.0, 2.0, 2.0]])
 def test_gradient_penalty_of_linear_critic_is_norm_minus_one_squared(w: list[float]) -> None:
-    critic = _linear_critic(w)
-    real, fake = _pair(64, len(w))
-    gp = gradient_penalty(critic, _x_hat(real, fake, 1))
+    critic = linear_critic(w)
+    real, fake = pair(64, len(w))
+    gp = gradient_penalty(critic, x_hat_of(real, fake, 1))
     assert gp.shape == (1,)
     norm = math.sqrt(sum(v * v for v in w))
     assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
@@ -159,9 +138,9 @@ def test_gradient_penalty_of_linear_critic_is_norm_minus_one_squared(w: list[flo
 def test_gradient_penalty_reaches_critic_weights() -> None:
     # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||; needs create_graph=True in the penalty
     w = torch.tensor([3.0, 4.0], dtype=torch.float64)
-    critic = _linear_critic(w.tolist())
-    real, fake = _pair(16, 2)
-    gradient_penalty(critic, _x_hat(real, fake, 0)).sum().backward()
+    critic = linear_critic(w.tolist())
+    real, fake = pair(16, 2)
+    gradient_penalty(critic, x_hat_of(real, fake, 0)).sum().backward()
     expected = 2 * (5.0 - 1.0) * w / 5.0
     torch.testing.assert_close(critic.weight.grad[0], expected, rtol=0, atol=1e-12)
     assert critic.bias.grad is None or critic.bias.grad.abs().item() < 1e-12
@@ -176,8 +155,8 @@ def test_gradient_penalty_flattens_each_sample_of_4d_inputs() -> None:
     with torch.no_grad():
         critic[1].weight.copy_(torch.randn(1, 48, generator=g, dtype=torch.float64) * 0.5)
     norm = critic[1].weight.norm().item()
-    real, fake = _pair(8, 3, 4, 4)
-    gp = gradient_penalty(critic, _x_hat(real, fake, 2))
+    real, fake = pair(8, 3, 4, 4)
+    gp = gradient_penalty(critic, x_hat_of(real, fake, 2))
     assert gp.item() == pytest.approx((norm - 1) ** 2, abs=1e-12)
     norms = critic_grad_norms(critic, real)
     assert norms.shape == (1, 8)
@@ -190,7 +169,7 @@ def test_critic_grad_norms_of_a_quadratic_critic() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 0.5 * (x**2).flatten(2).sum(2, keepdim=True)
 
-    real, _ = _pair(10, 2, 3)
+    real, _ = pair(10, 2, 3)
     torch.testing.assert_close(critic_grad_norms(Half(), real), real.flatten(2).norm(dim=2))
 
 

@@ -1,4 +1,5 @@
-"""The plainest single GAN run: `nn` modules, `torch.optim`, every loss written out inline.
+"""The plainest single GAN run: `nn` modules, `torch.optim`, every loss written out inline
+(the optional penalty comes from its registry: each one is held to its closed form instead).
 
 It is the specification the population is held to, not a second trainer: tests check that
 member j of a `Population` ends where `ReferenceRun(config_j)` ends (within float round-off),
@@ -17,6 +18,7 @@ from torch import Tensor
 from trainers.config import TrialConfig
 from trainers.data import Dataset, build_dataset
 from trainers.models import build_models
+from trainers.penalties import make_penalty
 from trainers.population import _EVAL_SEED_OFFSET
 from trainers.runtime import resolve_device
 
@@ -51,24 +53,23 @@ class ReferenceRun:
             loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
         else:
             loss = D(fake).mean() - D(real).mean()
-        if cfg.loss == "wgan-gp" or cfg.penalty in ("gp", "lp"):
+        penalty = make_penalty(cfg.penalty, cfg.penalty_weight)
+        if cfg.loss == "wgan-gp" or (penalty is not None and penalty.needs_interpolates):
             eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), generator=self.gen,
                              device=self.device)
-            norms = self._grad_norms(eps * real + (1 - eps) * fake)
             if cfg.loss == "wgan-gp":
-                loss = loss + cfg.gp_lambda * ((norms - 1) ** 2).mean()
-            elif cfg.penalty == "gp":
-                loss = loss + cfg.penalty_weight * ((norms - 1) ** 2).mean()
-            else:
-                loss = loss + cfg.penalty_weight * (torch.relu(norms - 1) ** 2).mean()
-        elif cfg.penalty == "r1":
-            loss = loss + cfg.penalty_weight / 2 * (self._grad_norms(real) ** 2).mean()
+                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+                loss = loss + cfg.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        else:
+            eps = None
+        if penalty is not None:
+            # Each penalty's value is held to its closed form (tests/trainers/test_penalties.py);
+            # here it is applied as a population of one, so what the population test checks
+            # is the plumbing: draw order, per-member weights, the sum into the critic loss.
+            loss = loss + penalty(lambda x: D(x[0])[None], real[None], fake[None],
+                                  None if eps is None else eps[None])[0]
         return loss
-
-    def _grad_norms(self, x: Tensor) -> Tensor:
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self.D(x).sum(), x, create_graph=True)
-        return grad.flatten(1).norm(2, dim=1)
 
     def _generator_loss(self, scores: Tensor) -> Tensor:
         if self.config.loss == "bce":

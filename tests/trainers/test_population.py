@@ -9,6 +9,7 @@ import torch
 
 from trainers import names
 from trainers.config import ConfigError, make_config
+from trainers.penalties import PENALTIES
 from trainers.population import Population
 from trainers.reference import ReferenceRun
 
@@ -78,7 +79,7 @@ def test_member_j_matches_a_single_run_with_seed_j(loss):
 
 
 @pytest.mark.parametrize("loss", ["wgan", "bce-ns"])
-@pytest.mark.parametrize("penalty", ["gp", "lp", "r1"])
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
 def test_member_j_with_a_penalty_matches_a_single_run_with_seed_j(loss, penalty):
     # The reference writes each penalty out; members differ in the penalty weight.
     cfgs = member_configs(loss, penalty=penalty)

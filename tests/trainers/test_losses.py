@@ -221,7 +221,7 @@ def test_conditional_fields_name_the_strategies_that_use_them() -> None:
     assert applies("gp_lambda", {"loss": "wgan-gp"})
     assert not applies("gp_lambda", {"loss": "bce"})
     assert applies("lr_d", {"loss": "bce"})  # shared by every loss
-    assert applies("penalty_weight", {"loss": "bce", "penalty": "r1"})
+    assert applies("penalty_weight", {"loss": "bce", "penalty": "gp"})
     assert not applies("penalty_weight", {"loss": "wgan-gp", "penalty": "none"})
     # Runs logged before penalties existed have no `penalty` param: it was none.
     assert not applies("penalty_weight", {"loss": "wgan-gp"})

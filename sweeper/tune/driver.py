@@ -90,6 +90,15 @@ class SweepOptions:
     search: str = _o("tpe", "Optuna sampler: tpe, or random search (same machinery, only the "
                      "sampler differs; benchmarks/search_efficiency.py compares them).",
                      metavar="[tpe|random]")
+    # TPE's random start-up: Optuna's default of 10 fills a 10-trial sweep with random search
+    # (so TPE and random came out equal, docs/results.md); 5 lets the model steer sooner.
+    tpe_startup: int = _o(5, "TPE: random start-up trials before its model steers "
+                          "(Optuna's default is 10).")
+    # Multivariate TPE models the parameters jointly; `group` splits a conditional space
+    # (gp_lambda only for wgan-gp) into the subspaces that occur together.
+    tpe_multivariate: bool = _o(False, "TPE: model the parameters jointly (Optuna's "
+                                "multivariate TPE, grouped by conditional subspace).",
+                                flag="--tpe-multivariate/--tpe-independent")
     # What a seed must reach to count as a success, and the objective's tie-breaker
     # (sweeper/analyse/objective.py). Both are saved with the sweep and restored by --resume.
     rule: SuccessRule = DEFAULT_RULE
@@ -117,12 +126,12 @@ SEARCHES = ("tpe", "random")
 SAVED_FIELDS = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
                 "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction",
                 "reduction_factor", "max_failures", "reuse_actors", "sampler_seed", "search",
-                "objective", "batch_seeds")
+                "objective", "batch_seeds", "tpe_startup", "tpe_multivariate")
 # Saved options added after sweeps were already saved without them: the value those older
 # sweeps actually ran with, so they still resume as they started (before the quality rule,
 # seeds succeeded on coverage alone and FID broke ties).
 _SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict(),
-                   "batch_seeds": True}
+                   "batch_seeds": True, "tpe_startup": 10, "tpe_multivariate": False}
 OPTIONS_FILE = "sweep_options.json"
 
 
@@ -322,19 +331,26 @@ def _optuna_search(opts: SweepOptions, path: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
-    sampler = make_sampler(opts.search, opts.sampler_seed)
+    sampler = make_sampler(opts.search, opts.sampler_seed, startup=opts.tpe_startup,
+                           multivariate=opts.tpe_multivariate)
     return FinalOnlyOptunaSearch(space=opts.space, metric=names.OBJECTIVE, mode="min",
                                  sampler=sampler, study_name=opts.name, storage=storage)
 
 
-def make_sampler(search: str, seed: int | None):
-    """The Optuna sampler behind `--search`. Note that TPE's first `n_startup_trials` (10)
-    suggestions come from its own RandomSampler(seed), so with equal seeds they are exactly
-    random search's first 10: the two differ only after TPE's start-up."""
+def make_sampler(search: str, seed: int | None, *, startup: int = 10,
+                 multivariate: bool = False):
+    """The Optuna sampler behind `--search`. TPE's first `startup` suggestions come from its
+    own RandomSampler(seed), so with equal seeds they are exactly random search's first ones:
+    the two differ only after TPE's start-up."""
+    import warnings
+
     import optuna
 
     if search == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        with warnings.catch_warnings():  # multivariate and group are "experimental" options
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
+                                              multivariate=multivariate, group=multivariate)
     if search == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")

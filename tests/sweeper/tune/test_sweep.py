@@ -255,6 +255,29 @@ def test_search_option_picks_the_sampler_and_survives_save_restore(tmp_path, sea
     assert restored.search == search  # the saved choice wins over the resuming command's
 
 
+def test_tpe_startup_and_multivariate_reach_the_sampler_and_are_saved(tmp_path):
+    import dataclasses
+    import json
+
+    from sweeper.tune.driver import OPTIONS_FILE, _optuna_search, restore_options, save_options
+
+    opts = dataclasses.replace(_options(tmp_path, "tpe"), tpe_startup=3, tpe_multivariate=True)
+    sampler = _optuna_search(opts, tmp_path)._sampler
+    assert sampler._n_startup_trials == 3 and sampler._multivariate and sampler._group
+    default = _optuna_search(_options(tmp_path / "d", "tpe"), tmp_path)._sampler
+    assert default._n_startup_trials == 5 and not default._multivariate
+    save_options(opts, tmp_path)
+    saved = json.loads((tmp_path / OPTIONS_FILE).read_text())
+    assert (saved["tpe_startup"], saved["tpe_multivariate"]) == (3, True)
+    restored = restore_options(_options(tmp_path, "tpe"), tmp_path)
+    assert (restored.tpe_startup, restored.tpe_multivariate) == (3, True)
+    # A sweep saved before the options existed resumes with what it ran: Optuna's defaults.
+    del saved["tpe_startup"], saved["tpe_multivariate"]
+    (tmp_path / OPTIONS_FILE).write_text(json.dumps(saved))
+    old = restore_options(_options(tmp_path, "tpe"), tmp_path)
+    assert (old.tpe_startup, old.tpe_multivariate) == (10, False)
+
+
 def test_options_saved_before_search_existed_restore_as_tpe(tmp_path):
     import json
 
@@ -343,3 +366,20 @@ def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> Non
     assert params["batch_seeds"].secondary_opts == ["--separate-seeds"]
     fields = {f.name for f in dataclasses.fields(SweepOptions)}
     assert {f.name for f in CLI_FIELDS} <= fields
+
+
+@pytest.mark.parametrize("multivariate", [False, True])
+def test_tpe_after_its_startup_suggests_valid_settings_in_a_conditional_space(multivariate):
+    from sweeper.tune.driver import make_sampler
+    from sweeper.tune.spaces import load_space
+    from trainers.config import make_config
+
+    space = load_space("default")  # gp_lambda only for wgan-gp, clip_value only for wgan-clip
+    study = optuna.create_study(sampler=make_sampler("tpe", 0, startup=3,
+                                                     multivariate=multivariate))
+    for i in range(12):  # 9 suggestions from the model, on a made-up objective
+        t = study.ask()
+        fixed = space(t)
+        make_config({**fixed, **t.params})
+        study.tell(t, (t.params["lr_d"] - 3e-3) ** 2 + i * 1e-9)
+    assert len(study.trials) == 12

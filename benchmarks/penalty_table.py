@@ -34,8 +34,8 @@ def rows(stable_json: dict[str, Any]) -> dict[tuple[str, str, str], list[dict[st
 
 def table(inputs: list[dict[str, Any]]) -> str:
     out = ["| dataset | loss | penalty | settings | stable (all seeds succeed) | seeds "
-           "succeeded | best stable: HQ, weight | median HQ |",
-           "|---|---|---|---|---|---|---|---|"]
+           "succeeded | best stable: HQ, weight | median HQ | most modes held (seed mean) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for doc in inputs:
         for (data, loss, pen), group in sorted(rows(doc).items()):
             stable = [s for s in group if s["n_seeds"] and s["successes"] == s["n_seeds"]]
@@ -46,7 +46,8 @@ def table(inputs: list[dict[str, Any]]) -> str:
                          if best else "-")
             hqs = sorted(s["hq_fraction_mean"] for s in group)
             out.append(f"| {data} | {loss} | {pen} | {len(group)} | {len(stable)} | {ok}/{n} | "
-                       f"{best_cell} | {hqs[len(hqs) // 2]:.2f} |")
+                       f"{best_cell} | {hqs[len(hqs) // 2]:.2f} | "
+                       f"{max(s['modes_held_mean'] for s in group):.1f} |")
     return "\n".join(out)
 
 

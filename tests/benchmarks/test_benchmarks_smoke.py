@@ -76,14 +76,14 @@ def test_penalty_table_groups_settings_by_loss_and_penalty() -> None:
     def setting(loss: str, pen: str, ok: int, hq: float, w: float) -> dict:
         return {"params": {"dataset": "ring8", "loss": loss, "penalty": pen,
                            "penalty_weight": w}, "n_seeds": 3, "successes": ok,
-                "hq_fraction_mean": hq}
+                "hq_fraction_mean": hq, "modes_held_mean": 8 * hq}
 
     doc = {"ranked": [setting("wgan", "lp", 3, 0.9, 0.5), setting("wgan", "lp", 3, 0.7, 2.0),
                       setting("wgan", "lp", 1, 0.2, 9.0)],
            "flagged": [setting("bce-ns", "r1", 0, 0.1, 1.0)]}
     lines = table([doc]).splitlines()
-    assert "| ring8 | bce-ns | r1 | 1 | 0 | 0/3 | - | 0.10 |" in lines
-    assert "| ring8 | wgan | lp | 3 | 2 | 7/9 | 0.90, 0.5 | 0.70 |" in lines
+    assert "| ring8 | bce-ns | r1 | 1 | 0 | 0/3 | - | 0.10 | 0.8 |" in lines
+    assert "| ring8 | wgan | lp | 3 | 2 | 7/9 | 0.90, 0.5 | 0.70 | 7.2 |" in lines
 
 
 def test_penalty_table_smoke_runs_a_penalties_sweep() -> None:

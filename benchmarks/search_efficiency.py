@@ -68,8 +68,6 @@ DEFAULT_PLOT = ROOT / "docs" / "img" / "search_efficiency.png"
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 # Points of the common compute grid on which repeats are averaged (and plotted).
 GRID_POINTS = 200
-# Optuna's TPESampler default n_startup_trials: its first suggestions are random draws.
-TPE_STARTUP = 10
 # T2's median-FID threshold. In a first full run the best stable settings within C had median
 # FID 0.0024-0.0038 and the first stable ones found were all below 0.005, so 0.005 did not
 # separate "stable" from "stable and good"; 0.003 does.
@@ -93,6 +91,9 @@ class Protocol:
     fid_target: float
     grace: float = 0.25  # the sweeper's defaults (`sweeper run --grace/--reduction-factor`)
     reduction_factor: int = 3
+    # TPE's random start-up trials (`sweeper run --tpe-startup`); searches saved before the
+    # option existed ran Optuna's default of 10.
+    tpe_startup: int = 10
 
     @property
     def trial_steps(self) -> int:
@@ -220,7 +221,8 @@ def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
         max_concurrent=p.concurrency, seeds=p.seeds, tracking_uri=uri,
         sweep_dir=root / "sweeps", early_stop=arm.early_stop, grace_fraction=p.grace,
         reduction_factor=p.reduction_factor, max_failures=0, sampler_seed=repeat,
-        command="python -m benchmarks.search_efficiency", search=arm.search)
+        command="python -m benchmarks.search_efficiency", search=arm.search,
+        tpe_startup=p.tpe_startup)
     # Tune's progress tables go to stderr, so stdout carries only the markdown report.
     with contextlib.redirect_stdout(sys.stderr):
         run_sweep(opts, resume=False)
@@ -376,9 +378,10 @@ def protocol_section(p: Protocol) -> str:
         f"num_samples = ceil({p.tpe_factor:g} x {p.budget_trials}) = {p.tpe_trials}",
         f"- {rnd.label}: Optuna RandomSampler(seed), no early stopping, num_samples = "
         f"{p.budget_trials}",
-        "- the arms differ only in sampler and scheduler; with equal seeds TPE's first 10 "
-        "(start-up) settings are exactly random search's first 10 (Optuna's TPE draws them "
-        "from RandomSampler(seed)), so the repeats are paired",
+        f"- the arms differ only in sampler and scheduler; with equal seeds TPE's first "
+        f"{p.tpe_startup} (start-up) settings are exactly random search's first "
+        f"{p.tpe_startup} (Optuna's TPE draws them from RandomSampler(seed)), so the repeats "
+        "are paired",
         f"- compute C = {p.budget_trials} full-budget trials = {p.budget_trials} x {p.steps} "
         f"steps x {p.seeds} seeds = {p.budget} generator steps per search",
         "- compute spent when a trial completes = generator steps trained by then by every "
@@ -467,7 +470,7 @@ def target_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
 
 def repeats_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
     lines = ["## Every search", "",
-             f"'TPE-guided': counted trials past TPE's {TPE_STARTUP} random start-up "
+             f"'TPE-guided': counted trials past TPE's {p.tpe_startup} random start-up "
              "suggestions (in start order). 'stable': counted finished trials with success "
              "rate 1.0 (in brackets: of them TPE-guided), a measure of how often the sampler "
              "proposes a stable setting. 'spent at last': compute spent when the last counted "
@@ -482,9 +485,9 @@ def repeats_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
             done = [t for t in kept if t.finished]
             best = min(done, key=lambda t: t.objective, default=None)
             tpe = a.search == "tpe"
-            guided = str(sum(t.index >= TPE_STARTUP for t in kept)) if tpe else "-"
+            guided = str(sum(t.index >= p.tpe_startup for t in kept)) if tpe else "-"
             stable = [t for t in done if t.success_rate >= 1.0]
-            late = sum(t.index >= TPE_STARTUP for t in stable)
+            late = sum(t.index >= p.tpe_startup for t in stable)
             lines.append(
                 f"| {a.label} | {r.repeat} ({r.sampler_seed}) | {len(r.trials)} | {len(kept)} "
                 f"| {len(done)} | {len(kept) - len(done)} | {guided} | "
@@ -574,6 +577,8 @@ def _band(ax, x, ys, color: str, label: str) -> None:
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from sweeper.tune.driver import SweepOptions
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="repeats of each search")
     ap.add_argument("--budget-trials", type=int, default=10,
@@ -582,6 +587,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="TPE + ASHA runs ceil(factor x budget-trials) trials, then is cut at C")
     ap.add_argument("--steps", type=int, default=600, help="generator steps per seed run")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per setting")
+    ap.add_argument("--tpe-startup", type=int, default=SweepOptions.tpe_startup,
+                    help="TPE's random start-up trials (sweeper run --tpe-startup)")
     ap.add_argument("--fid-target", type=float, default=None,
                     help=f"median-FID threshold of the harder target T2 [default: "
                     f"{FID_TARGET:g}; with --reanalyze: the run's]")
@@ -608,10 +615,11 @@ def protocol_from(a: argparse.Namespace) -> Protocol:
     if a.smoke_test:
         return Protocol(steps=20, eval_every=10, eval_samples=500, hidden=8, batch_size=64,
                         seeds=2, concurrency=2, repeats=1, budget_trials=3, tpe_factor=1.2,
-                        fid_target=fid)
+                        fid_target=fid, tpe_startup=a.tpe_startup)
     return Protocol(steps=a.steps, eval_every=100, eval_samples=2500, hidden=64,
                     batch_size=128, seeds=a.seeds, concurrency=2, repeats=a.repeats,
-                    budget_trials=a.budget_trials, tpe_factor=a.tpe_factor, fid_target=fid)
+                    budget_trials=a.budget_trials, tpe_factor=a.tpe_factor, fid_target=fid,
+                    tpe_startup=a.tpe_startup)
 
 
 def run_all(root: Path, p: Protocol, t0: float) -> dict[str, list[SearchRun]]:

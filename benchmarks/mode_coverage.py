@@ -225,10 +225,20 @@ def row_cells(runs: list[Run]) -> list[str]:
             f"{statistics.fmean(r.cpu_seconds for r in runs):.0f}"]
 
 
-def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row], n_eval: int) -> str:
+def budget_label(protocol: dict[str, Any]) -> str:
+    """What a table's rows were trained with, beside the data and metrics they share with
+    the published rows (which trained far longer, with larger networks)."""
+    base = make_config(protocol)
+    return (f"PacGAN's data, metrics and N; budget: {base.steps:,} generator steps, batch "
+            f"{base.batch_size}, networks {base.hidden} wide")
+
+
+def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row],
+                  protocol: dict[str, Any]) -> str:
     k = int(runs[0].metrics[names.NUM_MODES])
+    n_eval = protocol["eval_samples"]
     lines = [f"### {dataset} (K = {k} modes; failed = diverged, or not a success: "
-             f"{DEFAULT_RULE.describe()})", "",
+             f"{DEFAULT_RULE.describe()}; {budget_label(protocol)})", "",
              f"| row | modes captured (of {k}) | modes held | HQ % | score | reverse KL "
              f"| FID (N={n_eval}) | diverged | failed | CPU s / run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -353,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     for (d, _, _), run in zip(jobs, done, strict=True):
         runs[d].append(run)
     sections = [protocol_text(protocol, seeds, rows, args.workers)]
-    sections += [dataset_table(d, runs[d], rows, protocol["eval_samples"]) for d in datasets
+    sections += [dataset_table(d, runs[d], rows, protocol) for d in datasets
                  if runs[d]]
     cpu = sum(r.cpu_seconds for rs in runs.values() for r in rs)
     sections.append(f"total wall time: {time.perf_counter() - t0:.0f} s ({len(jobs)} runs, "

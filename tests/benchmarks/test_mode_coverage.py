@@ -32,6 +32,9 @@ def test_smoke_prints_our_rows_the_target_line_and_the_quoted_rows(tmp_path: Pat
     assert out.read_text(encoding="utf-8") == text
     # the recommended row trains under the table's protocol, not its own 600-step budget
     assert "protocol: 10 generator steps" in text
+    # every table says whose protocol it shares and what budget it trained with
+    assert text.count("; PacGAN's data, metrics and N; budget: 10 generator steps, batch 32, "
+                      "networks 8 wide)") == 2
     assert re.search(r"- wgan-gp, sweep-recommended \(ring8-wgan-gp\) \[ring8 only\]: adam "
                      r"lr_g 0\.001, lr_d 0\.002 \(linear\).*n_critic 2, lambda 0\.3$", text, re.M)
     cell = r"[\d.]+(?: ± [\d.]+)?"

@@ -76,14 +76,17 @@ def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool,
     loggers = {}
     for i, trial_id, trial_run_id, cfg in jobs:
         key = store.safe_key("confirm", records.parent_run_id, trial_id, "seed", cfg.seed)
-        run_id, _ = store.find_or_create_run(
+        run_id, existed = store.find_or_create_run(
             client, records.experiment_id, key, name=f"{trial_id}-confirm-seed{cfg.seed}",
             parent_run_id=records.parent_run_id,
             tags={tags.TAG_KIND: KIND_CONFIRM, tags.TAG_SWEEP: records.experiment,
                   tags.TAG_TRIAL: trial_id, tags.TAG_SEED: str(cfg.seed),
                   TAG_CONFIRM_OF: trial_run_id, TAG_SMOKE: "1" if smoke else "0",
                   tags.TAG_STATUS: "running"})
-        loggers[i] = store.RunLogger(client, run_id)
+        # A run found again by its key (a second confirm with the same records) continues
+        # after the last step it logged instead of logging every step twice.
+        done = store.RunLogger.last_logged_step(client.get_run(run_id)) if existed else -1
+        loggers[i] = store.RunLogger(client, run_id, skip_through=done)
         loggers[i].log_params(cfg.to_dict())
     runs = MemberRuns([loggers[i] for i, *_ in jobs])
     # Judged by the rule the sweep used.

@@ -35,7 +35,15 @@ from sweeper.track.reader import SweepRecords, TrialRun, metric_history  # noqa:
 from trainers import names  # noqa: E402
 
 # Stable-region heatmaps: (x, y) parameter pairs, drawn when the sweep varied both.
-REGION_PAIRS = (("gp_lambda", "n_critic"), ("lr_d", "n_critic"), ("lr_g", "n_critic"))
+REGION_PAIRS = (("gp_lambda", "n_critic"), ("penalty_weight", "n_critic"), ("lr_d", "n_critic"),
+                ("lr_g", "n_critic"))
+
+
+def region_pairs(sampled: Sequence[str]) -> list[tuple[str, str]]:
+    """The heatmap pairs over params the sweep sampled (all pairs when that is unknown): a
+    param the space left alone differs between settings only through each loss's default
+    (wgan-clip's lr 5e-5 against wgan-gp's 1e-4), and a map over it is a map of the loss."""
+    return [(x, y) for x, y in REGION_PAIRS if not sampled or {x, y} <= set(sampled)]
 # Coverage curves show this many of the top settings (plus one collapsed setting).
 TOP_CURVES = 3
 # Optuna's importance estimate needs a few complete trials to mean anything (Optuna itself
@@ -339,7 +347,7 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
               if p != "loss"]
 
     # Stable regions.
-    for x, y in REGION_PAIRS:
+    for x, y in region_pairs(records.sampled):
         grid = stability.region_grid(settings, x, y)
         if grid is None:
             rep.notes.append(f"Heatmap {x} x {y} skipped: "

@@ -99,9 +99,9 @@ def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS,
 
 
 def _regions(a: Analysis) -> list:
-    from sweeper.analyse.report import REGION_PAIRS
+    from sweeper.analyse.report import region_pairs
 
-    grids = (stability.region_grid(a.settings, x, y) for x, y in REGION_PAIRS)
+    grids = (stability.region_grid(a.settings, x, y) for x, y in region_pairs(a.records.sampled))
     return [g for g in grids if g is not None]
 
 

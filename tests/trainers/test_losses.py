@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.trainers.critics import linear_critic, pair, x_hat_of
+from tests.trainers.critics import linear_critic, linear_population, pair, x_hat_of
 from trainers.batched import StackedMLP
 from trainers.config import CONDITIONAL, applies
 from trainers.losses import (
@@ -34,12 +34,7 @@ torch.set_num_threads(1)
 # ------------------------------------------------------------------------ WGAN-GP
 def test_per_member_penalty_weights_and_penalties() -> None:
     # K = 3 linear critics w_j: member j's loss is its own W estimate + lambda_j (|w_j| - 1)^2.
-    w = torch.tensor([[3.0, 4.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
-    critic = StackedMLP([w[:, :, None]], [torch.zeros(3, 1, 1, dtype=torch.float64)])
-    g = torch.Generator().manual_seed(0)
-    real = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
-    fake = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
-    eps = torch.rand(3, 16, 1, generator=g, dtype=torch.float64)
+    w, critic, real, fake, eps = linear_population()
     lam = torch.tensor([0.5, 10.0, 2.0], dtype=torch.float64)
     got = WGANGP(lam).critic_loss(critic, real, fake, eps)
     wgan = (fake @ w[:, :, None]).mean((1, 2)) - (real @ w[:, :, None]).mean((1, 2))

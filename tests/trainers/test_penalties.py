@@ -15,8 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.trainers.critics import linear_critic, pair, x_hat_of
-from trainers.batched import StackedMLP
+from tests.trainers.critics import linear_critic, linear_population, pair, x_hat_of
 from trainers.config import ConfigError, make_config
 from trainers.penalties import (
     PENALTIES,
@@ -94,12 +93,7 @@ def test_interpolating_penalties_need_the_eps() -> None:
 @pytest.mark.parametrize("name", sorted(PENALTIES))
 def test_per_member_weights(name) -> None:
     # K = 3 linear critics w_j with weights gamma_j: member j's penalty is gamma_j * f(|w_j|).
-    w = torch.tensor([[3.0, 4.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
-    critic = StackedMLP([w[:, :, None]], [torch.zeros(3, 1, 1, dtype=torch.float64)])
-    g = torch.Generator().manual_seed(0)
-    real = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
-    fake = torch.randn(3, 16, 2, generator=g, dtype=torch.float64)
-    eps = torch.rand(3, 16, 1, generator=g, dtype=torch.float64)
+    w, critic, real, fake, eps = linear_population()
     weights = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)
     got = make_penalty(name, weights)(critic, real, fake, eps)
     value = CLOSED_FORM[name][0]

@@ -347,7 +347,12 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
               if p != "loss"]
 
     # Stable regions.
-    for x, y in region_pairs(records.sampled):
+    drawn = region_pairs(records.sampled)
+    for x, y in REGION_PAIRS:
+        if (x, y) not in drawn:
+            missing = " or ".join(p for p in (x, y) if p not in records.sampled)
+            rep.notes.append(f"Heatmap {x} x {y} skipped: the space does not sample {missing}.")
+            continue
         grid = stability.region_grid(settings, x, y)
         if grid is None:
             rep.notes.append(f"Heatmap {x} x {y} skipped: "

@@ -331,8 +331,11 @@ def test_write_report_writes_valid_pngs_and_a_summary_with_the_tables(swept, tmp
     assert sorted(p.name for p in out.iterdir()) == sorted(rep.files)
     for name in rep.files[:-1]:
         assert is_png(out / name), name
-    # No heatmap, and no note, over a param the space does not sample (lr_d, lr_g here).
+    # No heatmap over a param the space does not sample, and a note that says so.
     assert rep.notes == [
+        "Heatmap penalty_weight x n_critic skipped: the space does not sample penalty_weight.",
+        "Heatmap lr_d x n_critic skipped: the space does not sample lr_d.",
+        "Heatmap lr_g x n_critic skipped: the space does not sample lr_g.",
         f"No Optuna study at {tmp_path / 'no-study.db'}: pass the --sweep-dir the sweep used "
         "to get importances and parallel coordinates."]
 

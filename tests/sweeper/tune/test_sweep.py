@@ -355,7 +355,7 @@ def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> Non
     """`sweeper run`'s options are generated from SweepOptions: one place for defaults."""
     import dataclasses
 
-    from sweeper.cli import run
+    from sweeper.cli.main import run
     from sweeper.tune.driver import CLI_FIELDS, SweepOptions
 
     params = {p.name: p for p in run.params}

@@ -1,13 +1,17 @@
-"""Mode coverage of each loss, PacGAN's protocol, with the published rows beside ours.
+"""Mode coverage of each loss on PacGAN's data, metrics and N, with the published rows beside.
 
 Rows are (a) each loss in `--losses` at its reference defaults (`make_config`: optimiser,
 learning rates, n_critic, lambda/clip, each citing its paper) and (b) every `--recommended`
-file: a setting exported by `sweeper stable --export`. Every row trains under one protocol:
-the same `--steps`, network, batch and evaluation N, over seeds 0 .. N-1; from a recommended
-file only the loss's hyperparameters are taken (loss, optimiser, learning rates, schedule,
-betas, n_critic, lambda, clip), never the budget, so no row gets more compute than another.
+file: a setting exported by `sweeper stable --export`. Every row trains under one protocol
+(`--protocol`, benchmarks/protocols.py: `short` is ours, 3,000 steps of 3x64 ReLU MLPs;
+`gdpp` is the budget of GDPP's WGAN-GP row, 25,000 steps, batch 512, 2x128 tanh MLPs): the
+same steps, networks, batch and evaluation N, over seeds S .. S+N-1 (`--seed-start`, `--seeds`);
+from a recommended file only the loss's hyperparameters are taken (loss, optimiser, learning
+rates, schedule, betas, n_critic, lambda, clip), never the budget or the networks, so no row
+gets more compute than another.
 
     loss | modes captured | modes held | HQ % | score | reverse KL | FID | diverged | failed
+        | succeeded [Wilson 95%]
 
 Values are mean +- standard error over seeds. A seed "failed" when it diverged or did not pass
 the sweeper's own success rule (trainers/quality.py: enough modes held, each with a real share
@@ -15,8 +19,12 @@ of the HQ samples, and an HQ fraction near the real data's); "score" is its seed
 rows (VEEGAN, GDPP, PacGAN papers) are printed in a separate, labelled table: they were not
 run here and their networks and budgets differ from ours.
 
-    python -m benchmarks.mode_coverage --seeds 10 --steps 3000 --workers 2 \\
+    python -m benchmarks.mode_coverage --seeds 10 --workers 2 \\
         --recommended exports/ring8-wgan-gp.yaml --out docs/coverage.md
+    python -m benchmarks.mode_coverage --protocol gdpp --losses wgan-gp --datasets ring8 \\
+        --cache cache/coverage     # 10 seeds x 25k steps: hours on a CPU; resumable
+    python -m benchmarks.mode_coverage --seed-start 100 --seeds 30 --losses '' \\
+        --recommended benchmarks/recommended/ring8-wgan-gp-quality.yaml   # fresh seeds
     python -m benchmarks.mode_coverage --datasets stacked-digits --losses bce-ns,wgan-gp \\
         --steps 500 --hidden 32 --batch-size 64 --eval-samples 26000
     python -m benchmarks.mode_coverage --smoke-test
@@ -27,7 +35,9 @@ trains each seed as its own run would (within float round-off) at a fraction of 
 With --cache DIR each run's result is kept, so an interrupted table resumes, and a table can
 grow: run the reference rows while the sweeps run, then rerun with --recommended added. Each
 result records a hash of trainers/; results from other trainer code are still reused, but the
-table's last line counts them, and --retrain-stale trains them again.
+table's last line counts them, and --retrain-stale trains them again. A population still
+training also saves its exact state into the cache every --checkpoint-every steps, so a long
+row (the gdpp protocol on a CPU) spreads over several invocations without losing work.
 """
 
 from __future__ import annotations
@@ -46,12 +56,14 @@ from pathlib import Path
 from typing import Any
 
 import trainers
+from benchmarks import protocols
 from benchmarks._common import mean_se
+from sweeper.analyse.stability import wilson_interval
 from sweeper.bars import Progress
 from trainers import names
 from trainers.config import ConfigError, load_config_file, make_config
 from trainers.loop import set_threads
-from trainers.members import make_members
+from trainers.members import load_members_file, make_members
 from trainers.quality import DEFAULT_RULE
 
 # What a recommended setting contributes; everything else is the table's protocol.
@@ -125,22 +137,56 @@ def recommended_row(path: Path, *, everywhere: bool = False) -> Row:
                {k: values[k] for k in HYPERPARAMETERS if k in values}, recommended=True)
 
 
-def train_seeds(dataset: str, row: Row, seeds: Sequence[int],
-                protocol: dict[str, Any]) -> list[Run]:
+def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str, Any],
+                checkpoint: Path | None = None, every: int = 0, version: str = "") -> list[Run]:
     """Train a row's seeds as one population (trainers.members); runs in a worker process with
-    one torch thread. Each run is charged its share of the population's CPU time."""
+    one torch thread. Each run is charged its share of the population's CPU time.
+
+    With `checkpoint`, the population's exact state is saved there every `every` steps and
+    training resumes from it (the same trainer `version` only), so a long row survives an
+    interruption; the file is removed once the results are returned."""
     set_threads(1)
     fill = not row.recommended  # reference rows take the loss's defaults for the rest
     cfgs = [make_config({**row.values, **protocol, "dataset": dataset, "seed": seed,
                          "eval_every": protocol["steps"], "device": "cpu"},
                         fill_loss_defaults=fill) for seed in seeds]
     t0 = time.process_time()
-    members = make_members(cfgs)
+    members, spent = _resume(checkpoint, cfgs, version) if checkpoint else (None, 0.0)
+    if members is None:
+        members = make_members(cfgs)
     while not members.done:
-        members.train_until(members.next_eval_step())
+        until = members.next_eval_step()
+        if checkpoint and every > 0:
+            until = min(until, (members.step // every + 1) * every)
+        members.train_until(until)
+        if checkpoint and every > 0 and not members.done:
+            members.save(checkpoint)
+            meta = {"cpu_seconds": spent + time.process_time() - t0, "trainer": version}
+            checkpoint.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     finals = members.evaluate()
-    share = (time.process_time() - t0) / len(cfgs)
+    share = (spent + time.process_time() - t0) / len(cfgs)
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
+        checkpoint.with_suffix(".json").unlink(missing_ok=True)
     return [Run(row.label, s, m, share) for s, m in zip(seeds, finals, strict=True)]
+
+
+def _resume(checkpoint: Path, cfgs: list, version: str) -> tuple[Any, float]:
+    """The population saved at `checkpoint` and the CPU seconds it had cost, or (None, 0) to
+    start over: no file, another trainer version, or other members."""
+    meta_path = checkpoint.with_suffix(".json")
+    if not (checkpoint.exists() and meta_path.exists()):
+        return None, 0.0
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("trainer") != version:
+        print(f"  {checkpoint.name}: saved by another version of trainers/; starting over",
+              file=sys.stderr)
+        return None, 0.0
+    members = load_members_file(checkpoint, device="cpu")
+    if list(members.configs) != cfgs:
+        return None, 0.0
+    print(f"  {checkpoint.name}: resuming at step {members.step}", file=sys.stderr)
+    return members, float(meta["cpu_seconds"])
 
 
 def cache_path(cache: Path, dataset: str, row: Row, seed: int,
@@ -148,6 +194,15 @@ def cache_path(cache: Path, dataset: str, row: Row, seed: int,
     """Where one run's result is kept: keyed by everything that decides its training."""
     key = json.dumps([dataset, row.values, row.recommended, protocol, seed], sort_keys=True)
     return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-seed{seed}.json"
+
+
+def checkpoint_path(cache: Path, dataset: str, row: Row, seeds: Sequence[int],
+                    protocol: dict[str, Any]) -> Path:
+    """Where a population still training keeps its state: keyed by the row, the protocol and
+    the exact seeds it trains."""
+    key = json.dumps([dataset, row.values, row.recommended, protocol, list(seeds)],
+                     sort_keys=True)
+    return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-population.pt"
 
 
 def trainer_version() -> str:
@@ -161,7 +216,8 @@ def trainer_version() -> str:
 
 def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]],
                       protocol: dict[str, Any], cache: Path | None, *, version: str,
-                      retrain_stale: bool = False) -> tuple[list[Run], int, int]:
+                      retrain_stale: bool = False,
+                      checkpoint_every: int = 0) -> tuple[list[Run], int, int]:
     """Train every job not already in `cache` (runs are deterministic per seed on CPU, so a
     cached result is the result); an interrupted table resumes where it stopped.
 
@@ -187,8 +243,12 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
     # A row's missing seeds on one dataset train together, as one batched population.
     for idx in missing.values():
         d, row, _ = jobs[idx[0]]
-        futures[tuple(idx)] = pool.submit(train_seeds, d, row, [jobs[i][2] for i in idx],
-                                          protocol)
+        seeds = [jobs[i][2] for i in idx]
+        ckpt = cache and checkpoint_path(cache, d, row, seeds, protocol)
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+        futures[tuple(idx)] = pool.submit(train_seeds, d, row, seeds, protocol, ckpt or None,
+                                          checkpoint_every, version)
     bar = Progress(sum(len(i) for i in futures), "mode_coverage", "runs")
     for idx, fut in futures.items():
         for i, run in zip(idx, fut.result(), strict=True):
@@ -216,32 +276,28 @@ def row_cells(runs: list[Run]) -> list[str]:
     n = len(runs)
     judged = [r.failed for r in runs if r.failed is not None]
     failed = f"{sum(judged)}/{len(judged)}" if judged else "–"
+    ok = len(judged) - sum(judged)
+    lo, hi = wilson_interval(ok, len(judged))
+    succeeded = f"{ok}/{len(judged)} [{lo:.2f}, {hi:.2f}]" if judged else "–"
     return [mean_se([m[names.MODES_COVERED] for m in ms]),
             mean_se([m[names.MODES_HELD] for m in ms if names.MODES_HELD in m]),
             mean_se([100 * m[names.HQ_FRACTION] for m in ms], "{:.1f}"),
             mean_se([m[names.SEED_SCORE] for m in ms if names.SEED_SCORE in m], "{:.3f}"),
             mean_se([m[names.MODE_KL] for m in ms], "{:.3f}"), fid,
-            f"{sum(r.diverged for r in runs)}/{n}", failed,
+            f"{sum(r.diverged for r in runs)}/{n}", failed, succeeded,
             f"{statistics.fmean(r.cpu_seconds for r in runs):.0f}"]
 
 
-def budget_label(protocol: dict[str, Any]) -> str:
-    """What a table's rows were trained with, beside the data and metrics they share with
-    the published rows (which trained far longer, with larger networks)."""
-    base = make_config(protocol)
-    return (f"PacGAN's data, metrics and N; budget: {base.steps:,} generator steps, batch "
-            f"{base.batch_size}, networks {base.hidden} wide")
-
-
 def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row],
-                  protocol: dict[str, Any]) -> str:
+                  protocol: dict[str, Any], name: str) -> str:
     k = int(runs[0].metrics[names.NUM_MODES])
     n_eval = protocol["eval_samples"]
     lines = [f"### {dataset} (K = {k} modes; failed = diverged, or not a success: "
-             f"{DEFAULT_RULE.describe()}; {budget_label(protocol)})", "",
+             f"{DEFAULT_RULE.describe()}; {protocols.label(name, protocol)})", "",
              f"| row | modes captured (of {k}) | modes held | HQ % | score | reverse KL "
-             f"| FID (N={n_eval}) | diverged | failed | CPU s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| FID (N={n_eval}) | diverged | failed | succeeded [Wilson 95%] "
+             "| CPU s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         rs = [r for r in runs if r.row == row.label]
         if rs:
@@ -253,6 +309,8 @@ def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row],
                   "reported):", "", "| quoted row | modes | HQ % | reverse KL |",
                   "|---|---|---|---|"]
         lines += [f"| {label} | {m} | {hq} | {kl} |" for label, m, hq, kl in PUBLISHED[dataset]]
+        lines += ["", "The budgets behind the quoted rows (ours is in the header above):", "",
+                  *protocols.PUBLISHED_BUDGETS]
     return "\n".join(lines)
 
 
@@ -277,11 +335,12 @@ def target_lines(dataset: str, runs: list[Run], rows: Sequence[Row], k: int) -> 
 
 
 def protocol_text(protocol: dict[str, Any], seeds: Sequence[int], rows: Sequence[Row],
-                  workers: int) -> str:
+                  workers: int, name: str) -> str:
     base = make_config(protocol)
-    lines = [f"protocol: {protocol['steps']} generator steps, batch {base.batch_size}, "
-             f"networks width {base.hidden} (MLP depth {base.depth} for 2D data; conv nets "
-             f"for images), z_dim {base.z_dim}, evaluation on N = {base.eval_samples} "
+    lines = [f"protocol {name}: {protocol['steps']} generator steps, batch {base.batch_size}, "
+             f"networks width {base.hidden} (MLP depth {base.depth}, {base.activation}, "
+             f"{base.init} init, for 2D data; conv nets for images), z_dim {base.z_dim}, "
+             f"evaluation on N = {base.eval_samples} "
              f"generated samples (FID against {base.eval_samples} real), seeds "
              f"{seeds[0]}..{seeds[-1]} (mean ± s.e. over {len(seeds)}), a row's seeds "
              f"trained as one batched population (trainers/members.py) on 1 torch thread, "
@@ -305,6 +364,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke-test", action="store_true",
                    help="tiny networks, 2 seeds, 10 steps: checks the script, not the losses")
+    p.add_argument("--protocol", choices=sorted(protocols.PROTOCOLS), default="short",
+                   help="the budget and networks every row trains with (benchmarks/"
+                   "protocols.py); --steps, --hidden, --batch-size change one part of it")
     p.add_argument("--losses", default="bce,bce-ns,wgan-clip,wgan-gp",
                    help="rows at reference defaults, comma-separated ('' for none)")
     p.add_argument("--recommended", type=Path, action="append", default=[],
@@ -312,15 +374,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--transfer", type=Path, action="append", default=[],
                    help="like --recommended, but one row on every dataset (repeatable)")
     p.add_argument("--datasets", default="ring8,grid25", help="comma-separated")
-    p.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1 per row and dataset")
-    p.add_argument("--steps", type=int, default=3000, help="generator steps per run")
-    p.add_argument("--hidden", type=int, default=64, help="network width")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--eval-samples", type=int, default=2500, help="N (PacGAN: 2,500)")
+    p.add_argument("--seeds", type=int, default=10, help="N seeds per row and dataset")
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="the first seed (S .. S+N-1): fresh seeds for a confirmation")
+    p.add_argument("--steps", type=int, help="generator steps per run (default: the protocol's)")
+    p.add_argument("--hidden", type=int, help="network width (default: the protocol's)")
+    p.add_argument("--batch-size", type=int, help="default: the protocol's")
+    p.add_argument("--eval-samples", type=int, help="N (default: the protocol's; PacGAN: 2,500)")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                    help="runs at once, one torch thread each")
     p.add_argument("--cache", type=Path, help="keep each run's result here and reuse it: "
                    "rerunning resumes an interrupted table, or adds rows to it")
+    p.add_argument("--checkpoint-every", type=int, default=1000,
+                   help="with --cache: save a population still training every this many "
+                   "steps, so an interrupted row resumes (0: never)")
     p.add_argument("--retrain-stale", action="store_true",
                    help="retrain cached runs that another version of trainers/ produced "
                    "(by default they are reused and counted in the table's last line)")
@@ -330,14 +397,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    protocol = {"steps": args.steps, "hidden": args.hidden, "batch_size": args.batch_size,
-                "eval_samples": args.eval_samples}
-    seeds = list(range(args.seeds))
     if args.smoke_test:
-        protocol.update(steps=10, hidden=8, batch_size=32, eval_samples=500)
-        seeds = [0, 1]
+        args.steps, args.hidden, args.batch_size, args.eval_samples = 10, 8, 32, 500
+        args.seeds = 2
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     datasets = args.datasets.split(",")
     try:  # fail fast on a typo or a bad file, before any training
+        protocol = protocols.resolve(args.protocol, steps=args.steps, hidden=args.hidden,
+                                     batch_size=args.batch_size,
+                                     eval_samples=args.eval_samples)
         rows = [Row(loss, None, {"loss": loss}) for loss in filter(None, args.losses.split(","))]
         rows += [recommended_row(p) for p in args.recommended]
         rows += [recommended_row(p, everywhere=True) for p in args.transfer]
@@ -346,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not rows or args.seeds < 1 or args.workers < 1:
-        print("error: give at least one row (--losses or --recommended), --seeds >= 1 and "
-              "--workers >= 1", file=sys.stderr)
+    if not rows or args.seeds < 1 or args.workers < 1 or args.seed_start < 0:
+        print("error: give at least one row (--losses or --recommended), --seeds >= 1, "
+              "--seed-start >= 0 and --workers >= 1", file=sys.stderr)
         return 2
 
     t0 = time.perf_counter()
@@ -358,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         done, fresh, stale = cached_or_trained(pool, jobs, protocol, args.cache,
                                                version=version,
-                                               retrain_stale=args.retrain_stale)
+                                               retrain_stale=args.retrain_stale,
+                                               checkpoint_every=args.checkpoint_every)
     runs: dict[str, list[Run]] = {d: [] for d in datasets}
     for (d, _, _), run in zip(jobs, done, strict=True):
         runs[d].append(run)
-    sections = [protocol_text(protocol, seeds, rows, args.workers)]
-    sections += [dataset_table(d, runs[d], rows, protocol) for d in datasets
+    sections = [protocol_text(protocol, seeds, rows, args.workers, args.protocol)]
+    sections += [dataset_table(d, runs[d], rows, protocol, args.protocol) for d in datasets
                  if runs[d]]
     cpu = sum(r.cpu_seconds for rs in runs.values() for r in rs)
     sections.append(f"total wall time: {time.perf_counter() - t0:.0f} s ({len(jobs)} runs, "

@@ -17,19 +17,24 @@ from torch import Tensor, nn
 class StackedMLP(nn.Module):
     """K copies of `trainers.models.mlp`, one weight tensor [K, in, out] per layer."""
 
-    def __init__(self, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> None:
+    def __init__(self, weights: Sequence[Tensor], biases: Sequence[Tensor],
+                 activation: nn.Module | None = None) -> None:
         super().__init__()
         self.weights = nn.ParameterList(nn.Parameter(w.contiguous()) for w in weights)
         self.biases = nn.ParameterList(nn.Parameter(b.contiguous()) for b in biases)
+        self.activation = activation if activation is not None else nn.ReLU()
 
     @classmethod
     def stack(cls, members: Sequence[nn.Sequential]) -> StackedMLP:
         linears = [[m for m in seq if isinstance(m, nn.Linear)] for seq in members]
+        acts = {type(m) for seq in members for m in seq if not isinstance(m, nn.Linear)}
+        if len(acts) > 1:
+            raise ValueError(f"members mix activations {sorted(a.__name__ for a in acts)}")
         depth = len(linears[0])
         weights = [torch.stack([ls[i].weight.detach().t() for ls in linears]) for i in range(depth)]
         biases = [torch.stack([ls[i].bias.detach()[None, :] for ls in linears])
                   for i in range(depth)]
-        return cls(weights, biases)
+        return cls(weights, biases, acts.pop()() if acts else None)
 
     def forward(self, x: Tensor) -> Tensor:
         """[K, B, in] -> [K, B, out]."""
@@ -37,7 +42,7 @@ class StackedMLP(nn.Module):
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w)
             if i < last:
-                x = torch.relu(x)
+                x = self.activation(x)
         return x
 
     def member(self, j: int) -> list[Tensor]:

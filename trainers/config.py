@@ -19,6 +19,8 @@ import yaml
 
 from trainers.errors import ConfigError
 from trainers.losses import LOSSES as _LOSS_CLASSES
+from trainers.models import ACTIVATIONS as _ACTIVATIONS
+from trainers.models import INITS as _INITS
 from trainers.penalties import NONE as _NO_PENALTY
 from trainers.penalties import PENALTIES as _PENALTY_CLASSES
 from trainers.penalties import WEIGHT_FIELD as _PENALTY_WEIGHT
@@ -29,6 +31,8 @@ PENALTIES = (_NO_PENALTY,) + tuple(_PENALTY_CLASSES)
 OPTIMIZERS = ("adam", "rmsprop")
 FID_BACKENDS = ("auto", "classifier", "inception")
 LR_SCHEDULES = ("constant", "linear")
+ACTIVATIONS = tuple(_ACTIVATIONS)
+INITS = tuple(_INITS)
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -71,6 +75,10 @@ class TrialConfig:
     hidden: int = _f(128, "Width of the networks (MLP units; conv base channels for images).",
                      lo=1, hi=8192)
     depth: int = _f(3, "Hidden layers of each MLP (2D data).", lo=1, hi=16)
+    activation: str = _f("relu", "Activation of the MLPs (2D data): relu, or tanh (GDPP's "
+                         "and VEEGAN's toy networks).", choices=ACTIVATIONS)
+    init: str = _f("default", "Weight init of the MLPs (2D data): default (PyTorch's), or "
+                   "orthogonal with zero biases (GDPP's toy networks).", choices=INITS)
     seed: int = _f(0, "Random seed; a run is deterministic for a given seed on CPU.",
                    lo=0, hi=2**31 - 1)
     eval_every: int = _f(250, "Evaluate every this many generator steps (and at the end).",

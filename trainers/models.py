@@ -16,13 +16,33 @@ if TYPE_CHECKING:
     from trainers.data import Dataset
 
 
-def mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
+# MLP activations (2D data), by config name. GDPP's and VEEGAN's toy networks use tanh; the
+# WGAN-GP toy code uses ReLU.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _orthogonal(layer: nn.Linear) -> None:
+    # GDPP's toy code: TensorFlow's orthogonal initializer, zero biases (TF's dense default).
+    nn.init.orthogonal_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+# MLP weight initialisations, by config name; "default" keeps PyTorch's (Kaiming-uniform).
+INITS: dict[str, Callable[[nn.Linear], None]] = {"default": lambda layer: None,
+                                                  "orthogonal": _orthogonal}
+
+
+def mlp(n_in: int, n_out: int, hidden: int, depth: int, activation: str = "relu",
+        init: str = "default") -> nn.Sequential:
     layers: list[nn.Module] = []
     width = n_in
     for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
         width = hidden
     layers.append(nn.Linear(width, n_out))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            INITS[init](layer)
     return nn.Sequential(*layers)
 
 
@@ -30,7 +50,9 @@ def _points_models(cfg: TrialConfig, data: Dataset) -> tuple[nn.Module, nn.Modul
     # No batch norm anywhere: the gradient penalty is per sample, which batch norm would break
     # (Gulrajani et al. 2017, sec. 4), and the 2D toy code of WGAN-GP uses plain ReLU MLPs.
     (dim,) = data.shape
-    return mlp(cfg.z_dim, dim, cfg.hidden, cfg.depth), mlp(dim, 1, cfg.hidden, cfg.depth)
+    shape = {"hidden": cfg.hidden, "depth": cfg.depth, "activation": cfg.activation,
+             "init": cfg.init}
+    return mlp(cfg.z_dim, dim, **shape), mlp(dim, 1, **shape)
 
 
 class ConvGenerator(nn.Module):

@@ -70,8 +70,8 @@ _EVAL_SEED_OFFSET = 7_919
 
 # What members must share (one batched computation) and what may differ between them.
 SHARED = ("loss", "penalty", "dataset", "steps", "batch_size", "n_critic", "optimizer",
-          "lr_schedule", "z_dim", "hidden", "depth", "eval_every", "eval_samples",
-          "dataset_scale", "device", "data_root", "download", "fid_backend")
+          "lr_schedule", "z_dim", "hidden", "depth", "activation", "init", "eval_every",
+          "eval_samples", "dataset_scale", "device", "data_root", "download", "fid_backend")
 PER_MEMBER = ("seed", "gp_lambda", "clip_value", "penalty_weight", "lr_g", "lr_d", "beta1",
               "beta2")
 

@@ -31,15 +31,20 @@ def test_smoke_prints_our_rows_the_target_line_and_the_quoted_rows(tmp_path: Pat
     text = res.stdout
     assert out.read_text(encoding="utf-8") == text
     # the recommended row trains under the table's protocol, not its own 600-step budget
-    assert "protocol: 10 generator steps" in text
-    # every table says whose protocol it shares and what budget it trained with
-    assert text.count("; PacGAN's data, metrics and N; budget: 10 generator steps, batch 32, "
-                      "networks 8 wide)") == 2
+    assert "protocol short: 10 generator steps" in text
+    # every table says whose protocol it shares and what budget it trained with, and what
+    # the smoke test changed of the named protocol
+    assert text.count("; PacGAN's data, metrics and N; budget: protocol short (gan-sweeper's "
+                      "own short budget; changed from short: batch_size, eval_samples, hidden, "
+                      "steps): 10 generator steps, batch 32, 3x8 relu MLPs (default init) for "
+                      "2D data, z 16)") == 2
+    assert text.count("| GDPP (M-Elfeki/GDPP, `gdppgan_Synthetic.py`) | 2x128 tanh, z 256, "
+                      "orthogonal init | 512 | 25,000 | WGAN-GP (GDPP tab. 1) |") == 2
     assert re.search(r"- wgan-gp, sweep-recommended \(ring8-wgan-gp\) \[ring8 only\]: adam "
                      r"lr_g 0\.001, lr_d 0\.002 \(linear\).*n_critic 2, lambda 0\.3$", text, re.M)
     cell = r"[\d.]+(?: ± [\d.]+)?"
     row = (rf"\| ({cell}) \| {cell} \| {cell} \| {cell} \| {cell} \| [^|]+ \| (\d)/2 \| "
-           rf"(\d)/2 \| \d+ \|$")
+           rf"(\d)/2 \| 0/2 \[0\.00, 0\.66\] \| \d+ \|$")
     ring8, grid25 = text.split("### grid25")
     for table, labels in ((ring8, ["bce", "wgan-gp", "wgan-gp, sweep-recommended "
                                    "(ring8-wgan-gp)"]), (grid25, ["bce", "wgan-gp"])):
@@ -115,3 +120,73 @@ def test_transfer_puts_one_tuned_setting_on_every_dataset(tmp_path: Path) -> Non
     for table in res.stdout.split("### ")[1:]:
         assert re.search(rf"^\| {re.escape(label)} \| ", table, re.M), table
     assert "Target for" not in res.stdout  # the target is for per-dataset WGAN-GP settings
+
+
+def test_gdpp_protocol_trains_tanh_networks_on_fresh_seeds() -> None:
+    res = _run("--smoke-test", "--protocol", "gdpp", "--datasets", "ring8", "--losses",
+               "wgan-gp", "--seed-start", "100")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "protocol gdpp: 10 generator steps, batch 32, networks width 8 (MLP depth 2, tanh, " \
+        "orthogonal init, for 2D data; conv nets for images), z_dim 256" in res.stdout
+    assert "seeds 100..101 (mean ± s.e. over 2)" in res.stdout
+    assert "budget: protocol gdpp (GDPP's (M-Elfeki/GDPP, gdppgan_Synthetic.py); changed " \
+        "from gdpp:" in res.stdout
+
+
+def test_an_impossible_protocol_override_is_one_line() -> None:
+    res = _run("--protocol", "gdpp", "--batch-size", "0", "--losses", "wgan-gp")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().count("\n") == 0 and "batch_size" in res.stderr
+
+
+def _measured(m: dict) -> dict:
+    return {k: v for k, v in m.items() if not k.endswith("_seconds")}  # timings differ
+
+
+def _protocol() -> dict:
+    from benchmarks import protocols
+
+    return protocols.resolve("short", steps=10, hidden=8, batch_size=32, eval_samples=300)
+
+
+def test_a_population_resumes_from_its_checkpoint_exactly(tmp_path: Path, capsys) -> None:
+    from benchmarks.mode_coverage import Row, train_seeds, trainer_version
+    from trainers.config import make_config
+    from trainers.members import make_members
+
+    row, protocol, version = Row("wgan-gp", None, {"loss": "wgan-gp"}), _protocol(), \
+        trainer_version()
+    whole = train_seeds("ring8", row, [0, 1], protocol)
+    # as if an earlier invocation had been stopped at step 4 after saving its checkpoint
+    ckpt = tmp_path / "pop.pt"
+    cfgs = [make_config({"loss": "wgan-gp", **protocol, "dataset": "ring8", "seed": s,
+                         "eval_every": 10, "device": "cpu"}) for s in (0, 1)]
+    half = make_members(cfgs)
+    half.train_until(4)
+    half.save(ckpt)
+    ckpt.with_suffix(".json").write_text(f'{{"cpu_seconds": 100.0, "trainer": "{version}"}}')
+    resumed = train_seeds("ring8", row, [0, 1], protocol, ckpt, 3, version)
+    assert "resuming at step 4" in capsys.readouterr().err
+    assert [_measured(r.metrics) for r in resumed] == [_measured(r.metrics) for r in whole]
+    assert all(r.cpu_seconds >= 50.0 for r in resumed)  # the saved CPU time is still charged
+    assert not ckpt.exists() and not ckpt.with_suffix(".json").exists()
+
+
+def test_a_checkpoint_of_other_trainer_code_starts_over(tmp_path: Path, capsys) -> None:
+    from benchmarks.mode_coverage import Row, train_seeds
+    from trainers.config import make_config
+    from trainers.members import make_members
+
+    row, protocol = Row("wgan-gp", None, {"loss": "wgan-gp"}), _protocol()
+    ckpt = tmp_path / "pop.pt"
+    cfg = make_config({"loss": "wgan-gp", **protocol, "dataset": "ring8", "seed": 0,
+                       "eval_every": 10, "device": "cpu"})
+    old = make_members([cfg])
+    old.train_until(4)
+    old.save(ckpt)
+    ckpt.with_suffix(".json").write_text('{"cpu_seconds": 100.0, "trainer": "0ld"}')
+    runs = train_seeds("ring8", row, [0], protocol, ckpt, 3, "new")
+    assert "another version of trainers/; starting over" in capsys.readouterr().err
+    assert runs[0].cpu_seconds < 100.0
+    assert _measured(runs[0].metrics) == _measured(train_seeds("ring8", row, [0],
+                                                               protocol)[0].metrics)

@@ -27,6 +27,31 @@ def test_mlp_layers_and_parameter_count(n_in, n_out, hidden, depth) -> None:
     assert net(torch.zeros(5, n_in)).shape == (5, n_out)
 
 
+def test_gdpp_toy_networks_are_tanh_with_orthogonal_weights_and_zero_biases() -> None:
+    torch.manual_seed(0)
+    net = mlp(256, 2, 128, 2, activation="tanh", init="orthogonal")
+    assert sum(isinstance(m, nn.Tanh) for m in net) == 2
+    assert not any(isinstance(m, nn.ReLU) for m in net)
+    for layer in (m for m in net if isinstance(m, nn.Linear)):
+        w = layer.weight.detach().double()
+        # Orthogonal: the shorter side's vectors are orthonormal (W W^T = I or W^T W = I).
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        torch.testing.assert_close(gram, torch.eye(len(gram), dtype=torch.float64),
+                                   rtol=0, atol=1e-5)
+        assert torch.count_nonzero(layer.bias) == 0
+    x = torch.randn(5, 256)
+    assert float(net[:2](x).detach().abs().max()) < 1.0  # tanh's range
+
+
+def test_points_models_follow_the_configs_activation_and_init() -> None:
+    cfg = make_config({"dataset": "ring8", "hidden": 8, "depth": 2, "activation": "tanh",
+                       "init": "orthogonal", "eval_samples": 10})
+    g, d = build_models(cfg, build_dataset(cfg, torch.device("cpu")))
+    for net in (g, d):
+        assert sum(isinstance(m, nn.Tanh) for m in net) == 2
+        assert all(torch.count_nonzero(m.bias) == 0 for m in net if isinstance(m, nn.Linear))
+
+
 def test_points_models_map_noise_to_the_plane_and_the_plane_to_a_score() -> None:
     cfg = make_config({"dataset": "ring8", "hidden": 32, "depth": 2, "z_dim": 7,
                        "eval_samples": 10})

@@ -86,6 +86,22 @@ def test_member_j_with_a_penalty_matches_a_single_run_with_seed_j(loss, penalty)
     _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-5, "atol": 1e-5})
 
 
+@pytest.mark.parametrize("loss", ["bce-ns", "wgan-gp"])
+def test_tanh_orthogonal_members_match_single_runs(loss):
+    # GDPP's toy networks (tanh, orthogonal init): the stacked MLP applies the members'
+    # activation, and each member's init draws from its own seed.
+    cfgs = member_configs(loss, seeds=(0, 1), activation="tanh", init="orthogonal")
+    _check_members_match_single_runs(Population(cfgs), cfgs, {"rtol": 1e-5, "atol": 1e-5})
+
+
+def test_a_stacked_mlp_refuses_members_with_different_activations():
+    from trainers.batched import StackedMLP
+    from trainers.models import mlp
+
+    with pytest.raises(ValueError, match="mix activations"):
+        StackedMLP.stack([mlp(2, 1, 4, 2), mlp(2, 1, 4, 2, activation="tanh")])
+
+
 def test_wgan_with_the_two_sided_penalty_is_wgan_gp():
     # `wgan-gp` is kept as a loss for old configs; it must be the same run, draw for draw.
     gp = member_configs("wgan-gp", seeds=(1, 2))

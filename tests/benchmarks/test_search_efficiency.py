@@ -19,12 +19,12 @@ SCRIPT = ["-m", "benchmarks.search_efficiency"]
 
 
 def trial(i: int, steps: int, *, finished: bool = True, success: float = 0.0,
-          fid: float = 1.0) -> se.Trial:
+          fid: float = 1.0, hq: float = 0.0) -> se.Trial:
     failed = 3 * (1 - success)
     return se.Trial(f"t{i}", index=i, end_ms=1000 + i, steps=steps, seconds=steps / 100,
                     finished=finished, success_rate=success if finished else 0.0,
                     objective=failed + fid / (1 + fid) if finished else math.inf,
-                    fid_median=fid)
+                    fid_median=fid, hq_mean=hq)
 
 
 def sequential(trials: list[se.Trial]) -> list[se.Trial]:
@@ -79,6 +79,36 @@ def test_first_reach_and_targets():
     assert p.budget == 7200 and p.tpe_trials == 10
 
 
+def test_the_quality_target_needs_every_seed_and_the_mean_hq():
+    p = se.Protocol(steps=2000, eval_every=100, eval_samples=2500, hidden=64, batch_size=128,
+                    seeds=3, concurrency=2, repeats=1, budget_trials=40, tpe_factor=2.0,
+                    fid_target=0.05, dataset="grid25", hq_target=0.6)
+    keys = [t.key for t in se.targets(p)]
+    assert keys == ["T0", "T1", "T2", "T3"]
+    t3 = se.targets(p)[3]
+    assert "mean HQ >= 60%" in t3.text
+    trials = sequential([trial(0, 6000, success=2 / 3, hq=0.9),  # a seed failed
+                         trial(1, 6000, success=1.0, hq=0.59),  # every seed, HQ too low
+                         trial(2, 6000, finished=False, hq=0.0),  # stopped by ASHA
+                         trial(3, 6000, success=1.0, hq=0.6)])
+    assert se.first_reach(trials, t3).steps == 24000
+    assert se.first_reach(trials[:3], t3) is None
+    # without --hq-target there is no T3, as in the searches saved before it existed
+    assert [t.key for t in se.targets(dataclasses.replace(p, hq_target=0.0))] == \
+        ["T0", "T1", "T2"]
+    space = se.space_doc(p)
+    assert space["fixed"]["dataset"] == "grid25" and "grid25" in space["description"]
+
+
+def test_a_saved_protocol_from_before_the_options_loads_as_ring8():
+    old = {"steps": 600, "eval_every": 100, "eval_samples": 2500, "hidden": 64,
+           "batch_size": 128, "seeds": 3, "concurrency": 2, "repeats": 3, "budget_trials": 10,
+           "tpe_factor": 2.0, "fid_target": 0.003}
+    p = se.Protocol(**old)
+    assert (p.dataset, p.hq_target, p.tpe_startup, p.tpe_multivariate) == \
+        ("ring8", 0.0, 10, False)
+
+
 def test_ratio_is_exact_a_bound_or_unknown_when_repeats_miss_the_target():
     assert se.ratio_text([4000.0, 6000.0], [2000.0, 3000.0], 9000) == "2.00"
     assert se.ratio_text([None, 6000.0], [2000.0, 3000.0], 9000) == ">= 3.00"
@@ -97,7 +127,8 @@ def _body(report: str) -> str:
 def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
     out, png, state = tmp_path / "se.md", tmp_path / "se.png", tmp_path / "state"
     p = subprocess.run([sys.executable, *SCRIPT, "--smoke-test", "--out", str(out),
-                        "--plot", str(png), "--state-dir", str(state)], capture_output=True,
+                        "--plot", str(png), "--state-dir", str(state), "--hq-target", "0.5",
+                        "--tpe-multivariate"], capture_output=True,
                        text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
     text = p.stdout
@@ -121,8 +152,11 @@ def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
     assert int(searches[1][1]) == 3 and searches[1][4] == "0"  # random: 3 trials, none stopped
     assert searches[1][5] == "-" and searches[0][5] == "0"  # TPE never left its start-up
     assert int(searches[0][1]) == 4  # TPE + ASHA: ceil(1.2 x 3) trials
-    targets = re.findall(r"^\| (T0|T1|T2) \| (TPE \+ ASHA|random) \| (\d)/1 \|", text, re.M)
-    assert len(targets) == 6, text
+    targets = re.findall(r"^\| (T0|T1|T2|T3) \| (TPE \+ ASHA|random) \| (\d)/1 \|", text,
+                         re.M)
+    assert len(targets) == 8, text
+    assert "**T3**: T1 and mean HQ >= 50% over the seeds" in text
+    assert "multivariate=True" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
     # The kept state re-analyses to the same numbers, without training anything.

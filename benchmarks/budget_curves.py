@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 import sys
+import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,6 +42,8 @@ from trainers import names
 from trainers.config import ConfigError
 
 DEFAULT_BUDGETS = (1000, 3000, 10_000, 25_000)
+# The published WGAN-GP row (modes, HQ %), quoted in benchmarks/mode_coverage.py's tables.
+GDPP_WGAN_GP = {"ring8": (6.8, 59.6), "grid25": (24.2, 28.7)}
 
 
 def held(run: Run) -> float:
@@ -74,6 +77,7 @@ def plot(path: Path, datasets: list[str], budgets: list[int], rows: list[Row],
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 3.2 * len(datasets)), dpi=110,
                              squeeze=False)
@@ -91,14 +95,22 @@ def plot(path: Path, datasets: list[str], budgets: list[int], rows: list[Row],
                 ms = [statistics.fmean(v) for _, v in pts]
                 ses = [statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0 for _, v in pts]
                 ax.errorbar(xs, ms, yerr=ses, marker="o", capsize=3, label=row.label)
+            quoted = GDPP_WGAN_GP.get(d)
+            if quoted:  # at its own budget (25k steps) and networks, not ours
+                ax.plot([25_000], [quoted[j]], marker="*", ms=11, ls="none", color="black",
+                        label="WGAN-GP, GDPP tab. 1 (25k steps, its networks)")
             ax.set_xscale("log")
-            ax.set_xticks(budgets, [f"{b // 1000}k" if b >= 1000 else str(b) for b in budgets])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticks(budgets, [f"{b / 1000:g}k" if b >= 1000 else str(b) for b in budgets])
+            k = max((r.metrics[names.NUM_MODES] for (_, dd, _), rs in runs.items() if dd == d
+                     for r in rs), default=1)
+            ax.set_ylim(-0.03 * (k if j == 0 else 100), 1.03 * (k if j == 0 else 100))
             ax.set_xlabel("generator steps (each point trained at that budget)")
             ax.set_ylabel(what)
             ax.set_title(f"{d}: {what}", fontsize=9)
             ax.grid(alpha=0.3)
-        axes[i][0].legend(fontsize=6, loc="lower right")
-    fig.suptitle(title, fontsize=8)
+        axes[i][0].legend(fontsize=6, loc="best")
+    fig.suptitle(textwrap.fill(title, 150), fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

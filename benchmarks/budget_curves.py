@@ -40,6 +40,7 @@ from benchmarks.mode_coverage import (
 from sweeper.analyse.stability import wilson_interval
 from trainers import names
 from trainers.config import ConfigError
+from trainers.runtime import resolve_device
 
 DEFAULT_BUDGETS = (1000, 3000, 10_000, 25_000)
 # The published WGAN-GP row (modes, HQ %), quoted in benchmarks/mode_coverage.py's tables.
@@ -131,6 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--seed-start", type=int, default=0)
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--device", default="cpu", help="as benchmarks.mode_coverage's --device")
     p.add_argument("--cache", type=Path, help="as benchmarks.mode_coverage's --cache")
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--plot", type=Path, help="write the curves as a PNG here")
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         args.budgets, args.seeds = "5,10", 2
         overrides = {"hidden": 8, "batch_size": 32, "eval_samples": 500}
+    if args.device != "cpu":
+        overrides["device"] = args.device
     try:
         budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
         if not budgets or args.seeds < 1 or args.workers < 1 or args.seed_start < 0:
@@ -151,17 +155,18 @@ def main(argv: list[str] | None = None) -> int:
                               "--seed-start >= 0 and --workers >= 1")
         per_budget = {b: protocols.resolve(args.protocol, steps=b, **overrides)
                       for b in budgets}
+        resolve_device(args.device)
         datasets = args.datasets.split(",")
         for d in datasets:
             protocols.resolve(args.protocol, dataset=d, **overrides)
         rows = [Row(loss, None, {"loss": loss}) for loss in filter(None, args.losses.split(","))]
         rows += [recommended_row(p) for p in args.recommended]
+    except ConfigError as e:  # before ValueError, its base class
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ValueError:
         print("error: --budgets must be whole numbers of steps, comma-separated",
               file=sys.stderr)
-        return 2
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
         return 2
     if not rows:
         print("error: give at least one row (--losses or --recommended)", file=sys.stderr)

@@ -65,6 +65,7 @@ from trainers.config import ConfigError, load_config_file, make_config
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members
 from trainers.quality import DEFAULT_RULE
+from trainers.runtime import resolve_device
 
 # What a recommended setting contributes; everything else is the table's protocol.
 HYPERPARAMETERS = ("loss", "optimizer", "lr_g", "lr_d", "lr_schedule", "beta1", "beta2",
@@ -148,7 +149,8 @@ def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str
     set_threads(1)
     fill = not row.recommended  # reference rows take the loss's defaults for the rest
     cfgs = [make_config({**row.values, **protocol, "dataset": dataset, "seed": seed,
-                         "eval_every": protocol["steps"], "device": "cpu"},
+                         "eval_every": protocol["steps"],
+                         "device": protocol.get("device", "cpu")},
                         fill_loss_defaults=fill) for seed in seeds]
     t0 = time.process_time()
     members, spent = _resume(checkpoint, cfgs, version) if checkpoint else (None, 0.0)
@@ -182,7 +184,7 @@ def _resume(checkpoint: Path, cfgs: list, version: str) -> tuple[Any, float]:
         print(f"  {checkpoint.name}: saved by another version of trainers/; starting over",
               file=sys.stderr)
         return None, 0.0
-    members = load_members_file(checkpoint, device="cpu")
+    members = load_members_file(checkpoint, device=cfgs[0].device)
     if list(members.configs) != cfgs:
         return None, 0.0
     print(f"  {checkpoint.name}: resuming at step {members.step}", file=sys.stderr)
@@ -344,7 +346,8 @@ def protocol_text(protocol: dict[str, Any], seeds: Sequence[int], rows: Sequence
              f"generated samples (FID against {base.eval_samples} real), seeds "
              f"{seeds[0]}..{seeds[-1]} (mean ± s.e. over {len(seeds)}), a row's seeds "
              f"trained as one batched population (trainers/members.py) on 1 torch thread, "
-             f"{workers} population(s) at once, CPU; CPU s are each seed's share; FID is on "
+             f"{workers} population(s) at once, on {protocol.get('device', 'cpu')}; CPU s are "
+             "each seed's share; FID is on "
              "raw coordinates for 2D data and on the evaluation classifier's features for "
              "images (trainers/classifier.py), "
              "comparable only within this repository", "", "hyperparameters per row:"]
@@ -383,6 +386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-samples", type=int, help="N (default: the protocol's; PacGAN: 2,500)")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                    help="runs at once, one torch thread each")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), or cuda / cuda:N / auto: each population on that "
+                   "device (part of the cache key when not cpu)")
     p.add_argument("--cache", type=Path, help="keep each run's result here and reuse it: "
                    "rerunning resumes an interrupted table, or adds rows to it")
     p.add_argument("--checkpoint-every", type=int, default=1000,
@@ -405,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fail fast on a typo or a bad file, before any training
         protocol = protocols.resolve(args.protocol, steps=args.steps, hidden=args.hidden,
                                      batch_size=args.batch_size,
-                                     eval_samples=args.eval_samples)
+                                     eval_samples=args.eval_samples,
+                                     device=None if args.device == "cpu" else args.device)
+        resolve_device(args.device)  # a missing GPU is one line here, not a worker's traceback
         rows = [Row(loss, None, {"loss": loss}) for loss in filter(None, args.losses.split(","))]
         rows += [recommended_row(p) for p in args.recommended]
         rows += [recommended_row(p, everywhere=True) for p in args.transfer]

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,3 +43,12 @@ def test_bad_budgets_are_one_line() -> None:
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip() == "error: --budgets must be whole numbers of steps, " \
         "comma-separated"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_device_that_is_not_here_is_one_line() -> None:
+    # No GPU on the test machines: asking for one must fail before any worker starts.
+    for module in ("benchmarks.budget_curves", "benchmarks.mode_coverage"):
+        res = _run(module, "--smoke-test", "--device", "cuda")
+        assert res.returncode == 2 and res.stdout == "", module
+        assert res.stderr.strip().count("\n") == 0 and "not available here" in res.stderr

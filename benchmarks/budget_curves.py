@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import textwrap
 import time
@@ -29,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import protocols
-from benchmarks._common import mean_se
+from benchmarks._common import mean_and_se, mean_se
 from benchmarks.mode_coverage import (
     Row,
     Run,
     cached_or_trained,
     recommended_row,
+    succeeded,
     trainer_version,
 )
-from sweeper.analyse.stability import wilson_interval
 from trainers import names
 from trainers.config import ConfigError
 from trainers.runtime import resolve_device
@@ -47,17 +46,12 @@ DEFAULT_BUDGETS = (1000, 3000, 10_000, 25_000)
 GDPP_WGAN_GP = {"ring8": (6.8, 59.6), "grid25": (24.2, 28.7)}
 
 
-def held(run: Run) -> float:
-    return run.metrics.get(names.MODES_HELD, run.metrics[names.MODES_COVERED])
-
-
 def cell(runs: list[Run]) -> str:
     """modes held, HQ %, successes (Wilson 95%) of one row at one budget."""
-    ok = sum(r.failed is False for r in runs)
-    lo, hi = wilson_interval(ok, len(runs))
-    return (f"{mean_se([held(r) for r in runs])} modes, HQ "
+    count, _, interval = succeeded(runs).partition(" ")
+    return (f"{mean_se([r.held for r in runs])} modes, HQ "
             f"{mean_se([100 * r.metrics[names.HQ_FRACTION] for r in runs], '{:.1f}')}%, "
-            f"{ok}/{len(runs)} succeed [{lo:.2f}, {hi:.2f}]")
+            f"{count} succeed {interval}".rstrip())
 
 
 def curve_table(dataset: str, budgets: list[int], rows: list[Row],
@@ -83,7 +77,7 @@ def plot(path: Path, datasets: list[str], budgets: list[int], rows: list[Row],
     fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 3.2 * len(datasets)), dpi=110,
                              squeeze=False)
     for i, d in enumerate(datasets):
-        for j, (what, value) in enumerate((("modes held", held),
+        for j, (what, value) in enumerate((("modes held", lambda r: r.held),
                                            ("HQ %", lambda r: 100 * r.metrics[
                                                names.HQ_FRACTION]))):
             ax = axes[i][j]
@@ -92,10 +86,9 @@ def plot(path: Path, datasets: list[str], budgets: list[int], rows: list[Row],
                        if runs.get((b, d, row.label))]
                 if not pts:
                     continue
-                xs = [b for b, _ in pts]
-                ms = [statistics.fmean(v) for _, v in pts]
-                ses = [statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0 for _, v in pts]
-                ax.errorbar(xs, ms, yerr=ses, marker="o", capsize=3, label=row.label)
+                ms, ses = zip(*(mean_and_se(v) for _, v in pts), strict=True)
+                ax.errorbar([b for b, _ in pts], ms, yerr=ses, marker="o", capsize=3,
+                            label=row.label)
             quoted = GDPP_WGAN_GP.get(d)
             if quoted:  # at its own budget (25k steps) and networks, not ours
                 ax.plot([25_000], [quoted[j]], marker="*", ms=11, ls="none", color="black",

@@ -117,6 +117,11 @@ class Run:
         return bool(self.metrics[names.DIVERGED])
 
     @property
+    def held(self) -> float:
+        """Modes held (captured, for a result cached before holding was measured)."""
+        return self.metrics.get(names.MODES_HELD, self.metrics[names.MODES_COVERED])
+
+    @property
     def failed(self) -> bool | None:
         """Diverged or not a success under the quality rule; None for a result cached by a
         trainer that did not judge it (before the rule existed: retrain it)."""
@@ -191,20 +196,22 @@ def _resume(checkpoint: Path, cfgs: list, version: str) -> tuple[Any, float]:
     return members, float(meta["cpu_seconds"])
 
 
+def _digest(dataset: str, row: Row, protocol: dict[str, Any], seeds: Any) -> str:
+    key = json.dumps([dataset, row.values, row.recommended, protocol, seeds], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def cache_path(cache: Path, dataset: str, row: Row, seed: int,
                protocol: dict[str, Any]) -> Path:
     """Where one run's result is kept: keyed by everything that decides its training."""
-    key = json.dumps([dataset, row.values, row.recommended, protocol, seed], sort_keys=True)
-    return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-seed{seed}.json"
+    return cache / dataset / f"{_digest(dataset, row, protocol, seed)}-seed{seed}.json"
 
 
 def checkpoint_path(cache: Path, dataset: str, row: Row, seeds: Sequence[int],
                     protocol: dict[str, Any]) -> Path:
     """Where a population still training keeps its state: keyed by the row, the protocol and
     the exact seeds it trains."""
-    key = json.dumps([dataset, row.values, row.recommended, protocol, list(seeds)],
-                     sort_keys=True)
-    return cache / dataset / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-population.pt"
+    return cache / dataset / f"{_digest(dataset, row, protocol, list(seeds))}-population.pt"
 
 
 def trainer_version() -> str:
@@ -270,6 +277,17 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
     return [r for r in runs if r is not None], sum(len(i) for i in futures), stale
 
 
+def succeeded(runs: Sequence[Run]) -> str:
+    """Seeds that succeeded under the quality rule, of those judged, with the Wilson 95%
+    interval; "–" when none was judged (results cached before the rule)."""
+    judged = [r.failed for r in runs if r.failed is not None]
+    if not judged:
+        return "–"
+    ok = len(judged) - sum(judged)
+    lo, hi = wilson_interval(ok, len(judged))
+    return f"{ok}/{len(judged)} [{lo:.2f}, {hi:.2f}]"
+
+
 def row_cells(runs: list[Run]) -> list[str]:
     ms = [r.metrics for r in runs]
     fids = [m[names.FID] for m in ms if names.FID in m]  # absent for diverged runs
@@ -278,15 +296,12 @@ def row_cells(runs: list[Run]) -> list[str]:
     n = len(runs)
     judged = [r.failed for r in runs if r.failed is not None]
     failed = f"{sum(judged)}/{len(judged)}" if judged else "–"
-    ok = len(judged) - sum(judged)
-    lo, hi = wilson_interval(ok, len(judged))
-    succeeded = f"{ok}/{len(judged)} [{lo:.2f}, {hi:.2f}]" if judged else "–"
     return [mean_se([m[names.MODES_COVERED] for m in ms]),
             mean_se([m[names.MODES_HELD] for m in ms if names.MODES_HELD in m]),
             mean_se([100 * m[names.HQ_FRACTION] for m in ms], "{:.1f}"),
             mean_se([m[names.SEED_SCORE] for m in ms if names.SEED_SCORE in m], "{:.3f}"),
             mean_se([m[names.MODE_KL] for m in ms], "{:.3f}"), fid,
-            f"{sum(r.diverged for r in runs)}/{n}", failed, succeeded,
+            f"{sum(r.diverged for r in runs)}/{n}", failed, succeeded(runs),
             f"{statistics.fmean(r.cpu_seconds for r in runs):.0f}"]
 
 
@@ -325,7 +340,7 @@ def target_lines(dataset: str, runs: list[Run], rows: Sequence[Row], k: int) -> 
         if not (goal and row.recommended and row.dataset and rs
                 and row.values.get("loss") == "wgan-gp"):
             continue
-        held = [r.metrics.get(names.MODES_HELD, r.metrics[names.MODES_COVERED]) for r in rs]
+        held = [r.held for r in rs]
         hq = statistics.fmean(r.metrics[names.HQ_FRACTION] for r in rs)
         every = sum(h == k for h in held)
         met = every == len(rs) and hq >= goal

@@ -63,6 +63,7 @@ from benchmarks._common import machine_header, mean_se
 from sweeper.analyse import objective
 from sweeper.analyse.stability import setting_stats
 from sweeper.bars import Progress
+from sweeper.errors import UserError
 from sweeper.track import reader
 from trainers import names
 from trainers.quality import DEFAULT_RULE
@@ -78,6 +79,11 @@ GRID_POINTS = 200
 # separate "stable" from "stable and good"; 0.003 does.
 FID_TARGET = 0.003
 PROTOCOL_FILE = "protocol.json"
+# Each finished search, as the tables read it (a few KB), so a run split over several
+# invocations or machines needs only these files and the protocol, not MLflow's store.
+SEARCHES_DIR = "searches"
+# A state dir inside a git checkout commits only the compact results.
+GITIGNORE = "*\n!.gitignore\n!protocol.json\n!searches/\n!searches/*.json\n"
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -102,6 +108,9 @@ class Protocol:
     tpe_multivariate: bool = False  # `sweeper run --tpe-multivariate`
     dataset: str = "ring8"  # searches saved before the option searched ring8
     hq_target: float = 0.0  # T3's mean-HQ threshold; 0: no T3
+    # Searches saved before the option trained at a constant learning rate. On grid25 the
+    # recommended settings decay it linearly, which is what pulls samples within 3 sigma.
+    lr_schedule: str = "constant"
 
     @property
     def trial_steps(self) -> int:
@@ -124,7 +133,8 @@ def space_doc(p: Protocol) -> dict[str, Any]:
         "description": f"search-efficiency benchmark: WGAN-GP on {p.dataset}",
         "fixed": {"dataset": p.dataset, "loss": "wgan-gp", "steps": p.steps,
                   "eval_every": p.eval_every, "eval_samples": p.eval_samples,
-                  "hidden": p.hidden, "batch_size": p.batch_size},
+                  "hidden": p.hidden, "batch_size": p.batch_size,
+                  "lr_schedule": p.lr_schedule},
         "params": {"gp_lambda": {"log_uniform": [0.1, 100.0]},
                    "n_critic": {"int": [1, 5]},
                    "lr_d": {"log_uniform": [1.0e-4, 1.0e-2]},
@@ -220,8 +230,11 @@ def spent_at(traces: Sequence[Trace], when_ms: int) -> tuple[int, float]:
 
 
 def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
-    """One real sweep (local Ray, Optuna, MLflow in sqlite), read back from MLflow."""
-    from sweeper.tune.driver import SweepOptions, run_sweep
+    """One real sweep (local Ray, Optuna, MLflow in sqlite), read back from MLflow. A sweep
+    an earlier invocation left unfinished in `root` is resumed (the sweeper's --resume)."""
+    from ray.tune import Tuner
+
+    from sweeper.tune.driver import SweepOptions, run_sweep, sweep_path
     from sweeper.tune.spaces import load_space
 
     space_file = root / "space.yaml"
@@ -235,10 +248,38 @@ def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
         reduction_factor=p.reduction_factor, max_failures=0, sampler_seed=repeat,
         command="python -m benchmarks.search_efficiency", search=arm.search,
         tpe_startup=p.tpe_startup, tpe_multivariate=p.tpe_multivariate)
+    path = sweep_path(opts.sweep_dir, name)
+    resume = path.is_dir() and Tuner.can_restore(str(path))
     # Tune's progress tables go to stderr, so stdout carries only the markdown report.
     with contextlib.redirect_stdout(sys.stderr):
-        run_sweep(opts, resume=False)
+        run_sweep(opts, resume=resume)
     return read_search(uri, arm, repeat)
+
+
+def search_file(root: Path, arm: Arm, repeat: int) -> Path:
+    return root / SEARCHES_DIR / f"{search_name(arm, repeat)}.json"
+
+
+def save_search(root: Path, run: SearchRun) -> None:
+    """Write a finished search where load_search finds it (atomically: a kill mid-write
+    leaves no half file that a resume would take for a finished search)."""
+    path = search_file(root, run.arm, run.repeat)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"arm": run.arm.key, "repeat": run.repeat, "sampler_seed": run.sampler_seed,
+           "wall": run.wall, "trials": [dataclasses.asdict(t) for t in run.trials]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=0), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_search(root: Path, arm: Arm, repeat: int) -> SearchRun | None:
+    """A search save_search wrote, or None if there is none."""
+    path = search_file(root, arm, repeat)
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return SearchRun(arm, doc["repeat"], doc["sampler_seed"],
+                     tuple(Trial(**t) for t in doc["trials"]), doc["wall"])
 
 
 def search_name(arm: Arm, repeat: int) -> str:
@@ -604,6 +645,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="TPE + ASHA runs ceil(factor x budget-trials) trials, then is cut at C")
     ap.add_argument("--dataset", choices=("ring8", "grid25"), default="ring8")
     ap.add_argument("--steps", type=int, default=600, help="generator steps per seed run")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="steps between evaluations (ASHA's reports) [default: steps / 20, "
+                    "at least 100]")
+    ap.add_argument("--lr-schedule", choices=("constant", "linear"), default=None,
+                    help="the space's fixed learning-rate schedule [default: linear on grid25, "
+                    "as the recommended settings; constant on ring8, as issue 6's run]")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per setting")
     ap.add_argument("--tpe-startup", type=int, default=SweepOptions.tpe_startup,
                     help="TPE's random start-up trials (sweeper run --tpe-startup)")
@@ -624,6 +671,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "--reanalyze [default: a temporary folder, deleted]")
     ap.add_argument("--reanalyze", action="store_true",
                     help="train nothing: report on the searches kept in --state-dir")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --state-dir with its saved protocol (the other "
+                    "options are ignored): finished searches are kept, an interrupted one "
+                    "resumes, the rest run. --state-dir may hold only protocol.json and "
+                    "searches/*.json, e.g. committed from another machine")
     ap.add_argument("--smoke-test", action="store_true",
                     help="1 repeat, 3-4 tiny trials per arm: every code path in ~2 minutes")
     return ap.parse_args(argv)
@@ -631,7 +683,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def protocol_from(a: argparse.Namespace) -> Protocol:
     fid = FID_TARGET if a.fid_target is None else a.fid_target
-    if a.reanalyze:
+    if a.reanalyze or a.resume:
         saved = json.loads((a.state_dir / PROTOCOL_FILE).read_text(encoding="utf-8"))
         p = Protocol(**saved)
         return p if a.fid_target is None else dataclasses.replace(p, fid_target=fid)
@@ -641,25 +693,34 @@ def protocol_from(a: argparse.Namespace) -> Protocol:
                         fid_target=fid, tpe_startup=a.tpe_startup,
                         tpe_multivariate=a.tpe_multivariate, dataset=a.dataset,
                         hq_target=a.hq_target)
-    return Protocol(steps=a.steps, eval_every=100, eval_samples=2500, hidden=64,
-                    batch_size=128, seeds=a.seeds, concurrency=2, repeats=a.repeats,
-                    budget_trials=a.budget_trials, tpe_factor=a.tpe_factor, fid_target=fid,
-                    tpe_startup=a.tpe_startup, tpe_multivariate=a.tpe_multivariate,
-                    dataset=a.dataset, hq_target=a.hq_target)
+    schedule = a.lr_schedule or ("linear" if a.dataset == "grid25" else "constant")
+    return Protocol(steps=a.steps, eval_every=a.eval_every or max(100, a.steps // 20),
+                    eval_samples=2500, hidden=64, batch_size=128, seeds=a.seeds,
+                    concurrency=2, repeats=a.repeats, budget_trials=a.budget_trials,
+                    tpe_factor=a.tpe_factor, fid_target=fid, tpe_startup=a.tpe_startup,
+                    tpe_multivariate=a.tpe_multivariate, dataset=a.dataset,
+                    hq_target=a.hq_target, lr_schedule=schedule)
 
 
 def run_all(root: Path, p: Protocol, t0: float) -> dict[str, list[SearchRun]]:
     """Every search of the protocol, repeats outermost and the arms interleaved, so a change
-    in machine load (the machine is shared) hits both arms alike."""
+    in machine load (the machine is shared) hits both arms alike. Searches already saved in
+    `root` (a resumed run) are kept, not trained again."""
     (root / PROTOCOL_FILE).write_text(json.dumps(dataclasses.asdict(p), indent=1),
                                       encoding="utf-8")
+    (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     runs: dict[str, list[SearchRun]] = {arm.key: [] for arm in ARMS}
     with Progress(p.repeats * len(ARMS), "search_efficiency", "searches") as bar:
         for repeat in range(p.repeats):
             for arm in ARMS:
-                r = run_search(root, p, arm, repeat)
+                r = load_search(root, arm, repeat)
+                kept = r is not None
+                if r is None:
+                    r = run_search(root, p, arm, repeat)
+                    save_search(root, r)
                 runs[arm.key].append(r)
-                bar.write(f"[{time.perf_counter() - t0:.0f} s] {arm.label} repeat {repeat}: "
+                bar.write(f"[{time.perf_counter() - t0:.0f} s] {arm.label} repeat {repeat}"
+                          f"{' (kept from an earlier invocation)' if kept else ''}: "
                           f"{len(r.trials)} trials, {sum(t.steps for t in r.trials)} gen "
                           f"steps, {r.wall:.0f} s Tune wall")
                 bar.update_to(bar.n + 1)
@@ -667,19 +728,26 @@ def run_all(root: Path, p: Protocol, t0: float) -> dict[str, list[SearchRun]]:
 
 
 def read_all(root: Path, p: Protocol) -> dict[str, list[SearchRun]]:
+    """The saved searches; a state dir from before they were saved is read from MLflow."""
     uri = f"sqlite:///{root}/mlflow.db"
-    return {arm.key: [read_search(uri, arm, r) for r in range(p.repeats)] for arm in ARMS}
+    return {arm.key: [load_search(root, arm, r) or read_search(uri, arm, r)
+                      for r in range(p.repeats)] for arm in ARMS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
-    if a.reanalyze and not (a.state_dir and (a.state_dir / PROTOCOL_FILE).is_file()):
-        print(f"error: --reanalyze needs --state-dir DIR holding {PROTOCOL_FILE} (a run made "
-              "with --state-dir)", file=sys.stderr)
+    for flag, given in (("--reanalyze", a.reanalyze), ("--resume", a.resume)):
+        if given and not (a.state_dir and (a.state_dir / PROTOCOL_FILE).is_file()):
+            print(f"error: {flag} needs --state-dir DIR holding {PROTOCOL_FILE} (a run made "
+                  "with --state-dir)", file=sys.stderr)
+            return 2
+    if a.reanalyze and a.resume:
+        print("error: --reanalyze trains nothing and --resume trains what is left; pass one",
+              file=sys.stderr)
         return 2
-    if not a.reanalyze and a.state_dir and (a.state_dir / PROTOCOL_FILE).exists():
-        print(f"error: {a.state_dir} already holds a run; pass --reanalyze or another "
-              "--state-dir", file=sys.stderr)
+    if not (a.reanalyze or a.resume) and a.state_dir and (a.state_dir / PROTOCOL_FILE).exists():
+        print(f"error: {a.state_dir} already holds a run; pass --resume to continue it, "
+              "--reanalyze to report on it, or another --state-dir", file=sys.stderr)
         return 2
     if not 0 <= a.hq_target <= 1:
         print(f"error: --hq-target {a.hq_target:g} is a fraction; give a value in [0, 1], "
@@ -696,7 +764,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             root.mkdir(parents=True, exist_ok=True)
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="search-eff-")))
-        runs = read_all(root, p) if a.reanalyze else run_all(root, p, t0)
+        try:
+            runs = read_all(root, p) if a.reanalyze else run_all(root, p, t0)
+        except UserError as e:  # e.g. an interrupted sweep whose Tune state is damaged
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     plot(p, runs, plot_path)
     wall = time.perf_counter() - t0
     busy = sum(t.seconds for rs in runs.values() for r in rs for t in r.trials)

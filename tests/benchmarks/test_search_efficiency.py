@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,30 @@ def test_a_saved_protocol_from_before_the_options_loads_as_ring8():
         ("ring8", 0.0, 10, False)
 
 
+def test_a_saved_search_loads_back_exactly_and_a_missing_one_is_none(tmp_path):
+    tpe = se.ARMS[0]
+    run = se.SearchRun(tpe, 1, 1, tuple(sequential(
+        [trial(0, 300, success=1.0, hq=0.7), trial(1, 100, finished=False)])), 12.5)
+    assert math.isinf(run.trials[1].objective)  # an unfinished trial's objective survives
+    se.save_search(tmp_path, run)
+    assert se.load_search(tmp_path, tpe, 1) == run
+    assert se.load_search(tmp_path, tpe, 0) is None
+    assert se.load_search(tmp_path, se.ARMS[1], 1) is None
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_the_space_fixes_the_protocols_schedule_and_old_protocols_were_constant():
+    old = se.Protocol(steps=600, eval_every=100, eval_samples=2500, hidden=64, batch_size=128,
+                      seeds=3, concurrency=2, repeats=3, budget_trials=10, tpe_factor=2.0,
+                      fid_target=0.003)
+    assert se.space_doc(old)["fixed"]["lr_schedule"] == "constant"
+    new = se.protocol_from(se.parse_args(["--dataset", "grid25", "--steps", "6000"]))
+    assert (new.lr_schedule, new.eval_every) == ("linear", 300)
+    assert se.space_doc(new)["fixed"]["lr_schedule"] == "linear"
+    ring = se.protocol_from(se.parse_args([]))
+    assert (ring.lr_schedule, ring.eval_every) == ("constant", 100)
+
+
 def test_ratio_is_exact_a_bound_or_unknown_when_repeats_miss_the_target():
     assert se.ratio_text([4000.0, 6000.0], [2000.0, 3000.0], 9000) == "2.00"
     assert se.ratio_text([None, 6000.0], [2000.0, 3000.0], 9000) == ">= 3.00"
@@ -166,3 +191,42 @@ def test_smoke_test_runs_both_arms_and_writes_tables_and_figure(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert _body(again.stdout) == _body(text)
     assert "re-analysis of the searches in" in again.stdout
+
+    # --resume on a finished run keeps both searches and trains nothing.
+    kept = subprocess.run([sys.executable, *SCRIPT, "--resume", "--state-dir", str(state),
+                           "--plot", str(tmp_path / "kept.png")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert kept.stderr.count("(kept from an earlier invocation)") == 2, kept.stderr[-3000:]
+    assert _body(kept.stdout) == _body(text)
+
+    # Only the compact results are committed when the state dir sits in a git checkout...
+    subprocess.run(["git", "init", "-q", str(state)], check=True)
+    listed = subprocess.run(["git", "-C", str(state), "status", "--porcelain", "-uall"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(f for f in listed if f != "??") == [
+        ".gitignore", "protocol.json", "searches/random-r0.json", "searches/tpe-asha-r0.json"]
+    # ...and they are all another machine needs to go on: with only TPE's search there,
+    # --resume keeps it and runs random search.
+    moved = tmp_path / "moved"
+    (moved / "searches").mkdir(parents=True)
+    shutil.copy(state / "protocol.json", moved)
+    shutil.copy(state / "searches" / "tpe-asha-r0.json", moved / "searches")
+    cont = subprocess.run([sys.executable, *SCRIPT, "--resume", "--state-dir", str(moved),
+                           "--plot", str(tmp_path / "cont.png")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert cont.returncode == 0, cont.stderr[-3000:]
+    assert "TPE + ASHA repeat 0 (kept from an earlier invocation)" in cont.stderr
+    assert "random repeat 0:" in cont.stderr
+    assert (moved / "searches" / "random-r0.json").is_file()
+    tpe_row = re.compile(r"^\| TPE \+ ASHA \| 0 \(0\) \|.*$", re.M)
+    assert tpe_row.findall(cont.stdout) == tpe_row.findall(text)
+
+
+def test_resume_and_reanalyze_need_a_saved_run(tmp_path):
+    for flag in ("--resume", "--reanalyze"):
+        p = subprocess.run([sys.executable, *SCRIPT, flag, "--state-dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.strip().count("\n") == 0, p.stderr
+        assert f"{flag} needs --state-dir DIR holding protocol.json" in p.stderr

@@ -132,6 +132,9 @@ def test_the_space_fixes_the_protocols_schedule_and_old_protocols_were_constant(
     assert se.space_doc(new)["fixed"]["lr_schedule"] == "linear"
     ring = se.protocol_from(se.parse_args([]))
     assert (ring.lr_schedule, ring.eval_every) == ("constant", 100)
+    assert (old.sampler_seed_start, ring.sampler_seed_start) == (0, 0)
+    fresh = se.protocol_from(se.parse_args(["--sampler-seed-start", "100", "--repeats", "5"]))
+    assert "sampler seeds 100..104 (the same for both arms)" in se.protocol_section(fresh)
 
 
 def test_ratio_is_exact_a_bound_or_unknown_when_repeats_miss_the_target():

@@ -252,6 +252,8 @@ def run_search(root: Path, p: Protocol, arm: Arm, repeat: int) -> SearchRun:
         sweep_dir=root / "sweeps", early_stop=arm.early_stop, grace_fraction=p.grace,
         reduction_factor=p.reduction_factor, max_failures=0,
         sampler_seed=p.sampler_seed_start + repeat,
+        # Trials completing after C are discarded, so none need train (see protocol_section).
+        budget_steps=p.budget + p.trial_steps,
         command="python -m benchmarks.search_efficiency", search=arm.search,
         tpe_startup=p.tpe_startup, tpe_multivariate=p.tpe_multivariate)
     path = sweep_path(opts.sweep_dir, name)
@@ -454,6 +456,11 @@ def protocol_section(p: Protocol) -> str:
         "that completed with compute spent <= C count (the TPE arm's later trials are "
         "discarded). ASHA-stopped trials count what they trained (Tune reports "
         "synchronously, so a stopped trial trains nothing after its last report)",
+        f"- each search stops once its trials have reported C + one trial = "
+        f"{p.budget + p.trial_steps} generator steps (the sweeper's `--budget-steps`; the "
+        "margin covers the gap between Tune's reports and the MLflow timestamps above), so "
+        "the TPE arm no longer trains trials that would be discarded. Searches saved before "
+        "this existed ran to their num_samples; the trials counted are the same",
         "- trainer-seconds = train_seconds + eval_seconds of the seed runs (wall time inside "
         "the trainer, 1 torch thread; inflated when the machine is shared)",
         "- success rate = fraction of a setting's seeds that neither diverged nor failed the "

@@ -24,4 +24,5 @@ EVAL_SECONDS = "eval_seconds"  # wall time spent in evaluation
 OBJECTIVE = "objective"  # what the sweep minimises; present only in a trial's final result
 RUNNING_OBJECTIVE = "running_objective"  # the same, at every evaluation; drives early stopping
 SUCCESS_RATE = "success_rate"  # fraction of seeds that neither diverged nor collapsed
+STEPS_TRAINED = "steps_trained"  # generator steps trained, summed over a trial's seeds
 FAILED_SEEDS = "failed_seeds"  # number of seeds that fail the success rule (or diverged)

@@ -64,6 +64,11 @@ class SweepOptions:
     space: SearchSpace
     name: str
     num_samples: int = _o(16, "Settings (trials) to try.")
+    # Equal-compute comparisons (benchmarks/search_efficiency.py) and fixed cloud budgets:
+    # stop when the compute is spent, whatever num_samples says (sweeper/tune/budget.py).
+    budget_steps: int = _o(0, "Stop the sweep once its trials have trained this many "
+                           "generator steps in all (a trial's steps x seeds, summed; "
+                           "ASHA-stopped trials count what they trained); 0 = no limit.")
     max_concurrent: int = _o(0, "Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
     seeds: int = _o(3, "Seeds per setting; the objective aggregates them (see README).")
     cpus_per_trial: float = _o(1.0, "CPU share per trial (also its torch threads).")
@@ -123,15 +128,16 @@ SEARCHES = ("tpe", "random")
 
 # Options that define a sweep; saved at its start and restored by --resume, so a resumed
 # sweep trains exactly what the original did (same space text, seeds, budget, resources).
-SAVED_FIELDS = ("name", "num_samples", "max_concurrent", "seeds", "cpus_per_trial",
-                "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction",
+SAVED_FIELDS = ("name", "num_samples", "budget_steps", "max_concurrent", "seeds",
+                "cpus_per_trial", "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction",
                 "reduction_factor", "max_failures", "reuse_actors", "sampler_seed", "search",
                 "objective", "batch_seeds", "tpe_startup", "tpe_multivariate")
 # Saved options added after sweeps were already saved without them: the value those older
 # sweeps actually ran with, so they still resume as they started (before the quality rule,
 # seeds succeeded on coverage alone and FID broke ties).
 _SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict(),
-                   "batch_seeds": True, "tpe_startup": 10, "tpe_multivariate": False}
+                   "batch_seeds": True, "tpe_startup": 10, "tpe_multivariate": False,
+                   "budget_steps": 0}
 OPTIONS_FILE = "sweep_options.json"
 
 
@@ -284,6 +290,7 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
     if not existed:
         logger = store.RunLogger(client, run_id)
         logger.log_params({"space": opts.space.name, "num_samples": opts.num_samples,
+                           "budget_steps": opts.budget_steps,
                            "seeds": opts.seeds, "max_concurrent": opts.max_concurrent,
                            "cpus_per_trial": opts.cpus_per_trial,
                            "gpus_per_trial": opts.gpus_per_trial,
@@ -448,6 +455,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                signals: StopSignals) -> list[dict[str, Any]]:
     from ray import tune
 
+    from sweeper.tune.budget import ComputeBudget
     from sweeper.tune.callbacks import TrialStatusCallback
     from sweeper.tune.progress import ProgressCallback
     from sweeper.tune.trial import TrialContext, run_trial
@@ -539,6 +547,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                 reuse_actors=opts.reuse_actors),
             run_config=tune.RunConfig(
                 name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
+                stop=ComputeBudget(opts.budget_steps, opts.seeds, path)
+                if opts.budget_steps else None,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=1 if opts.verbose else 0),
@@ -566,7 +576,12 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     """After `fit`: deliver what trials spooled, make MLflow and the Optuna study agree with
     how Tune's trials ended, log the sweep's summary, and raise SweepInterrupted if a stop
     signal cut trials off. `grid` is None when the user forced the stop."""
+    from sweeper.tune.budget import ComputeBudget
+
     deliver_spool(opts.tracking_uri, path / "unsent")
+    # A sweep that spent its compute budget ran what it was asked to.
+    spent = bool(opts.budget_steps) and ComputeBudget(opts.budget_steps, opts.seeds,
+                                                      path).stop_all()
     statuses = snapshot_statuses(path)
     unfinished = {t for t, s in statuses.items() if s not in ENDED}
     results = list(grid) if grid is not None else []
@@ -585,7 +600,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
         outcomes = {m["trial_id"]: "error" if r.error else m.get(names.OBJECTIVE)
                     for r, m in ((r, trial_metrics(r)) for r in results) if "trial_id" in m}
         told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
-        if told:
+        if told and not spent:  # a budget stop leaves its cut-off trials to be told (pruned)
             print(f"told Optuna the outcome of {told} trial(s) whose completion the "
                   "interrupted driver had not recorded", file=sys.stderr)
         if orphans:
@@ -609,7 +624,10 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     if interrupted:
         logger.close("interrupted")
         raise SweepInterrupted(rows, signal_name, opts.num_samples)
-    logger.close("finished" if len(rows) >= opts.num_samples else "incomplete")
+    if spent:
+        print(f"compute budget of {opts.budget_steps} generator steps spent after "
+              f"{len(rows)} of {opts.num_samples} trials", file=sys.stderr)
+    logger.close("finished" if spent or len(rows) >= opts.num_samples else "incomplete")
     return rows
 
 

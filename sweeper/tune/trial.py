@@ -95,7 +95,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
                         for f, m, c in zip(finished, latest, configs, strict=True)]
             evals += 1
             done = members.done
-            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(members.step)}
+            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(members.step),
+                   # The compute spent: a diverged seed stops counting where it stopped.
+                   names.STEPS_TRAINED: float(sum(m.get(names.STEP, 0) for m in latest))}
             if done:
                 agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
             every = PLOT_EVERY_EVALS.get(members.data.kind, 1)

@@ -351,6 +351,40 @@ def test_random_search_sweep_end_to_end(tmp_path):
     assert parent.data.params["sampler_seed"] == "7"
 
 
+def test_budget_steps_stops_the_sweep_when_its_compute_is_spent_and_resume_adds_nothing(
+        tmp_path):
+    """--budget-steps 200 with trials of 60 steps x 2 seeds: the first trial spends 120, the
+    second is cut at step 40 (120 + 2 x 40 = 200), the other four never start. The sweep is
+    finished, not incomplete, the cut trial reaches Optuna as pruned, and a resume (which
+    restores the stopper) starts nothing."""
+    from sweeper.tune.driver import sweep_path
+
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    args = ["--space", "space.yaml", "--experiment", "bud", "--num-samples", "6", "--seeds",
+            "2", "--max-concurrent", "1", "--no-early-stop", "--budget-steps", "200",
+            "--sampler-seed", "3"]
+    for extra in ([], ["--resume"]):
+        p = sweeper("run", *args, *extra, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "compute budget of 200 generator steps spent after 2 of 6 trials" in p.stderr
+        assert "finished at step 60" in p.stdout or extra  # the resume trains nothing
+        assert "| stopped@40 |" in p.stdout
+    path = sweep_path(tmp_path / "sweeps", "bud")
+    assert len(list(path.glob("run_trial_*"))) == 2
+    study = optuna.load_study(study_name="bud", storage=f"sqlite:///{path / 'optuna.db'}")
+    assert [t.state for t in sorted(study.trials, key=lambda t: t.number)] == [
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    c = store.client(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = c.get_experiment_by_name("bud")
+    (parent,) = c.search_runs([exp.experiment_id],
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
+    assert parent.data.tags[tags.TAG_STATUS] == "finished"
+    assert parent.data.params["budget_steps"] == "200"
+    seed_runs = c.search_runs([exp.experiment_id],
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'seed'")
+    assert len(seed_runs) == 4  # 2 trials x 2 seeds, none twice after the resume
+
+
 def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> None:
     """`sweeper run`'s options are generated from SweepOptions: one place for defaults."""
     import dataclasses

@@ -746,11 +746,26 @@ def run_all(root: Path, p: Protocol, t0: float) -> dict[str, list[SearchRun]]:
 
 
 def read_all(root: Path, p: Protocol) -> dict[str, list[SearchRun]]:
-    """The saved searches; a state dir from before they were saved is read from MLflow."""
-    uri = f"sqlite:///{root}/mlflow.db"
-    return {arm.key: [load_search(root, arm, r)
-                      or read_search(uri, arm, r, p.sampler_seed_start + r)
-                      for r in range(p.repeats)] for arm in ARMS}
+    """The saved searches; a state dir from before they were saved is read from MLflow.
+    A run still going (split over sessions) reports on its first repeats whose searches
+    are all saved: `interim_repeats` says how many."""
+    if not (root / SEARCHES_DIR).is_dir():  # a state dir from before searches were saved
+        uri = f"sqlite:///{root}/mlflow.db"
+        return {arm.key: [read_search(uri, arm, r, p.sampler_seed_start + r)
+                          for r in range(p.repeats)] for arm in ARMS}
+    k = interim_repeats(root, p)
+    if k == 0:
+        raise UserError(f"no repeat of the run in {root} has all its searches saved yet; "
+                        "run --resume until repeat 0 of every arm is in")
+    return {arm.key: [load_search(root, arm, r) for r in range(k)] for arm in ARMS}
+
+
+def interim_repeats(root: Path, p: Protocol) -> int:
+    """How many leading repeats have every arm's search saved (p.repeats when all are)."""
+    k = 0
+    while k < p.repeats and all(search_file(root, arm, k).is_file() for arm in ARMS):
+        k += 1
+    return k
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -788,12 +803,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UserError as e:  # e.g. an interrupted sweep whose Tune state is damaged
             print(f"error: {e}", file=sys.stderr)
             return 2
+    done = len(runs[ARMS[0].key])
+    interim = (f" (INTERIM: {done} of the protocol's {p.repeats} repeats are in; the run is "
+               "still going, and these tables cover only those)" if done < p.repeats else "")
+    p = dataclasses.replace(p, repeats=done)
     plot(p, runs, plot_path)
     wall = time.perf_counter() - t0
     busy = sum(t.seconds for rs in runs.values() for r in rs for t in r.trials)
     report = "\n\n".join(s for s in [
         "# Search efficiency: TPE + ASHA vs random search at equal compute"
-        + (" (SMOKE TEST: tiny budget, numbers mean nothing)" if a.smoke_test else ""),
+        + (" (SMOKE TEST: tiny budget, numbers mean nothing)" if a.smoke_test else "")
+        + interim,
         machine_line(p), protocol_section(p), target_table(p, runs), curve_tables(p, runs),
         repeats_table(p, runs), warnings_section(p, runs),
         f"Figure: {plot_path}",

@@ -4,6 +4,7 @@ end to end (two real sweeps, the markdown report and the figure)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import shutil
@@ -233,3 +234,32 @@ def test_resume_and_reanalyze_need_a_saved_run(tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert p.stderr.strip().count("\n") == 0, p.stderr
         assert f"{flag} needs --state-dir DIR holding protocol.json" in p.stderr
+
+
+def test_reanalyze_of_a_run_still_going_reports_its_complete_repeats_as_interim(tmp_path):
+    """A run split over sessions: repeat 0 of both arms and repeat 1 of TPE are saved. The
+    report covers repeat 0 only and says so; with nothing complete it is one line, exit 2."""
+    p = dataclasses.replace(se.Protocol(steps=100, eval_every=50, eval_samples=100,
+                                        hidden=8, batch_size=32, seeds=3, concurrency=2,
+                                        repeats=5, budget_trials=4, tpe_factor=2.0,
+                                        fid_target=0.003), hq_target=0.6)
+    (tmp_path / se.PROTOCOL_FILE).write_text(json.dumps(dataclasses.asdict(p)))
+    tpe, rnd = se.ARMS
+    cmd = [sys.executable, *SCRIPT, "--reanalyze", "--state-dir", str(tmp_path), "--plot",
+           str(tmp_path / "f.png")]
+    se.save_search(tmp_path, se.SearchRun(tpe, 0, 0, tuple(sequential(
+        [trial(0, 300), trial(1, 300, success=1.0, hq=0.7)])), 10.0))
+    none = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert none.returncode == 2 and none.stderr.count("\n") == 1, none.stderr
+    assert "no repeat of the run" in none.stderr
+    se.save_search(tmp_path, se.SearchRun(rnd, 0, 0, tuple(sequential(
+        [trial(0, 300), trial(1, 300), trial(2, 300, success=1.0, hq=0.9)])), 10.0))
+    se.save_search(tmp_path, se.SearchRun(tpe, 1, 1, tuple(sequential([trial(0, 300)])), 5.0))
+    assert se.interim_repeats(tmp_path, p) == 1
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "INTERIM: 1 of the protocol's 5 repeats are in" in out.stdout
+    # T3 (all seeds, HQ >= 60%): TPE at 600 steps, random at 900, in the one repeat.
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| T3")]
+    assert "| TPE + ASHA | 1/1 | 600 |" in rows[0] and "| 1.50 |" in rows[0], rows
+    assert "| random | 1/1 | 900 |" in rows[1], rows

@@ -102,3 +102,31 @@ def test_mean_se_closed_form() -> None:
     assert mean_se([1.0, float("nan"), 3.0], "{:.1f}") == "2.0 ± 1.0"  # NaN left out
     assert mean_se([5.0]) == "5.00" and mean_se([]) == "–"
     assert mean_and_se([2.0, 4.0]) == (3.0, 1.0)
+
+
+def test_gpu_session_script_runs_every_step_then_skips_them_on_a_rerun(tmp_path) -> None:
+    """benchmarks/gpu_session.sh, the prepared GPU-session run, on its smoke path on the CPU
+    (no GPU here: DEVICE=cpu): every step writes its table; a rerun (as after a command cut
+    at the device's 10 minutes) skips the finished ones; a failed step stops the script."""
+    import os
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "benchmarks/gpu_session.sh", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env={**os.environ, "DEVICE": "cpu", "WORKERS": "1",
+                                   "PYTHON": sys.executable, **env})
+
+    first = run("--smoke-test")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name in ("rows", "fresh30", "curves"):
+        assert f"{name}: exit 0" in first.stdout
+        assert "PacGAN's data, metrics and N" in (tmp_path / f"{name}.md").read_text()
+    assert "| wgan-gp, sweep-recommended (grid25-wgan-gp) |" in (tmp_path / "fresh30.md"
+                                                                 ).read_text()
+    assert (tmp_path / "budget_curves_gdpp.png").stat().st_size > 0
+    again = run("--smoke-test")
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 3, again.stdout
+    (tmp_path / "curves.md").unlink()
+    bad = run("--smoke-test", DEVICE="nosuch")
+    assert bad.returncode == 1 and "curves: exit 2" in bad.stdout, bad.stdout
+    assert not (tmp_path / "curves.md").exists()

@@ -263,3 +263,34 @@ def test_reanalyze_of_a_run_still_going_reports_its_complete_repeats_as_interim(
     rows = [line for line in out.stdout.splitlines() if line.startswith("| T3")]
     assert "| TPE + ASHA | 1/1 | 600 |" in rows[0] and "| 1.50 |" in rows[0], rows
     assert "| random | 1/1 | 900 |" in rows[1], rows
+
+
+def test_random_hit_rate_pools_its_trials_and_gives_expected_compute_with_an_interval():
+    """Closed form: 1 T3 hit in 20 random trials is p = 0.05, Wilson 95% [0.0089, 0.2361];
+    trials of 100 steps x 3 seeds = 300 gen steps, so a first hit is expected after 300 / p =
+    6000 [1270, 33778] gen steps, 10x TPE's 600."""
+    from sweeper.analyse.stability import wilson_interval
+
+    p = dataclasses.replace(se.Protocol(steps=100, eval_every=50, eval_samples=100, hidden=8,
+                                        batch_size=32, seeds=3, concurrency=2, repeats=2,
+                                        budget_trials=10, tpe_factor=2.0, fid_target=0.003),
+                            hq_target=0.6)
+    tpe, rnd = se.ARMS
+    plain = [trial(i, 300) for i in range(10)]
+    hit = [*plain[:9], trial(9, 300, success=1.0, hq=0.7)]
+    runs = {"random": [se.SearchRun(rnd, 0, 0, tuple(sequential(plain)), 1.0),
+                       se.SearchRun(rnd, 1, 1, tuple(sequential(hit)), 1.0)],
+            "tpe-asha": [se.SearchRun(tpe, r, r, tuple(sequential(
+                [trial(0, 300), trial(1, 300, success=1.0, hq=0.7)])), 1.0) for r in (0, 1)]}
+    lo, hi = wilson_interval(1, 20)
+    assert (round(lo, 4), round(hi, 4)) == (0.0089, 0.2361)
+    row = next(line for line in se.random_rate_table(p, runs).splitlines()
+               if line.startswith("| T3 |"))
+    assert row == (f"| T3 | 1/20 | 0.050 [{lo:.3f}, {hi:.3f}] | 6000 [{300 / hi:.0f}, "
+                   f"{300 / lo:.0f}] | 600 (2/2) | 10.00 [{300 / hi / 600:.2f}, "
+                   f"{300 / lo / 600:.2f}] |"), row
+    # A TPE repeat that missed counts as C (3000 steps): the ratio becomes an upper bound.
+    runs["tpe-asha"][1] = se.SearchRun(tpe, 1, 1, tuple(sequential(plain[:3])), 1.0)
+    row = next(line for line in se.random_rate_table(p, runs).splitlines()
+               if line.startswith("| T3 |"))
+    assert "| 1800 (1/2) | <= 3.33 [" in row, row

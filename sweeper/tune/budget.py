@@ -35,10 +35,7 @@ class ComputeBudget(Stopper):
 
     def _counts(self) -> dict[str, float]:
         if self._steps is None:
-            try:
-                self._steps = json.loads(self.file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._steps = {}
+            self._steps = read_counts(self.file)
         return self._steps
 
     def spent(self) -> float:
@@ -60,3 +57,11 @@ class ComputeBudget(Stopper):
     def __getstate__(self) -> dict:
         # Pickled into Tune's experiment state at the start: the counts stay in the file.
         return {**self.__dict__, "_steps": None}
+
+
+def read_counts(file: Path) -> dict[str, float]:
+    """The per-trial counts a ComputeBudget saved; {} when there are none yet."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

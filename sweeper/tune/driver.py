@@ -455,7 +455,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                signals: StopSignals) -> list[dict[str, Any]]:
     from ray import tune
 
-    from sweeper.tune.budget import ComputeBudget
+    from sweeper.tune.budget import BUDGET_FILE, ComputeBudget
     from sweeper.tune.callbacks import TrialStatusCallback
     from sweeper.tune.progress import ProgressCallback
     from sweeper.tune.trial import TrialContext, run_trial
@@ -525,8 +525,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
     if not opts.verbose:
-        callbacks.append(ProgressCallback(opts.space.sampled_names(), opts.num_samples,
-                                          opts.seeds))
+        callbacks.append(ProgressCallback(
+            opts.space.sampled_names(), opts.num_samples, opts.seeds,
+            budget=(opts.budget_steps, path / BUDGET_FILE) if opts.budget_steps else None))
     t0 = time.time()
     if resume:
         for tid in restore_missing_checkpoints(path):

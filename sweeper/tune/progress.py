@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from sweeper.analyse import objective
+from sweeper.tune.budget import read_counts
 from trainers import names
 
 
@@ -37,10 +39,12 @@ class ProgressCallback(Callback):
     """One line per ended trial, and a table of the running ones every `every_s` seconds."""
 
     def __init__(self, sampled: list[str], num_samples: int, seeds: int,
-                 every_s: float = 30.0) -> None:
+                 every_s: float = 30.0, budget: tuple[int, Path] | None = None) -> None:
         self.sampled = list(sampled)
         self.num_samples = num_samples
         self.seeds = seeds
+        # (--budget-steps, the ComputeBudget's file): the table's header says what is spent.
+        self.budget = budget
         self.every_s = every_s
         self._ended: set[str] = set()
         self._last = 0.0
@@ -78,8 +82,13 @@ class ProgressCallback(Callback):
             return
         pending = sum(t.status == "PENDING" for t in trials)
         to_go = max(0, self.num_samples - len(trials)) + pending
+        spent = ""
+        if self.budget:
+            steps = sum(read_counts(self.budget[1]).values())
+            spent = (f", compute {steps:,.0f} of {self.budget[0]:,} generator steps "
+                     f"({steps / self.budget[0]:.0%})")
         self._line(f"-- {time.strftime('%H:%M:%S')}: {len(running)} running, "
-                   f"{len(self._ended)} ended, {to_go} to go")
+                   f"{len(self._ended)} ended, {to_go} to go{spent}")
         for t in running:
             r = t.last_result or {}
             at = f"step {int(r[names.STEP])}" if names.STEP in r else "starting"

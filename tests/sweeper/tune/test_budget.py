@@ -47,3 +47,19 @@ def test_the_steps_each_seed_trained_count_when_the_trial_reports_them(tmp_path)
     # Three seeds at step 100, one of which diverged at step 40: 240 steps spent, not 300.
     b("a", {names.STEP: 100, names.STEPS_TRAINED: 240})
     assert b.spent() == 240
+
+
+def test_the_progress_table_says_how_much_of_the_budget_is_spent(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from sweeper.tune.progress import ProgressCallback
+
+    b = ComputeBudget(max_steps=2000, seeds=2, sweep_path=tmp_path)
+    b("a", {names.STEP: 250})
+    cb = ProgressCallback(["lr_d"], 6, 2, every_s=0, budget=(2000, tmp_path / BUDGET_FILE))
+    running = SimpleNamespace(trial_id="a", status="RUNNING", config={"lr_d": 0.001},
+                              last_result={names.STEP: 250})
+    cb.on_step_end(1, [running])
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith("1 running, 0 ended, 5 to go, compute 500 of 2,000 generator steps "
+                         "(25%)"), head

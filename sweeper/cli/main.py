@@ -181,7 +181,7 @@ def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
     from sweeper.tune.driver import SEARCHES
 
     for key, low in (("num_samples", 1), ("max_concurrent", 0), ("reduction_factor", 2),
-                     ("max_failures", 0), ("tpe_startup", 0)):
+                     ("max_failures", 0), ("tpe_startup", 0), ("budget_steps", 0)):
         if o[key] < low:
             raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {o[key]}")
     if not resume:  # a resume trains the saved seeds

@@ -199,6 +199,7 @@ def test_rerun_without_resume_is_refused(sweep):
 
 @pytest.mark.parametrize("args, needle", [
     (["--num-samples", "0"], "--num-samples must be at least 1"),
+    (["--budget-steps", "-5"], "--budget-steps must be at least 0, got -5"),
     (["--space", "nope"], "unknown search space 'nope'"),
     (["--space", "bad.yaml"], "unknown key 'gp_lamda'"),
     (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),

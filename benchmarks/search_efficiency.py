@@ -19,17 +19,20 @@ Equal compute: both arms get the budget C = budget_trials x steps x seeds genera
 Random search runs budget_trials trials (C exactly, less if seeds diverge). TPE + ASHA runs
 ceil(tpe_factor x budget_trials) trials, since ASHA stops many after a fraction of the budget;
 then only the trials that completed before the search had spent more than C count, and the
-rest is discarded (reported, never counted).
+rest is discarded (reported, never counted). Each search stops once it has trained C + one
+trial (the sweeper's --budget-steps), so no arm trains trials that could only be discarded.
 
 Budget curve (Kurach et al. 2019): after each trial completes, the best success rate among
 *finished* trials so far (an ASHA-stopped trial did not finish and cannot be recommended), as
 a function of compute spent and of trials completed; mean +- s.e. over repeats of the
 search with sampler seeds S, S + 1, ... (`--sampler-seed-start`; the same for both arms).
 Best objective so far is the secondary curve. Targets: compute spent when the first
-finished trial reaching them completed. On ring8 a stable setting turns up within a few
-trials of either arm, so issue 15 asks for a harder one: with `--hq-target 0.6`, T3 is a
-finished setting on which every seed succeeds with mean HQ >= 60%, the target to use on
-grid25.
+finished trial reaching them completed. Random search's trials are independent draws, so its
+hit rate per trial also pools over repeats (Wilson 95%), which gives its expected compute to
+a target even where a repeat ran out of budget first. On ring8 a stable setting turns up
+within a few trials of either arm, so issue 15 asks for a harder one: with `--hq-target 0.6`,
+T3 is a finished setting on which every seed succeeds with mean HQ >= 60%, the target to use
+on grid25.
 
 Usage:
     python -m benchmarks.search_efficiency [--repeats 3] [--budget-trials 10] [--out FILE]

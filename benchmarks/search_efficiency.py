@@ -548,6 +548,8 @@ def random_rate_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
     of trials), a number with an interval even where a repeat of the random arm ran out of
     budget before its first hit, which the per-repeat table can only bound."""
     rnd = [t for r in runs["random"] for t in r.trials]
+    if not rnd:
+        return ""
     lines = ["## Random search's hit rate, pooled over repeats", "",
              f"Random search's {len(rnd)} trials (all its repeats; each setting an "
              "independent draw trained to the end) met each target at rate p; expected "
@@ -559,15 +561,13 @@ def random_rate_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
              "| target | random trials meeting it | p [95%] | expected gen steps to a first hit "
              "[95%] | TPE + ASHA gen steps (mean, reached) | expected random / TPE [95%] |",
              "|---|---|---|---|---|---|"]
-    if not rnd:
-        return ""
+
+    def expected(q: float) -> float:
+        return p.trial_steps / q if q > 0 else math.inf
+
     for t in targets(p):
         k = sum(1 for x in rnd if t.met(x))
         lo, hi = wilson_interval(k, len(rnd))
-
-        def expected(q: float) -> float:
-            return p.trial_steps / q if q > 0 else math.inf
-
         tpe = [first_reach(r.within(p.budget), t) for r in runs["tpe-asha"]]
         reached = sum(pt is not None for pt in tpe)
         tpe_mean = statistics.fmean(p.budget if pt is None else pt.steps for pt in tpe)
@@ -575,18 +575,14 @@ def random_rate_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:
         e, e_lo, e_hi = expected(k / len(rnd)), expected(hi), expected(lo)
         lines.append(
             f"| {t.key} | {k}/{len(rnd)} | {k / len(rnd):.3f} [{lo:.3f}, {hi:.3f}] | "
-            f"{_steps(e)} [{_steps(e_lo)}, {_steps(e_hi)}] | {tpe_mean:.0f} ({reached}/"
-            f"{len(tpe)}) | {bound}{_ratio(e / tpe_mean)} [{_ratio(e_lo / tpe_mean)}, "
-            f"{_ratio(e_hi / tpe_mean)}] |")
+            f"{_num(e, '.0f')} [{_num(e_lo, '.0f')}, {_num(e_hi, '.0f')}] | {tpe_mean:.0f} "
+            f"({reached}/{len(tpe)}) | {bound}{_num(e / tpe_mean, '.2f')} "
+            f"[{_num(e_lo / tpe_mean, '.2f')}, {_num(e_hi / tpe_mean, '.2f')}] |")
     return "\n".join(lines)
 
 
-def _steps(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.0f}"
-
-
-def _ratio(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.2f}"
+def _num(x: float, spec: str) -> str:
+    return "inf" if math.isinf(x) else format(x, spec)
 
 
 def repeats_table(p: Protocol, runs: dict[str, list[SearchRun]]) -> str:

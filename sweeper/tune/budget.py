@@ -3,9 +3,8 @@
 Compute is counted as the generator steps a trial reports it has trained over all its seeds
 (`steps_trained`: a seed that diverged stops counting where it stopped; `step` x seeds for
 reports without it), summed over the trials. A trial ASHA stopped keeps counting what it
-trained. Once the sum reaches the budget, Tune stops the
-experiment: the trials then running stop where they are (marked stopped, like ASHA's) and no
-new trial starts.
+trained. Once the sum reaches the budget, Tune stops the experiment: the trials then running
+stop where they are (marked stopped, like ASHA's) and no new trial starts.
 
 The counts live in a small JSON file in the sweep's directory, written at every report, so a
 `--resume` goes on from what the sweep had spent instead of from zero (Tune restores the

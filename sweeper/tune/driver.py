@@ -67,8 +67,9 @@ class SweepOptions:
     # Equal-compute comparisons (benchmarks/search_efficiency.py) and fixed cloud budgets:
     # stop when the compute is spent, whatever num_samples says (sweeper/tune/budget.py).
     budget_steps: int = _o(0, "Stop the sweep once its trials have trained this many "
-                           "generator steps in all (a trial's steps x seeds, summed; "
-                           "ASHA-stopped trials count what they trained); 0 = no limit.")
+                           "generator steps in all (each trial's steps summed over its "
+                           "seeds; ASHA-stopped trials count what they trained); 0 = no "
+                           "limit.")
     max_concurrent: int = _o(0, "Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
     seeds: int = _o(3, "Seeds per setting; the objective aggregates them (see README).")
     cpus_per_trial: float = _o(1.0, "CPU share per trial (also its torch threads).")

@@ -161,11 +161,20 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
             and int(r.data.tags.get(tags.TAG_LAST_STEP, -1)) >= 40
             for r in runs(uri, name, "seed"))
 
+    def snapshot_names_a_live_checkpoint() -> bool:
+        from ray.tune import ExperimentAnalysis
+
+        return any(t.status != "TERMINATED" and t.checkpoint is not None
+                   and Path(t.checkpoint.path).exists()
+                   for t in ExperimentAnalysis(str(sweep)).trials)
+
     try:
         wait_for(lambda: finished() >= 1, 400, "a finished trial", proc)
         wait_for(stash_older_search_state, 60, "a readable searcher state", proc)
         wait_for(mid_trial_checkpointed, 400, "two finished trials and one checkpointed", proc)
-        time.sleep(3)  # let the snapshot naming that checkpoint reach the sweep dir
+        # Kill only once the snapshot in the sweep dir names that checkpoint: Tune writes it on
+        # its own schedule, and a fixed sleep missed it on a loaded CI machine.
+        wait_for(snapshot_names_a_live_checkpoint, 120, "a snapshot naming a checkpoint", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

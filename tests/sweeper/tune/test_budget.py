@@ -63,3 +63,22 @@ def test_the_progress_table_says_how_much_of_the_budget_is_spent(tmp_path, capsy
     head = capsys.readouterr().out.splitlines()[0]
     assert head.endswith("1 running, 0 ended, 5 to go, compute 500 of 2,000 generator steps "
                          "(25%)"), head
+
+
+def test_a_progress_callback_pickled_before_the_budget_existed_still_prints(capsys):
+    """Tune resumes with the callback pickled at the sweep's start. One pickled by a version
+    without the budget line crashed the resume with AttributeError in on_step_end."""
+    from types import SimpleNamespace
+
+    from sweeper.tune.progress import ProgressCallback
+
+    cb = ProgressCallback(["lr_d"], 3, 1, every_s=0)
+    old = pickle.dumps(cb)
+    state = pickle.loads(old).__dict__
+    del state["budget"]  # what the older version pickled
+    restored = ProgressCallback.__new__(ProgressCallback)
+    restored.__setstate__(state)
+    running = SimpleNamespace(trial_id="a", status="RUNNING", config={"lr_d": 0.001},
+                              last_result={names.STEP: 10})
+    restored.on_step_end(1, [running])
+    assert capsys.readouterr().out.splitlines()[0].endswith("1 running, 0 ended, 2 to go")

@@ -310,7 +310,7 @@ def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row],
     k = int(runs[0].metrics[names.NUM_MODES])
     n_eval = protocol["eval_samples"]
     lines = [f"### {dataset} (K = {k} modes; failed = diverged, or not a success: "
-             f"{DEFAULT_RULE.describe()}; {protocols.label(name, protocol)})", "",
+             f"{DEFAULT_RULE.describe()}; {protocols.label(name, protocol, dataset)})", "",
              f"| row | modes captured (of {k}) | modes held | HQ % | score | reverse KL "
              f"| FID (N={n_eval}) | diverged | failed | succeeded [Wilson 95%] "
              "| CPU s / run |",

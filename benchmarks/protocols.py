@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trainers.config import make_config
+from trainers.data import DATASETS
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,29 @@ def resolve(name: str, **overrides: Any) -> dict[str, Any]:
     return values
 
 
-def label(name: str, values: dict[str, Any]) -> str:
-    """One line for a table header: the protocol's name, its budget and networks, and
-    whether any of them was changed from the named protocol."""
+def label(name: str, values: dict[str, Any], dataset: str | None = None) -> str:
+    """One line for a table header: whose data, metrics and N the table shares, the
+    protocol's name, its budget and networks, and whether any of them was changed from the
+    named protocol. Image datasets train conv nets of width `hidden` and are not PacGAN's."""
     changed = sorted(k for k, v in PROTOCOLS[name].values().items() if values.get(k) != v)
     note = f"; changed from {name}: {', '.join(changed)}" if changed else ""
-    return (f"PacGAN's data, metrics and N; budget: protocol {name} ({PROTOCOLS[name].source}"
-            f"{note}): {values['steps']:,} generator steps, batch {values['batch_size']}, "
-            f"{values['depth']}x{values['hidden']} {values['activation']} MLPs "
-            f"({values['init']} init) for 2D data, z {values['z_dim']}")
+    budget = (f"budget: protocol {name} ({PROTOCOLS[name].source}{note}): "
+              f"{values['steps']:,} generator steps, batch {values['batch_size']}, ")
+    spec = DATASETS.get(dataset or "")
+    if spec is None or spec.kind == "points":
+        return (f"PacGAN's data, metrics and N; {budget}{values['depth']}x{values['hidden']} "
+                f"{values['activation']} MLPs ({values['init']} init) for 2D data, "
+                f"z {values['z_dim']}")
+    data = IMAGE_DATA.get(dataset, f"data: {spec.doc.rstrip('.')}; no published rows")
+    return (f"{data}; N = {values['eval_samples']:,}; {budget}conv nets of width "
+            f"{values['hidden']}, z {values['z_dim']}")
+
+
+# Whose protocol an image table shares, where it is not PacGAN's 2D one.
+IMAGE_DATA = {
+    "stacked-digits": "Stacked MNIST's metrics and mode count (1,000) on 3 stacked "
+                      "scikit-learn 8x8 digits, not MNIST: published Stacked MNIST rows are "
+                      "not comparable",
+    "stacked-mnist": "Stacked MNIST's data, metrics and mode count (VEEGAN, PacGAN; "
+                     "published rows at their own networks and budgets)",
+}

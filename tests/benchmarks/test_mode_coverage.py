@@ -77,6 +77,16 @@ def test_smoke_on_stacked_digits_scores_1000_modes() -> None:
     found = re.findall(r"^\| (bce-ns|wgan-gp) \| [\d.]+ ± [\d.]+ \|", res.stdout, re.M)
     assert found == ["bce-ns", "wgan-gp"], res.stdout
     assert "Quoted" not in res.stdout  # nothing published for this embedded analogue
+    # Its header names what it shares (Stacked MNIST's metrics, not its data, nor PacGAN's
+    # 2D data) and the conv networks it trained, not the MLPs of the 2D tables.
+    head = next(line for line in res.stdout.splitlines() if line.startswith("### stacked"))
+    assert "PacGAN" not in head and "MLP" not in head, head
+    assert head.endswith("Stacked MNIST's metrics and mode count (1,000) on 3 stacked "
+                         "scikit-learn 8x8 digits, not MNIST: published Stacked MNIST rows "
+                         "are not comparable; N = 500; budget: protocol short (gan-sweeper's "
+                         "own short budget; changed from short: batch_size, eval_samples, "
+                         "hidden, steps): 10 generator steps, batch 32, conv nets of width 8, "
+                         "z 16)"), head
 
 
 def test_cache_reuses_finished_runs_and_adds_new_rows(tmp_path: Path) -> None:

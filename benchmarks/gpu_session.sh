@@ -18,8 +18,8 @@ shift
 py=${PYTHON:-python}
 rec_ring=benchmarks/recommended/ring8-wgan-gp-quality.yaml
 rec_grid=benchmarks/recommended/grid25-wgan-gp.yaml
-common=(--protocol gdpp --device "${DEVICE:-cuda}" --cache "$out/cache"
-        --workers "${WORKERS:-4}" "$@")
+base=(--device "${DEVICE:-cuda}" --cache "$out/cache" --workers "${WORKERS:-4}" "$@")
+common=(--protocol gdpp "${base[@]}")
 mkdir -p "$out/cache"
 
 step() {  # step NAME MODULE ARGS...: run once; a finished step is not run again
@@ -41,7 +41,6 @@ step fresh30 benchmarks.mode_coverage "${common[@]}" --datasets ring8,grid25 --l
 step curves benchmarks.budget_curves "${common[@]}" --datasets ring8,grid25 --losses wgan-gp \
     --recommended "$rec_ring" --recommended "$rec_grid" --budgets 1000,3000,10000,25000 \
     --plot "$out/budget_curves_gdpp.png" || exit 1
-step stacked benchmarks.mode_coverage --device "${DEVICE:-cuda}" --cache "$out/cache" \
-    --workers "${WORKERS:-4}" "$@" --datasets stacked-digits --losses wgan-gp --seeds 10 \
-    --steps 30000 --hidden 32 --batch-size 64 --eval-samples 26000 || exit 1
+step stacked benchmarks.mode_coverage "${base[@]}" --datasets stacked-digits --losses wgan-gp \
+    --seeds 10 --steps 30000 --hidden 32 --batch-size 64 --eval-samples 26000 || exit 1
 echo "all steps finished: $out/{rows,fresh30,curves,stacked}.md"

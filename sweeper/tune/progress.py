@@ -101,8 +101,7 @@ class ProgressCallback(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Tune restores the callback pickled when the sweep started, so a sweep started by an
         # older version resumes under this code: attributes added since take their defaults.
-        self.__dict__.update({"budget": None, "every_s": 30.0, "_ended": set(), "_last": 0.0},
-                             **state)
+        self.__dict__.update({"budget": None, **state})
 
 
 def short_value(v: Any) -> str:  # as sweep.format_table shows params

@@ -72,9 +72,7 @@ def test_a_progress_callback_pickled_before_the_budget_existed_still_prints(caps
 
     from sweeper.tune.progress import ProgressCallback
 
-    cb = ProgressCallback(["lr_d"], 3, 1, every_s=0)
-    old = pickle.dumps(cb)
-    state = pickle.loads(old).__dict__
+    state = ProgressCallback(["lr_d"], 3, 1, every_s=0).__getstate__()
     del state["budget"]  # what the older version pickled
     restored = ProgressCallback.__new__(ProgressCallback)
     restored.__setstate__(state)

@@ -170,6 +170,9 @@ def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str
             members.save(checkpoint)
             meta = {"cpu_seconds": spent + time.process_time() - t0, "trainer": version}
             checkpoint.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+            # A long row is otherwise silent for hours: say how far it is, once per save.
+            print(f"  {checkpoint.name}: saved at step {members.step:,} of {cfgs[0].steps:,} "
+                  f"({meta['cpu_seconds']:,.0f} CPU s so far)", file=sys.stderr)
     finals = members.evaluate()
     share = (spent + time.process_time() - t0) / len(cfgs)
     if checkpoint:

@@ -176,7 +176,9 @@ def test_a_population_resumes_from_its_checkpoint_exactly(tmp_path: Path, capsys
     half.save(ckpt)
     ckpt.with_suffix(".json").write_text(f'{{"cpu_seconds": 100.0, "trainer": "{version}"}}')
     resumed = train_seeds("ring8", row, [0, 1], protocol, ckpt, 3, version)
-    assert "resuming at step 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resuming at step 4" in err
+    assert "pop.pt: saved at step 6 of 10 (" in err and "saved at step 9 of 10" in err
     assert [_measured(r.metrics) for r in resumed] == [_measured(r.metrics) for r in whole]
     assert all(r.cpu_seconds >= 50.0 for r in resumed)  # the saved CPU time is still charged
     assert not ckpt.exists() and not ckpt.with_suffix(".json").exists()

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Issue 15's GDPP-budget evidence (docs/results.md, section 1.4) in one prepared run, for a
-# session that is lent a GPU: the 30 fresh seeds of each recommended setting (the part the
-# CPU sessions have not finished: a few seeds of each fit in one session on 2 cores), then,
-# as a check of the CPU numbers on another device, the 10-seed rows (WGAN-GP at the
-# reference defaults and the two recommended settings) and the budget curves (1k, 3k, 10k,
-# 25k), all at GDPP's networks and budget. (The stacked-digits row at 30,000 steps, once
-# its last step, was measured on the CPU: docs/results.md, section 2.)
+# session that is lent a GPU, as a check of the CPU numbers on another device: the 30 fresh
+# seeds of each recommended setting (section 1.5; on the CPU, six populations per setting,
+# over three sessions), the 10-seed rows (WGAN-GP at the reference defaults and the two
+# recommended settings) and the budget curves (1k, 3k, 10k, 25k), all at GDPP's networks
+# and budget. (The stacked-digits row at 30,000 steps was measured on the CPU:
+# docs/results.md, section 2.)
 #
 #     bash benchmarks/gpu_session.sh OUTDIR            # on the GPU machine, repo root
 #     DEVICE=cpu bash benchmarks/gpu_session.sh OUTDIR --smoke-test   # checks the script here

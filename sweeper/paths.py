@@ -14,6 +14,10 @@ def check_file_writable(path: str | Path, option: str) -> None:
         if p.is_dir():
             raise UserError(f"{option} {short(str(p))} is a directory; give a file path")
         existed = p.exists()
+        if existed and not p.is_file():
+            # Opening a pipe with no reader blocks forever; a device is nothing to overwrite.
+            raise UserError(f"{option} {short(str(p))} is not a regular file (a pipe, socket "
+                            "or device); give a file path")
         with open(p, "ab"):
             pass
         if not existed:

@@ -28,7 +28,7 @@ from trainers.config import ConfigError, TrialConfig
 from trainers.data import DATASETS
 from trainers.population import SHARED, Population
 from trainers.quality import DEFAULT_RULE, SuccessRule
-from trainers.runtime import resolve_device, save_atomic
+from trainers.runtime import checkpoint_contents, read_checkpoint, resolve_device, save_atomic
 
 # A population is saved as one file in a checkpoint folder.
 POPULATION_FILE = "population.pt"
@@ -173,25 +173,19 @@ def save_members_file(members: Members, path: str | Path) -> None:
 
 def load_members_file(path: str | Path, device: str | None = None,
                       rule: SuccessRule = DEFAULT_RULE) -> Members:
-    """Members from a file written by `save_members_file` (or `Trainer.save`)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except OSError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pickle, zip and torch each raise their own
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ConfigError(f"{str(path)[:200]} is not a gan-sweeper checkpoint ({msg}); give "
-                          "a file written by `sweeper train --checkpoint`") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{str(path)[:200]} is not a gan-sweeper checkpoint; give a file "
-                          "written by `sweeper train --checkpoint`")
-    if "populations" in state:
-        runs = [Population.from_state(s, device, rule) for s in state["populations"]]
-        return Populations([c for r in runs for c in r.configs], rule, runs=runs)
-    if "configs" not in state:
-        raise ConfigError(f"checkpoint {path} was written by an older gan-sweeper, before "
-                          "population training; drop --resume to start over")
-    return Population.from_state(state, device, rule)
+    """Members from a file written by `save_members_file` (or `Trainer.save`). Nothing in the
+    file runs (`read_checkpoint`); anything wrong with it is one line naming it."""
+    state = read_checkpoint(path)
+    with checkpoint_contents(path):
+        if "populations" in state:
+            runs = [Population.from_state(s, device, rule) for s in state["populations"]]
+            if not runs:
+                raise ConfigError("it holds no populations")
+            return Populations([c for r in runs for c in r.configs], rule, runs=runs)
+        if "configs" not in state:
+            raise ConfigError("it was written by an older gan-sweeper, before population "
+                              "training, or is not a checkpoint; drop --resume to start over")
+        return Population.from_state(state, device, rule)
 
 
 def checkpoint_complete(names_in_folder: Sequence[str]) -> bool:

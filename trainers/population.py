@@ -50,7 +50,7 @@ from trainers.losses import make_loss
 from trainers.models import build_models
 from trainers.penalties import critic_grad_norms, interpolate, interpolation_eps, make_penalty
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
-from trainers.runtime import resolve_device, save_atomic
+from trainers.runtime import checkpoint_contents, read_checkpoint, resolve_device, save_atomic
 from trainers.stacked_conv import StackedConvCritic, StackedConvGenerator
 
 # Non-finite losses are looked for every this many generator steps: often enough to stop a
@@ -328,8 +328,9 @@ class Population:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None,
              rule: SuccessRule = DEFAULT_RULE) -> Population:
-        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False),
-                              device, rule)
+        state = read_checkpoint(path)
+        with checkpoint_contents(path):
+            return cls.from_state(state, device, rule)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | None = None,

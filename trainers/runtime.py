@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainers.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,3 +55,54 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _what(path: str | Path) -> str:
+    return str(path)[:200]
+
+
+def read_checkpoint(path: str | Path, what: str = "gan-sweeper checkpoint",
+                    fix: str = "give a file written by `sweeper train --checkpoint`"
+                    ) -> dict[str, Any]:
+    """A checkpoint's state dict, read without running anything in the file.
+
+    `weights_only=True`: torch's restricted unpickler takes tensors, numbers, strings and
+    plain containers only, so a file from a colleague or the internet cannot run code as
+    whoever loads it (a full unpickler runs whatever the file names). What is not a regular
+    file (a pipe would block forever), cannot be read or holds anything else is one line
+    naming the file, as a ConfigError."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {_what(p)} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {_what(p)} is not a regular file; {fix}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch each raise their own
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        if "weights_only" in msg or "Unsupported global" in msg:
+            msg = "it holds Python objects beyond tensors and plain values, which are never " \
+                  "loaded: a gan-sweeper checkpoint holds none"
+        raise ConfigError(f"{_what(p)} is not a readable {what} ({msg}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{_what(p)} is not a {what} (it holds a {type(state).__name__}, "
+                          f"not a state dict); {fix}")
+    return state
+
+
+@contextmanager
+def checkpoint_contents(path: str | Path,
+                        fix: str = "give a file written by `sweeper train --checkpoint`"
+                        ) -> Iterator[None]:
+    """Rebuilding state read from `path`: a value of the wrong type, a missing key or a tensor
+    of the wrong shape is one line naming the file, as a ConfigError."""
+    try:
+        yield
+    except ConfigError as e:
+        raise ConfigError(f"checkpoint {_what(path)}: {e}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        msg = " ".join(str(e).split())[:160]
+        raise ConfigError(f"checkpoint {_what(path)} is damaged or not a gan-sweeper checkpoint "
+                          f"({type(e).__name__}: {msg}); {fix}") from None

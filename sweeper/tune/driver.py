@@ -174,10 +174,19 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
                                **{k: data[k] for k in SAVED_FIELDS})
 
 
+# What `sweep_path` appends to a name it had to change: "-" and 8 hex digits of its SHA-1.
+_NAME_HASH = re.compile(r"-[0-9a-f]{8}$")
+
+
 def sweep_path(sweep_dir: Path, name: str) -> Path:
-    """A filesystem-safe folder for a sweep name (names may hold quotes, spaces, unicode)."""
+    """The sweep's folder: always one component strictly inside `sweep_dir`.
+
+    Names may hold quotes, spaces, slashes and unicode: characters outside [A-Za-z0-9_.-]
+    become "_", and a name that was changed, cut to 60 characters, is all dots (".", ".."
+    would be the sweep folder itself or its parent) or already ends like a hash gets 8 hex
+    digits of its SHA-1, so two names never share a folder."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
-    if safe != name:
+    if safe != name or not safe.strip(".") or _NAME_HASH.search(safe):
         safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return sweep_dir / safe
 
@@ -225,10 +234,28 @@ def check_study(path: Path, name: str) -> None:
         raise UserError(f"{db} holds no study named {store.short(name)!r}; {fix}")
 
 
+# Ray's gRPC servers (GCS, raylet, workers, agents) listen on every interface unless the
+# node's address is loopback, and on Linux `ray.init` swaps a loopback node address for the
+# machine's network address while Ray's "cluster mode" is on. A private local Ray needs no
+# other machine, so it starts with cluster mode off: then every socket of it listens on
+# 127.0.0.1 (tests/sweeper/tune/test_loopback.py lists them during a real sweep).
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _local_ray_on_loopback() -> None:
+    os.environ[_LOCAL_ONLY_ENV] = "0"  # for the processes Ray starts
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: this process imported it already
+
+
 def connect_ray(address: str | None, opts: SweepOptions) -> None:
-    """ray.init with bounded, one-line failures, then check the cluster can fit a trial."""
+    """ray.init with bounded, one-line failures, then check the cluster can fit a trial. A
+    private local Ray (no --address) listens on 127.0.0.1 only."""
     import ray
 
+    if address in (None, "local"):
+        _local_ray_on_loopback()
     if address is not None and not address.strip():
         raise UserError("--address is empty; give HOST:PORT or leave it out for a private "
                         "local Ray")
@@ -478,10 +505,11 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     if resume and (path / OPTIONS_FILE).exists() and not never_started:
         # Read-only checks first: unpickling the searcher state opens the study.
         check_study(path, opts.name)
-        # Before Tune looks: a missing or cut-off snapshot is put back from Ray's staging copy.
+        # Before Tune looks: damaged state is named, a search generator one snapshot behind
+        # the experiment state is aligned with it.
         for name in repair_tune_state(path):
-            print(f"restored {name} from the copy Ray keeps in its temp folder (the sweep "
-                  "directory's was missing, cut off or older)", file=sys.stderr)
+            print(f"aligned {name} with the experiment state (a driver died between writing "
+                  "the two)", file=sys.stderr)
     can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
     if resume and never_started:
         raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
@@ -491,8 +519,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                         "it without --resume first")
     if resume and not any(path.glob("experiment_state-*.json")):
         raise UserError(f"the Tune state of sweep {opts.name!r} (experiment_state-*.json in "
-                        f"{path}) is missing and Ray keeps no copy; it cannot be resumed, start "
-                        "it again under another --experiment (its MLflow runs stay)")
+                        f"{path}) is missing; it cannot be resumed: restore the sweep folder "
+                        "from a backup, or start it again under another --experiment (its "
+                        "MLflow runs stay)")
     if not resume and not never_started and (can_restore or (path / OPTIONS_FILE).exists()):
         raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
                         "it with --resume or pick another --experiment")

@@ -4,12 +4,18 @@ Ray Tune snapshots a sweep as three files per driver session (suffix = the sessi
     experiment_state-<s>.json   trials, their statuses and latest checkpoints
     searcher-state-<s>.pkl      the OptunaSearch (which Optuna trial each Tune trial is)
     search_gen_state-<s>.json   trials created so far, and the concurrency limiter
-The driver writes them into a local staging folder, then a background thread copies that
-folder into the sweep directory. A driver killed at the wrong moment leaves the sweep
-directory with a mix of old and new files (or empty ones), and can leave the snapshot naming
-a trial checkpoint that Tune has already replaced and deleted. Each of these made
-`Tuner.restore` start a new experiment, crash with a KeyError, or fail a trial; the functions
-here undo them before the restore, and `reconcile_study` closes the books after it.
+The driver writes them into a staging folder in Ray's temp folder, then a background thread
+copies them into the sweep directory. A driver killed at the wrong moment leaves the sweep
+directory with a mix of old and new files, and can leave the snapshot naming a trial
+checkpoint that Tune has already replaced and deleted. Each of these made `Tuner.restore`
+crash with a KeyError or fail a trial; the functions here undo them before the restore, and
+`reconcile_study` closes the books after it.
+
+Trust: only the sweep directory the user named is ever read. Ray's temp folder is shared by
+every user of the machine (a planted pickle there would run as whoever resumes), and a newer
+snapshot there would silently override the folder the user restored; so its staging copies
+are never looked at. Checking a pickle here walks its opcodes (`pickletools`), which runs no
+code; only Tune's own restore unpickles the sweep directory's files.
 """
 
 from __future__ import annotations
@@ -17,8 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +35,17 @@ TUNE_TRIAL_ATTR = "tune_trial_id"
 
 
 def _state_file_ok(f: Path) -> bool:
+    """Whether a state file is whole: JSON that parses, or a pickle whose opcodes run to its
+    STOP (a cut-off pickle ends early). Nothing is unpickled, so nothing in it runs."""
     try:
         if f.stat().st_size == 0:
             return False
         if f.name.startswith("experiment_state-"):
             json.loads(f.read_text(encoding="utf-8"))
         else:  # searcher and search-generator states are cloudpickles
-            from ray import cloudpickle
-
             with f.open("rb") as fh:
-                cloudpickle.load(fh)
+                for _ in pickletools.genops(fh):
+                    pass
         return True
     except Exception:  # noqa: BLE001 - any unreadable state is damaged state
         return False
@@ -49,76 +55,21 @@ def _suffix(f: Path) -> str:
     return f.name.split("-", 1)[1].rsplit(".", 1)[0]
 
 
-def _staging_dirs(path: Path) -> list[Path]:
-    """The driver-local staging folders of this sweep on this machine, newest first."""
-    ray_tmp = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
-    dirs = ray_tmp.glob(f"session_*/artifacts/*/{path.name}/driver_artifacts")
-    return sorted(dirs, key=lambda d: d.stat().st_mtime, reverse=True)
-
-
-def _is_this_sweep(experiment_state: Path, path: Path) -> bool:
-    """True if the staged snapshot's trials store into `path` (another sweep directory may
-    hold a sweep of the same name)."""
-    from ray import cloudpickle
-
-    data = json.loads(experiment_state.read_text(encoding="utf-8"))
-    for trial_json, _ in data.get("trial_data", []):
-        storage = json.loads(trial_json).get("storage", {})
-        if storage.get("_type") == "CLOUDPICKLE_FALLBACK":
-            ctx = cloudpickle.loads(bytes.fromhex(storage["value"]))
-            return (Path(ctx.storage_fs_path) / ctx.experiment_dir_name).resolve() == path.resolve()
-    return False
-
-
-def _newest_staged_set(path: Path) -> list[Path] | None:
-    """The newest complete, readable snapshot of this sweep in a staging folder, if it is
-    not older than the sweep directory's own newest snapshot."""
-    own = [_suffix(f) for f in path.glob("experiment_state-*.json")]
-    best: tuple[str, list[Path]] | None = None
-    for d in _staging_dirs(path):
-        for e in d.glob("experiment_state-*.json"):
-            s = _suffix(e)
-            if (best is not None and s <= best[0]) or (own and s < max(own)):
-                continue
-            files = [e, d / f"searcher-state-{s}.pkl", d / f"search_gen_state-{s}.json"]
-            try:
-                if all(f.exists() and _state_file_ok(f) for f in files) and _is_this_sweep(
-                        e, path):
-                    best = (s, files)
-            except Exception:  # noqa: BLE001 - an unreadable snapshot is not ours
-                continue
-    return best[1] if best else None
-
-
 def repair_tune_state(path: Path) -> list[str]:
-    """Put the crashed driver's last complete snapshot into the sweep directory.
+    """Make the sweep directory's own snapshot restorable; returns the files rewritten.
 
-    The staging copy is what the driver last wrote; the sweep directory is a copy of it that
-    a SIGKILL may have cut off mid-way (empty files, or this session's experiment state
-    beside a searcher state one snapshot older: Tune then crashes with a KeyError when a
-    restored trial finishes). The staging folder lives in Ray's temp folder on the driver's
-    machine. Without it, only damaged files are fatal; mixed-but-readable files are left to
-    `reconcile_study`. Returns the names of the files replaced.
+    A damaged state file (cut off when a driver died, or overwritten) is fatal, with one line
+    naming it; mixed-but-readable files (this session's experiment state beside a searcher
+    state one snapshot older) are aligned here and left to `reconcile_study`.
     """
-    replaced = []
-    staged = _newest_staged_set(path)
-    if staged is not None:
-        for src in staged:
-            dst = path / src.name
-            if not dst.exists() or dst.read_bytes() != src.read_bytes():
-                shutil.copyfile(src, dst)
-                replaced.append(dst.name)
     for pattern in STATE_PATTERNS:
         for f in path.glob(pattern):
             if not _state_file_ok(f):
-                raise UserError(f"{f} is damaged (cut off when a driver died, or overwritten) "
-                                "and no intact copy is left in Ray's temp folder on this "
-                                "machine; this sweep cannot be resumed, start it again under "
-                                "another --experiment")
+                raise UserError(f"{f} is damaged (cut off when a driver died, or overwritten); "
+                                "this sweep cannot be resumed: restore the sweep folder from a "
+                                "backup, or start the sweep again under another --experiment")
     aligned = _align_search_generator(path)
-    if aligned and aligned not in replaced:
-        replaced.append(aligned)
-    return replaced
+    return [aligned] if aligned else []
 
 
 def snapshot_statuses(path: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, step_artifact
 from trainers import names
-from trainers.config import make_config
+from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
 from trainers.members import Members, load_members, make_members, member_done, save_members
 from trainers.quality import DEFAULT_RULE, SuccessRule
@@ -121,11 +121,18 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
 def _restore(checkpoint, seeds: int, device: str,
              rule: SuccessRule = DEFAULT_RULE) -> Members | None:
     """The seeds' members from a Tune checkpoint; None to start over. An empty checkpoint
-    is how a resume marks a trial whose checkpoint was lost (see tune_state.py)."""
+    is how a resume marks a trial whose checkpoint was lost (see recovery.py); a damaged one
+    (cut off, overwritten, not ours) is treated the same, with a warning, instead of failing
+    the trial on every retry: training is deterministic given the seeds, and steps already
+    logged are not logged again."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        return load_members(d, seeds, device=device, rule=rule)
+        try:
+            return load_members(d, seeds, device=device, rule=rule)
+        except ConfigError as e:
+            logging.getLogger(__name__).warning("%s; the trial starts over from step 0", e)
+            return None
 
 
 def _ray_gpu_ids() -> list:

@@ -1,7 +1,7 @@
 """Damaged stores, made for real on a finished sweep: an empty or garbage optuna.db, Tune's
-experiment state deleted (with and without Ray's staging copy), bytes written into mlflow.db,
-an mlflow.db in a read-only folder, and a start stopped before Tune saved anything. Each
-answer is one line and exit 2, or a working resume."""
+experiment state deleted, a hostile pickle planted in Ray's temp folder, bytes written into
+mlflow.db, an mlflow.db in a read-only folder, and a start stopped before Tune saved anything.
+Each answer is one line and exit 2, or a working resume."""
 
 from __future__ import annotations
 
@@ -64,25 +64,59 @@ def test_a_garbage_study_is_named_not_the_searcher_state(sweep):
     assert "searcher-state" not in p.stderr
 
 
-def test_deleted_tune_state_comes_back_from_rays_copy_or_is_named(tmp_path):
-    # Its own sweep: Ray's staging copy names the folder the sweep ran in, not a copy of it.
+def test_deleted_tune_state_is_named_and_rays_temp_folder_never_read(tmp_path):
+    # Its own sweep, so that Ray's staging copy in its temp folder names this very folder: it
+    # used to be put back from there. That folder is shared by every local user (a pickle
+    # planted there ran as whoever resumed) and can be newer than the folder the user
+    # restored, so it is never read now: one line, nothing touched.
     sweep = tmp_path / "own"
     sweep.mkdir()
     p = sweeper(sweep, "run", "--smoke-test", "--experiment", NAME)
     assert p.returncode == 0, p.stderr[-3000:]
     for f in folder(sweep).glob("experiment_state-*.json"):
         f.unlink()
-    empty = tmp_path / "no-ray-copies"
-    empty.mkdir()
-    # Without Ray's staging copy (another machine, a cleaned /tmp): one line, nothing touched.
-    p = sweeper(sweep, "run", "--resume", "--experiment", NAME,
-                env={**ENV, "RAY_TMPDIR": str(empty)})
-    one_line_error(p, "is missing and Ray keeps no copy")
-    # With it (the driver ran on this machine): put back, and the finished sweep resumes.
+    before = sorted(f.name for f in folder(sweep).iterdir())
     p = sweeper(sweep, "run", "--resume", "--experiment", NAME)
+    one_line_error(p, "experiment_state-*.json in")
+    assert "restore the sweep folder from a backup" in p.stderr
+    assert sorted(f.name for f in folder(sweep).iterdir()) == before
+
+
+def test_a_pickle_planted_in_rays_temp_folder_never_runs(sweep, tmp_path):
+    """Row 0 of reliability round 3, end to end: a hostile 'newer snapshot' of this sweep in
+    the staging folder layout Ray uses, in a temp folder any local user can write, then a real
+    --resume. It must neither run nor be used."""
+    import json
+    import tempfile
+
+    from ray import cloudpickle
+
+    # Short: Ray's unix socket paths under it must stay within 107 bytes.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    marker = tmp_path / "pwned"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    staged = ray_tmp / "ray" / "session_2099" / "artifacts" / "x" / folder(sweep).name / \
+        "driver_artifacts"
+    staged.mkdir(parents=True)
+    later = "2099-01-01_00-00-00"
+    (own,) = folder(sweep).glob("experiment_state-*.json")
+    state = json.loads(own.read_text())
+    (staged / f"experiment_state-{later}.json").write_text(json.dumps(state))
+    for name in (f"searcher-state-{later}.pkl", f"search_gen_state-{later}.json"):
+        (staged / name).write_bytes(cloudpickle.dumps(Planted()))
+    try:
+        p = sweeper(sweep, "run", "--resume", "--experiment", NAME,
+                    env={**ENV, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "restored experiment_state-" in p.stderr
-    assert "driver died" not in p.stderr  # the old wording blamed a crash after a clean exit
+    assert not marker.exists()
+    assert "temp folder" not in p.stderr
+    assert not list(folder(sweep).glob(f"*{later}*"))
     assert "2 trials." in p.stdout
 
 

@@ -53,48 +53,67 @@ def load(f: Path):
     return cloudpickle.loads(f.read_bytes())
 
 
-def test_a_mixed_copy_is_replaced_by_the_drivers_last_complete_snapshot(tmp_path, monkeypatch):
+class _Planted:
+    """Unpickling this runs `touch <marker>`: what a hostile user could plant."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_in_rays_temp_folder_is_never_read(tmp_path, monkeypatch):
+    # Ray's temp folder is shared by every user of the machine: a newer "snapshot" planted
+    # there used to be checked by unpickling it, which ran its code. The sweep folder's own
+    # state is all that is read now.
     sweep = tmp_path / "sweeps" / "s1"
     trials = {"a": "TERMINATED", "b": "RUNNING"}
-    # The copy into the sweep dir was cut off: new experiment state, older searcher state.
-    write_set(sweep, sweep, trials, {"knows": ["a"]}, 1, {"a"})
-    write_set(staging(tmp_path, sweep), sweep, trials, {"knows": ["a", "b"]}, 2, {"b"})
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray keeps session folders
-    assert sorted(repair_tune_state(sweep)) == [f"search_gen_state-{SESSION}.json",
-                                                f"searcher-state-{SESSION}.pkl"]
-    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"knows": ["a", "b"]}
-    assert repair_tune_state(sweep) == []  # consistent state is left alone
-
-
-def test_truncated_state_is_restored_from_the_staging_copy(tmp_path, monkeypatch):
-    sweep = tmp_path / "sweeps" / "s1"
-    trials = {"a": "TERMINATED"}
-    write_set(sweep, sweep, trials, {"ok": 1}, 1, set())
-    (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(b"")  # cut off mid-copy
-    write_set(staging(tmp_path, sweep), sweep, trials, {"ok": 1}, 1, set())
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    assert repair_tune_state(sweep) == [f"searcher-state-{SESSION}.pkl"]
-    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"ok": 1}
-
-
-def test_a_same_named_sweep_in_another_directory_is_not_used(tmp_path, monkeypatch):
-    sweep, other = tmp_path / "sweeps" / "s1", tmp_path / "elsewhere" / "s1"
-    write_set(sweep, sweep, {"a": "TERMINATED"}, {"mine": 1}, 1, set())
-    write_set(staging(tmp_path, sweep), other, {"a": "TERMINATED"}, {"theirs": 1}, 1, set())
+    write_set(sweep, sweep, trials, {"knows": ["a", "b"]}, 2, {"b"})
+    marker = tmp_path / "pwned"
+    later = "2099-01-01_00-00-00"
+    d = staging(tmp_path, sweep)
+    d.mkdir(parents=True)
+    (d / f"experiment_state-{later}.json").write_text(experiment_state(sweep, trials))
+    for name in (f"searcher-state-{later}.pkl", f"search_gen_state-{later}.json"):
+        (d / name).write_bytes(cloudpickle.dumps(_Planted(marker)))
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     assert repair_tune_state(sweep) == []
-    assert load(sweep / f"searcher-state-{SESSION}.pkl") == {"mine": 1}
+    assert not marker.exists()
+    assert sorted(f.name for f in sweep.iterdir()) == sorted(
+        [f"experiment_state-{SESSION}.json", f"searcher-state-{SESSION}.pkl",
+         f"search_gen_state-{SESSION}.json"])
 
 
-def test_without_a_staging_copy_the_generator_is_aligned_to_the_experiment_state(
-        tmp_path, monkeypatch):
-    # The driver's machine is gone (no staging copy): the generator state is a snapshot
-    # behind. Its trial count must match the experiment state's, or Tune creates one trial
-    # too many; its live set must hold the unfinished trial, or Optuna never hears of it.
+def test_checking_the_sweeps_own_state_runs_nothing(tmp_path):
+    # The check walks the pickle's opcodes; a whole pickle passes without being unpickled.
+    sweep = tmp_path / "sweeps" / "s1"
+    write_set(sweep, sweep, {"a": "TERMINATED"}, {"ok": 1}, 1, set())
+    marker = tmp_path / "ran"
+    (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(cloudpickle.dumps(_Planted(marker)))
+    assert repair_tune_state(sweep) == []
+    assert not marker.exists()
+
+
+def test_a_truncated_state_file_is_one_clear_error(tmp_path):
+    sweep = tmp_path / "sweeps" / "s1"
+    write_set(sweep, sweep, {"a": "TERMINATED"}, {"ok": 1}, 1, set())
+    whole = (sweep / f"searcher-state-{SESSION}.pkl").read_bytes()
+    (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match=f"searcher-state-{SESSION}.pkl is damaged") as e:
+        repair_tune_state(sweep)
+    assert "\n" not in str(e.value)
+
+
+def test_the_generator_is_aligned_to_the_experiment_state(tmp_path):
+    # A driver killed between writing the two: the generator state is a snapshot behind. Its
+    # trial count must match the experiment state's, or Tune creates one trial too many; its
+    # live set must hold the unfinished trial, or Optuna never hears of it.
     sweep = tmp_path / "sweeps" / "s1"
     write_set(sweep, sweep, {"a": "TERMINATED", "b": "TERMINATED", "c": "PENDING"}, {}, 2,
               {"b"})
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "empty"))
     assert repair_tune_state(sweep) == [f"search_gen_state-{SESSION}.json"]
     gen = load(sweep / f"search_gen_state-{SESSION}.json")
     assert gen["counter"] == 3

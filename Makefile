@@ -31,7 +31,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trainers sweeper tests benchmarks
+	$(VENV)/bin/ruff check trainers sweeper tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -29,7 +29,6 @@ from benchmarks._common import machine_header
 from sweeper.bars import Progress
 from trainers.config import make_config
 from trainers.loop import Trainer
-from trainers.members import Populations, cpu_chunk, make_members
 from trainers.population import Population
 
 # (label, TrialConfig overrides). The first is the ring8 table's networks (docs/results.md).
@@ -77,14 +76,10 @@ def _advance(runners: list, steps: int, device: str) -> float:
 
 
 def measure(cfgs: list, warm: int, steps: int, repeats: int,
-            device: str) -> tuple[float, float, float | None]:
+            device: str) -> tuple[float, float]:
     """Median seconds for `steps` generator steps of every member: (K single runs one after
-    another, one population of K, what `make_members` picks if not that), measured in turn
-    `repeats` times after warm-up."""
-    chosen = make_members(cfgs)
+    another, one population of K), measured in turn `repeats` times after warm-up."""
     arms = [[Trainer(c) for c in cfgs], [Population(cfgs)]]
-    if isinstance(chosen, Populations):
-        arms.append([chosen])
     for runners in arms:
         _advance(runners, warm, device)
     times: list[list[float]] = [[] for _ in arms]
@@ -92,8 +87,7 @@ def measure(cfgs: list, warm: int, steps: int, repeats: int,
         order = range(len(arms)) if r % 2 == 0 else reversed(range(len(arms)))  # ABBA
         for i in order:
             times[i].append(_advance(arms[i], steps, device))
-    med = [statistics.median(t) for t in times]
-    return med[0], med[1], med[2] if len(med) > 2 else None
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def time_separate(cfgs: list, warm: int, steps: int, device: str) -> float:
@@ -158,28 +152,23 @@ def main(argv: list[str] | None = None) -> None:
             scan(label, size, args.device, warm, steps)
         return
     print("| networks | K | separate ms/step | population ms/step | separate members/s "
-          "| population members/s | speed-up | the trainer picks (trainers/members.py) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| population members/s | speed-up |")
+    print("|---|---|---|---|---|---|---|")
     # The bar is on stderr and moves only between measurements, never inside a timed one.
     bar = Progress(len(sizes) * len(ks), "population", "rows")
     for label, size in sizes:
         for k in ks:
             cfgs = _configs(k, size, args.device, 10**6)
-            sep, pop, chunked = measure(cfgs, warm, steps, args.repeats, args.device)
+            sep, pop = measure(cfgs, warm, steps, args.repeats, args.device)
             ratio = sep / pop
             note = ""
             if k == 1:
                 note = " (the same loop: a single run is a population of one)"
             elif ratio < PAYS:
                 note = " (batching does not pay here)"
-            picks = "one population"
-            if chunked is not None:
-                n = -(-k // cpu_chunk(cfgs[0]))
-                picks = (f"{n} populations of <= {cpu_chunk(cfgs[0])} in turn: "
-                         f"{1e3 * chunked / steps:.1f} ms/step, {sep / chunked:.2f}x")
             print(f"| {label} | {k} | {1e3 * sep / steps:.1f} | {1e3 * pop / steps:.1f} | "
-                  f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} | "
-                  f"{picks} |", flush=True)
+                  f"{k * steps / sep:.0f} | {k * steps / pop:.0f} | {ratio:.2f}x{note} |",
+                  flush=True)
             bar.update_to(bar.n + 1)
     bar.close()
 

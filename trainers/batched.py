@@ -45,11 +45,13 @@ class StackedMLP(nn.Module):
                 x = self.activation(x)
         return x
 
-    def member(self, j: int) -> list[Tensor]:
-        """Member j's parameters in `nn.Linear` layout (weight [out, in], bias [out])."""
-        out = []
-        for w, b in zip(self.weights, self.biases, strict=True):
-            out += [w[j].t(), b[j, 0]]
+    def member_state_dict(self, j: int) -> dict[str, Tensor]:
+        """Member j in `trainers.models.mlp`'s state-dict layout: the Linear layers sit at
+        0, 2, 4, ... of the Sequential (activations between), weight [out, in], bias [out]."""
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out[f"{2 * i}.weight"] = w[j].t().detach().clone()
+            out[f"{2 * i}.bias"] = b[j, 0].detach().clone()
         return out
 
 
@@ -61,8 +63,11 @@ def _per_member(x: Tensor, p: Tensor) -> Tensor:
 class _BatchedOptimizer:
     """Common part: parameters whose first dimension is the member, and frozen members.
 
-    Updates are done in place for every member; a frozen member's parameters and state are
-    put back afterwards, so they never change (cheaper than masking every operation)."""
+    A step takes `active` [K] (False for a frozen, diverged member) and masks it into every
+    update: a frozen member's parameters and optimiser state stay exactly as they are (its
+    gradients, possibly NaN, are zeroed first), the others' updates are those of
+    `torch.optim`. Masks rather than boolean indexing: the same ops whatever the members'
+    states, and no device synchronisation."""
 
     def __init__(self, params: Sequence[Tensor]) -> None:
         self.params = list(params)
@@ -74,20 +79,18 @@ class _BatchedOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: Tensor, frozen: Tensor | None = None) -> None:
-        """One update with per-member learning rates `lr` [K]; members where `frozen` [K] is
-        True keep their parameters and optimiser state."""
+    def step(self, lr: Tensor, active: Tensor) -> None:
+        """One update with per-member learning rates `lr` [K]; members where `active` [K]
+        is False keep their parameters and optimiser state."""
         self.t += 1
-        factors = self._factors(lr)
+        factors = self._factors(lr, active)
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            tensors = [p, *self.state[i].values()]
-            kept = [x[frozen].clone() for x in tensors] if frozen is not None else None
-            self._update(p, p.grad, self.state[i], [_per_member(f, p) for f in factors])
-            if kept is not None:
-                for x, old in zip(tensors, kept, strict=True):
-                    x[frozen] = old
+            on = _per_member(active, p)
+            g = torch.where(on, p.grad, 0.0)
+            update = self._update(g, self.state[i], [_per_member(f, p) for f in factors])
+            p.sub_(torch.where(on, update, 0.0))
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t, "state": [{k: v.cpu() for k, v in s.items()} for s in self.state]}
@@ -108,19 +111,23 @@ class BatchedAdam(_BatchedOptimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.state = [{"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for p in self.params]
 
-    def _factors(self, lr: Tensor) -> list[Tensor]:
-        # Bias corrections in float64, as torch computes them in Python floats.
+    def _factors(self, lr: Tensor, active: Tensor) -> list[Tensor]:
+        # Bias corrections in float64, as torch computes them in Python floats. A frozen
+        # member's moments get weight 0 (kept) and decay 1 (kept).
         b1, b2 = self.beta1.double(), self.beta2.double()
         step_size = (lr.double() / (1 - b1 ** self.t)).to(lr.dtype)
         bc2_sqrt = (1 - b2 ** self.t).sqrt().to(lr.dtype)
-        return [1 - self.beta1, self.beta2, 1 - self.beta2, step_size, bc2_sqrt]
+        w1 = torch.where(active, 1 - self.beta1, 0.0)
+        decay2 = torch.where(active, self.beta2, 1.0)
+        w2 = torch.where(active, 1 - self.beta2, 0.0)
+        return [w1, decay2, w2, step_size, bc2_sqrt]
 
-    def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> None:
-        w1, b2, w2, step_size, bc2_sqrt = f
+    def _update(self, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> Tensor:
+        w1, decay2, w2, step_size, bc2_sqrt = f
         s["m"].lerp_(g, w1)
-        s["v"].mul_(b2).add_(g * g * w2)
+        s["v"].mul_(decay2).add_(g * g * w2)
         denom = (s["v"].sqrt() / bc2_sqrt).add_(self.eps)
-        p.sub_(step_size * s["m"] / denom)
+        return step_size * s["m"] / denom
 
 
 class BatchedRMSprop(_BatchedOptimizer):
@@ -131,9 +138,10 @@ class BatchedRMSprop(_BatchedOptimizer):
         self.alpha, self.eps = alpha, eps
         self.state = [{"sq": torch.zeros_like(p)} for p in self.params]
 
-    def _factors(self, lr: Tensor) -> list[Tensor]:
-        return [lr]
+    def _factors(self, lr: Tensor, active: Tensor) -> list[Tensor]:
+        return [lr, torch.where(active, self.alpha, 1.0), torch.where(active, 1 - self.alpha, 0.0)]
 
-    def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> None:
-        s["sq"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-        p.sub_(f[0] * g / (s["sq"].sqrt() + self.eps))
+    def _update(self, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> Tensor:
+        lr, decay, w = f
+        s["sq"].mul_(decay).add_(g * g * w)
+        return lr * g / (s["sq"].sqrt() + self.eps)

@@ -21,6 +21,7 @@ from trainers.errors import ConfigError
 from trainers.losses import LOSSES as _LOSS_CLASSES
 from trainers.models import ACTIVATIONS as _ACTIVATIONS
 from trainers.models import INITS as _INITS
+from trainers.models import MODELS as _MODELS
 from trainers.penalties import NONE as _NO_PENALTY
 from trainers.penalties import PENALTIES as _PENALTY_CLASSES
 from trainers.penalties import WEIGHT_FIELD as _PENALTY_WEIGHT
@@ -79,6 +80,10 @@ class TrialConfig:
                          "and VEEGAN's toy networks).", choices=ACTIVATIONS)
     init: str = _f("default", "Weight init of the MLPs (2D data): default (PyTorch's), or "
                    "orthogonal with zero biases (GDPP's toy networks).", choices=INITS)
+    model: str = _f("auto", "Networks: auto (mlp for 2D points, dcgan for images), "
+                    + ", ".join(_MODELS) + ", or your own path/to/file.py:function or "
+                    "package.module:function returning (generator, critic) (README: Bring "
+                    "your own GAN).")
     seed: int = _f(0, "Random seed; a run is deterministic for a given seed on CPU.",
                    lo=0, hi=2**31 - 1)
     eval_every: int = _f(250, "Evaluate every this many generator steps (and at the end).",
@@ -105,9 +110,24 @@ class TrialConfig:
         if self.penalty != _NO_PENALTY and _LOSS_CLASSES[self.loss].needs_interpolates:
             raise ConfigError(f"loss {self.loss} has its gradient penalty built in; use loss "
                               f"wgan with penalty {self.penalty}, or penalty none")
+        self._check_model()
         if not _DEVICE_RE.match(self.device):
             raise ConfigError(f"device {self.device!r} is not valid; use auto, cpu, cuda, "
                               "cuda:N or mps")
+
+    def _check_model(self) -> None:
+        from trainers.data import DATASETS
+        from trainers.user_models import check_spec_syntax
+
+        if self.model == "auto":
+            return
+        spec = _MODELS.get(self.model)
+        if spec is None:
+            check_spec_syntax(self.model)
+        elif spec.kind != DATASETS[self.dataset].kind:
+            raise ConfigError(f"model {self.model} is for {spec.kind} data, but dataset "
+                              f"{self.dataset} holds {DATASETS[self.dataset].kind} data; use "
+                              "--model auto or a model made for that data")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,6 +5,10 @@ A dataset object offers:
   shape          the shape of one sample
   num_modes      K, the number of modes the metrics count
   sample(n, g)   n real samples on the trial's device, drawn with torch.Generator g
+  noise_dims     (uniforms, normals) one training sample is made from
+  from_noise(u, z)  real samples [..., *shape] from uniforms [..., u] and normals [..., z]:
+                 how training draws its real batches for all members in a few ops, from
+                 the counter-based streams of `trainers.rng`
   evaluate(x, rule)  dict of data-side metrics for generated samples x (names in `names.py`),
                  seed_success judged by the SuccessRule `rule` (trainers/quality.py)
 """
@@ -38,7 +42,11 @@ class Dataset(Protocol):
     shape: tuple[int, ...]
     num_modes: int
 
+    noise_dims: tuple[int, int]
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def from_noise(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
 
     def evaluate(self, fake: torch.Tensor,
                  rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]: ...
@@ -61,6 +69,7 @@ class GaussianMixture2D:
 
     kind = "points"
     shape = (2,)
+    noise_dims = (1, 2)  # the mode (one uniform), the offset from its centre (two normals)
 
     def __init__(self, centres: np.ndarray, sigma: float, device: torch.device,
                  eval_samples: int) -> None:
@@ -76,6 +85,10 @@ class GaussianMixture2D:
         idx = torch.randint(self.num_modes, (n,), generator=generator, device=self.device)
         noise = torch.randn(n, 2, generator=generator, device=self.device)
         return self.centres[idx] + self.sigma * noise
+
+    def from_noise(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        idx = (u[..., 0] * self.num_modes).long().clamp_(max=self.num_modes - 1)
+        return self.centres[idx] + self.sigma * z
 
     def evaluate(self, fake: torch.Tensor,
                  rule: SuccessRule = DEFAULT_RULE) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """Image datasets (digits, stacked digits, MNIST family) and their classifier-based metrics.
 
-Every set is held in memory as one (N, H, W) tensor in [-1, 1] on the trial's device; `sample`
-draws indices with `torch.randint` on that device (three independent indices per sample for
-the stacked sets, one per channel), so sampling costs one gather and no data loader.
+Every set is held in memory as one (N, H, W) tensor in [-1, 1] on the trial's device; training
+turns uniforms from the counter-based streams (`trainers.rng`) into indices on that device
+(three independent indices per sample for the stacked sets, one per channel), so sampling
+costs one gather and no data loader. `sample` draws them with `torch.randint` instead.
 
 Metrics (names in `trainers.names`; the evaluation classifier is `trainers.classifier`):
   modes_covered  classes (stacked: class triples) predicted confidently for >= 1 sample
@@ -258,6 +259,14 @@ class ImageDataset:
         idx = torch.randint(len(self.images), (n, self.channels), generator=generator,
                             device=self.device)
         return self.images[idx]
+
+    @property
+    def noise_dims(self) -> tuple[int, int]:
+        return (self.channels, 0)  # one uniform picks each channel's image
+
+    def from_noise(self, u: Tensor, z: Tensor) -> Tensor:
+        n = len(self.images)
+        return self.images[(u * n).long().clamp_(max=n - 1)]
 
     @functools.cached_property
     def classifier(self) -> clf.DigitClassifier:

@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from trainers.config import ConfigError, TrialConfig
-from trainers.population import _EVAL_SEED_OFFSET, Population
+from trainers.population import Population, eval_noise
 from trainers.quality import DEFAULT_RULE, SuccessRule
 from trainers.runtime import resolve_device, save_atomic, set_threads
 
@@ -33,17 +32,13 @@ class Trainer(Population):
     hyperparameter, so it is not part of the config or the checkpoint.
     """
 
-    def __init__(self, config: TrialConfig, rule: SuccessRule = DEFAULT_RULE) -> None:
-        super().__init__([config], rule)
+    def __init__(self, config: TrialConfig, rule: SuccessRule = DEFAULT_RULE, *,
+                 stacking: str = "auto") -> None:
+        super().__init__([config], rule, stacking=stacking)
 
     @property
     def diverged(self) -> bool:
         return self._dead[0]
-
-    @property
-    def gen(self) -> torch.Generator:
-        """The run's training stream (real batches, noise, interpolation eps)."""
-        return self.gens[0]
 
     def run(self, report: Report | None = None) -> dict[str, float]:
         """Train to `config.steps` (or divergence), evaluating every `eval_every` steps."""
@@ -58,9 +53,7 @@ class Trainer(Population):
         samples from the evaluation stream."""
         if n is None or n == self.config.eval_samples:
             return super().sample()[0]
-        g = torch.Generator(device=self.device).manual_seed(self.config.seed + _EVAL_SEED_OFFSET)
-        return self._generate(torch.randn(1, n, self.config.z_dim, generator=g,
-                                          device=self.device))[0]
+        return self._generate(eval_noise(self.keys, n, self.config.z_dim))[0]
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | None = None,

@@ -2,7 +2,7 @@
 
 Every caller that trains several seeds or settings (a sweep trial, `train --seeds`,
 `stable --confirm`, the mode-coverage benchmark) does it through `make_members`: one
-`Population`, or where one would not pay, `Populations` trained in turn:
+`Population`, or with `--separate-seeds`, `Populations` trained in turn:
 
     members = make_members(configs, rule)
     while not members.done:
@@ -25,10 +25,9 @@ import torch
 
 from trainers import names
 from trainers.config import ConfigError, TrialConfig
-from trainers.data import DATASETS
 from trainers.population import SHARED, Population
 from trainers.quality import DEFAULT_RULE, SuccessRule
-from trainers.runtime import checkpoint_contents, read_checkpoint, resolve_device, save_atomic
+from trainers.runtime import checkpoint_contents, read_checkpoint, save_atomic
 
 # A population is saved as one file in a checkpoint folder.
 POPULATION_FILE = "population.pt"
@@ -38,31 +37,10 @@ _OLD_MEMBER_FILE = "seed{}.pt"
 log = logging.getLogger(__name__)
 
 
-# On a CPU, batching stops paying once a layer's activations across the population pass
-# about this many values (benchmarks/population.py, one thread: MLP 64 wide, batch 128 gains
-# 3.4x at K = 30, 246k values; 128 wide, batch 512 gains 1.1x at K = 3, 197k, and loses at
-# K = 10, 655k). Larger groups train as several populations of at most this size in turn.
-# A GPU has no such limit here.
-CPU_ACTIVATION_BUDGET = 1 << 19
-
-
-def member_activations(cfg: TrialConfig) -> int:
-    """Values in one member's widest hidden activation: batch x width (x the conv maps)."""
-    shape = DATASETS[cfg.dataset].shape
-    if len(shape) == 1:
-        return cfg.batch_size * cfg.hidden
-    return cfg.batch_size * 2 * cfg.hidden * (shape[1] // 4) * (shape[2] // 4)
-
-
-def cpu_chunk(cfg: TrialConfig) -> int:
-    """The most members one population should hold on a CPU at this size."""
-    return max(1, CPU_ACTIVATION_BUDGET // member_activations(cfg))
-
-
 class Populations:
     """Members trained as several populations, one after another, behind the population's
-    interface: the fallback where one population of all of them would not pay (single runs,
-    chunk 1, with `--separate-seeds`; chunks of `cpu_chunk` on a CPU at large sizes)."""
+    interface: single runs (chunk 1) with `--separate-seeds`, for devices where batching
+    does not pay."""
 
     def __init__(self, configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
                  chunk: int = 1, runs: Sequence[Population] | None = None) -> None:
@@ -120,16 +98,14 @@ Members = Population | Populations
 
 def make_members(configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE,
                  batched: bool = True) -> Members:
-    """The members as one population (they must share a shape: see `share_groups`); as
-    populations of at most `cpu_chunk` members on a CPU where one would not pay; or with
-    `batched=False` as single runs one after another."""
+    """The members as one population (they must share a shape: see `share_groups`), or with
+    `batched=False` as single runs one after another.
+
+    One population on every device: its step issues the same ops for any K. (Splitting large
+    CPU populations into chunks used to be the rule; measured again with the O(1) step it is
+    within a few percent either way, docs/results.md section 4.)"""
     if not batched:
         return Populations(configs, rule, chunk=1)
-    chunk = len(configs)
-    if resolve_device(configs[0].device).type == "cpu":
-        chunk = min(chunk, cpu_chunk(configs[0]))
-    if chunk < len(configs):
-        return Populations(configs, rule, chunk=chunk)
     return Population(configs, rule)
 
 

@@ -1,4 +1,5 @@
-"""Generator and critic networks, chosen by the dataset's kind ("points" or "image").
+"""Generator and critic networks: the registry of models (`MODELS`), users' own networks
+through the same call (`trainers/user_models.py`), and the built-in MLP and DCGAN nets.
 
 The critic never ends in a sigmoid: BCE losses apply it inside the loss (on logits, which is
 numerically stable) and Wasserstein losses need an unbounded critic.
@@ -7,6 +8,7 @@ numerically stable) and Wasserstein losses need an unbounded critic.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
@@ -46,10 +48,10 @@ def mlp(n_in: int, n_out: int, hidden: int, depth: int, activation: str = "relu"
     return nn.Sequential(*layers)
 
 
-def _points_models(cfg: TrialConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
+def _points_models(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     # No batch norm anywhere: the gradient penalty is per sample, which batch norm would break
     # (Gulrajani et al. 2017, sec. 4), and the 2D toy code of WGAN-GP uses plain ReLU MLPs.
-    (dim,) = data.shape
+    (dim,) = shape
     shape = {"hidden": cfg.hidden, "depth": cfg.depth, "activation": cfg.activation,
              "init": cfg.init}
     return mlp(cfg.z_dim, dim, **shape), mlp(dim, 1, **shape)
@@ -103,18 +105,90 @@ def _check_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _image_models(cfg: TrialConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
+def _dcgan(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     # hidden is the base channel count h: G uses 2h and h channels, the critic h and 2h.
-    shape = tuple(data.shape)
+    if len(shape) != 3:
+        raise ValueError(f"dcgan is for images (C x H x W), not samples of shape {shape}; "
+                         "use --model mlp")
     return ConvGenerator(cfg.z_dim, shape, cfg.hidden), conv_critic(shape, cfg.hidden)
 
 
-MODEL_FAMILIES: dict[str, Callable[[TrialConfig, Dataset], tuple[nn.Module, nn.Module]]] = {
-    "points": _points_models,
-    "image": _image_models,
+def _mlp(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    if len(shape) != 1:
+        raise ValueError(f"mlp is for points (D,), not samples of shape {shape}; use --model "
+                         "dcgan or your own")
+    return _points_models(cfg, shape)
+
+
+def _stack_mlp(members: list[nn.Module]) -> nn.Module:
+    from trainers.batched import StackedMLP
+
+    return StackedMLP.stack(members)
+
+
+def _stack_conv_generator(members: list[nn.Module]) -> nn.Module:
+    from trainers.stacked_conv import StackedConvGenerator
+
+    return StackedConvGenerator.stack(members)
+
+
+def _stack_conv_critic(members: list[nn.Module]) -> nn.Module:
+    from trainers.stacked_conv import StackedConvCritic
+
+    return StackedConvCritic.stack(members)
+
+
+Builder = Callable[["TrialConfig", tuple[int, ...]], tuple[nn.Module, nn.Module]]
+Stacker = Callable[[list[nn.Module]], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered pair of networks: `build(cfg, shape) -> (generator, critic)`, the same
+    call a user's model answers. `stack` is an optional hand-written batched form of K
+    members (generator, critic), kept only where benchmarks/population.py shows it beats
+    the generic torch.func population (trainers/stacked.py); without one, the generic form
+    serves."""
+
+    name: str
+    doc: str
+    build: Builder
+    kind: str  # the data it is for: "points" (D,) or "image" (C, H, W)
+    stack: tuple[Stacker, Stacker] | None = None
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec("mlp", "ReLU/tanh MLPs of `hidden` x `depth` (2D points; the WGAN-GP and "
+                     "GDPP toy networks).", _mlp, "points", (_stack_mlp, _stack_mlp)),
+    "dcgan": ModelSpec("dcgan", "DCGAN-style conv generator and critic (images; `hidden` base "
+                       "channels, height and width divisible by 4).", _dcgan, "image",
+                       (_stack_conv_generator, _stack_conv_critic)),
 }
+# The model `auto` picks for each data kind (as before models could be chosen).
+AUTO_MODEL = {"points": "mlp", "image": "dcgan"}
 
 
-def build_models(cfg: TrialConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
-    """(generator, critic) for the dataset's kind; G maps (n, z_dim) noise to samples."""
-    return MODEL_FAMILIES[data.kind](cfg, data)
+def model_name(cfg: TrialConfig, shape: tuple[int, ...]) -> str:
+    """The registry name or user spec that `cfg.model` means for samples of `shape`."""
+    if cfg.model == "auto":
+        return AUTO_MODEL["points" if len(shape) == 1 else "image"]
+    return cfg.model
+
+
+def build_models(cfg: TrialConfig, shape: tuple[int, ...] | Dataset) -> tuple[nn.Module, nn.Module]:
+    """(generator, critic) of `cfg.model` for samples of `shape` (or a dataset's shape): a
+    registered pair, or a user's `file.py:function` / `package.module:function`. G maps
+    (n, z_dim) noise to (n, *shape) samples; the critic maps samples to (n,) or (n, 1)."""
+    shape = tuple(getattr(shape, "shape", shape))
+    name = model_name(cfg, shape)
+    if name in MODELS:
+        return MODELS[name].build(cfg, shape)
+    from trainers.user_models import build_user_models
+
+    return build_user_models(name, cfg, shape)
+
+
+def stackers(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[Stacker, Stacker] | None:
+    """The hand-written batched forms of `cfg.model`'s networks, if it has them."""
+    spec = MODELS.get(model_name(cfg, shape))
+    return spec.stack if spec is not None else None

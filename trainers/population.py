@@ -1,7 +1,7 @@
 """Population training, the one training loop: K members of one shape as one computation.
 
 A *member* is one setting with one seed; a single run (`trainers.loop.Trainer`) is a
-population of one. Members share the loss, the penalty, the architecture, the batch size,
+population of one. Members share the loss, the penalty, the networks, the batch size,
 n_critic, the budget and the evaluation schedule; they may differ in their seed and in the
 continuous hyperparameters (lambda, clip value, penalty weight, learning rates, Adam betas),
 which are per-member tensors. Stability needs many seeds, and K small networks trained one
@@ -10,24 +10,28 @@ large kernels.
 
 The loop: n_critic critic steps on fresh real and (detached) fake batches, then one generator
 step through a frozen critic; every loss and penalty is per member ([K], `trainers.losses`,
-`trainers.penalties`), and their
-sum is backpropagated, so each member's gradient is its own.
+`trainers.penalties`), and their sum is backpropagated, so each member's gradient is its own.
+
+A step issues the same ops for 1 member or 1,000 (each op is a kernel launch on a GPU): no
+Python loop over members, no per-member random generator, no boolean indexing, and no
+host-device synchronisation inside `train_until` (tests/trainers/test_population_ops.py).
 
 How member j stays equal to a single run of its config (`trainers/reference.py`, the plain
 PyTorch loop the tests hold it to):
 - **Weights.** Member j is initialised as a single run is (global seed, then
-  `build_models`) and stacked: MLP layers into [K, in, out] tensors, one `torch.baddbmm` per
-  layer (`trainers.batched`); conv nets into grouped convolutions (`trainers.stacked_conv`).
-- **Randomness.** Every member has its own `torch.Generator` seeded with its seed, and draws
-  from it in a fixed order (real batch, noise, interpolation eps; then the generator step's
-  noise). So a member's batches depend only on its own seed, never on K or on the others.
+  `build_models`), and the K members are stacked: any module through torch.func
+  (`trainers.stacked.FuncStack`), or a hand-written stack where a registered model has a
+  faster one (`trainers.batched.StackedMLP`, `trainers.stacked_conv`).
+- **Randomness.** Counter-based (`trainers.rng`): a draw is a hash of the member's seed, the
+  step and its index, so a member's batches depend only on its own seed, never on K or on
+  the others, and all members' draws for a step are a few tensor ops.
 - **Optimisers.** `torch.optim` takes one lr and one pair of betas per parameter group, so
   `BatchedAdam` and `BatchedRMSprop` reimplement `torch.optim.Adam` / `RMSprop`'s update
   with per-member hyperparameters.
 - **Divergence.** A member whose losses become NaN/inf (or huge) or whose weights explode is
-  frozen: its parameters, optimiser state and batch-norm statistics stop changing and it
-  reports `diverged = 1`. The others are computed by the same per-member kernels as before,
-  so they continue bit for bit.
+  frozen: its parameters, optimiser state and buffers (batch-norm statistics) stop changing
+  (masked updates) and it reports `diverged = 1`. The others are computed by the same
+  per-member kernels as before, so they continue bit for bit.
 """
 
 from __future__ import annotations
@@ -39,22 +43,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from trainers import names
-from trainers.batched import BatchedAdam, BatchedRMSprop, StackedMLP
+from trainers import names, rng
+from trainers.batched import BatchedAdam, BatchedRMSprop
 from trainers.config import ConfigError, TrialConfig, make_config
 from trainers.data import build_dataset
 from trainers.losses import LOSSES as LOSS_CLASSES
 from trainers.losses import make_loss
-from trainers.models import build_models
-from trainers.penalties import critic_grad_norms, interpolate, interpolation_eps, make_penalty
+from trainers.models import build_models, stackers
+from trainers.penalties import critic_grad_norms, interpolate, make_penalty
 from trainers.quality import DEFAULT_RULE, SuccessRule, failed_metrics
 from trainers.runtime import checkpoint_contents, read_checkpoint, resolve_device, save_atomic
-from trainers.stacked_conv import StackedConvCritic, StackedConvGenerator
+from trainers.stacked import FuncStack
 
 # Non-finite losses are looked for every this many generator steps: often enough to stop a
-# diverged member early, rarely enough that the check (a device sync on GPU) costs nothing.
+# diverged member early, rarely enough that the check costs nothing (it is a few device ops;
+# the host learns of a freeze at the next evaluation).
 _FINITE_CHECK_EVERY = 25
 # A parameter this large means the member has blown up even if no NaN has appeared yet;
 # healthy MLP/conv GAN weights stay orders of magnitude below it.
@@ -64,13 +69,10 @@ _WEIGHT_LIMIT = 1e5
 _LOSS_LIMIT = 1e10
 # Critic-side metrics (w_distance, grad_norm) use this many held-out samples at most.
 _CRITIC_EVAL_BATCH = 2048
-# The evaluation noise and interpolation RNG are seeded apart from training, so changing the
-# evaluation schedule never changes the training trajectory.
-_EVAL_SEED_OFFSET = 7_919
 
 # What members must share (one batched computation) and what may differ between them.
 SHARED = ("loss", "penalty", "dataset", "steps", "batch_size", "n_critic", "optimizer",
-          "lr_schedule", "z_dim", "hidden", "depth", "activation", "init", "eval_every",
+          "lr_schedule", "z_dim", "hidden", "depth", "activation", "init", "model", "eval_every",
           "eval_samples", "dataset_scale", "device", "data_root", "download", "fid_backend")
 PER_MEMBER = ("seed", "gp_lambda", "clip_value", "penalty_weight", "lr_g", "lr_d", "beta1",
               "beta2")
@@ -78,9 +80,13 @@ PER_MEMBER = ("seed", "gp_lambda", "clip_value", "penalty_weight", "lr_g", "lr_d
 
 # ---------------------------------------------------------------------------- population
 class Population:
-    """K members trained in lockstep; `Trainer`'s interface, with per-member metrics."""
+    """K members trained in lockstep; `Trainer`'s interface, with per-member metrics.
 
-    def __init__(self, configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE) -> None:
+    `stacking="generic"` batches even registered models through torch.func (for
+    benchmarks/population.py, which compares the two forms)."""
+
+    def __init__(self, configs: Sequence[TrialConfig], rule: SuccessRule = DEFAULT_RULE, *,
+                 stacking: str = "auto") -> None:
         if not configs:
             raise ConfigError("a population needs at least one member")
         check_shared(configs)
@@ -88,24 +94,17 @@ class Population:
         self.config = cfg = configs[0]
         self.k = len(configs)
         self.rule = rule
-        self.device = resolve_device(cfg.device)
-        self.data = build_dataset(cfg, self.device)
-        gs, ds = [], []
-        for c in configs:
-            torch.manual_seed(c.seed)  # as Trainer: the member's weights depend on its seed
-            g, d = build_models(c, self.data)
-            gs.append(g)
-            ds.append(d)
-        if self.data.kind == "image":
-            self.G = StackedConvGenerator.stack(gs).to(self.device)
-            self.D = StackedConvCritic.stack(ds).to(self.device)
-        else:
-            self.G = StackedMLP.stack(gs).to(self.device)
-            self.D = StackedMLP.stack(ds).to(self.device)
-        self.gens = [torch.Generator(device=self.device).manual_seed(c.seed) for c in configs]
+        self.device = dev = resolve_device(cfg.device)
+        self.data = build_dataset(cfg, dev)
+        self.G, self.D = _stack_members(configs, tuple(self.data.shape), stacking)
+        self.G.to(dev)
+        self.D.to(dev)
+        self.keys = rng.member_keys([c.seed for c in configs], dev)
+        self.layout = rng.NoiseLayout(cfg.n_critic, cfg.batch_size, cfg.z_dim,
+                                      *self.data.noise_dims)
 
         def col(name: str) -> Tensor:
-            return torch.tensor([float(getattr(c, name)) for c in configs], device=self.device)
+            return torch.tensor([float(getattr(c, name)) for c in configs], device=dev)
 
         self.lr_g, self.lr_d = col("lr_g"), col("lr_d")
         self.loss = make_loss(cfg.loss, **{f: col(f) for f in LOSS_CLASSES[cfg.loss].uses})
@@ -118,14 +117,15 @@ class Population:
             self.opt_g = BatchedAdam(list(self.G.parameters()), b1, b2)
             self.opt_d = BatchedAdam(list(self.D.parameters()), b1, b2)
         self.step = 0
-        self.member_steps = [0] * self.k  # a frozen (diverged) member's step stops
-        self.member_diverged = torch.zeros(self.k, dtype=torch.bool, device=self.device)
-        # The same flags on the host, updated only where divergence is checked: reading the
-        # device tensor every step would cost a GPU synchronisation per step.
+        # Divergence (`frozen`) lives on the device, set by masks (reading it every step would
+        # cost a GPU synchronisation per step); `_dead` is its host copy, refreshed at
+        # evaluation.
+        self.frozen = torch.zeros(self.k, dtype=torch.bool, device=dev)
+        self.frozen_at = torch.zeros(self.k, dtype=torch.long, device=dev)
         self._dead = [False] * self.k
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
-        self._loss_sum = torch.zeros(self.k, 2, device=self.device)
+        self._loss_sum = torch.zeros(self.k, 2, device=dev)
         self._loss_count = 0
         self._make_eval_sets()
 
@@ -133,6 +133,11 @@ class Population:
     @property
     def done(self) -> bool:
         return all(self._dead) or self.step >= self.config.steps
+
+    @property
+    def member_steps(self) -> list[int]:
+        """Each member's steps trained: a frozen (diverged) member's stopped where it froze."""
+        return torch.where(self.frozen, self.frozen_at, self.step).tolist()
 
     def next_eval_step(self) -> int:
         every = self.config.eval_every
@@ -154,65 +159,64 @@ class Population:
         """Per-member (lr_g, lr_d) [K] for the next generator step. The linear schedule is
         derived from the step alone, so a resumed run continues the same schedule."""
         cfg = self.config
-        scale = 1.0 - self.step / cfg.steps if cfg.lr_schedule == "linear" else 1.0
+        if cfg.lr_schedule != "linear":
+            return self.lr_g, self.lr_d
+        scale = 1.0 - self.step / cfg.steps
         return self.lr_g * scale, self.lr_d * scale
 
-    def _draw(self, fn) -> Tensor:
-        return torch.stack([fn(g) for g in self.gens])
-
     def train_until(self, until: int) -> None:
-        cfg, G, D = self.config, self.G, self.D
-        b, z = cfg.batch_size, cfg.z_dim
-        dev = self.device
-        penalty = self.penalty
-        gp = self.loss.needs_interpolates or (penalty is not None and penalty.needs_interpolates)
-        sample_dims = len(self.data.shape)
+        """Train every member to generator step `until` (a frozen member stands still).
+        Nothing here reads the device: divergence is checked with masks every
+        `_FINITE_CHECK_EVERY` steps and reaches the host at the next evaluation."""
         t0 = time.perf_counter()
         while self.step < until and not self.done:
-            lr_g, lr_d = self.learning_rates()
-            frozen = self.member_diverged if any(self._dead) else None
-            # Batch-norm running statistics change in every forward pass: a frozen member's
-            # are put back after the step, like its weights.
-            kept = [buf[frozen].clone() for buf in G.buffers()] if frozen is not None else []
-            for _ in range(cfg.n_critic):
-                real = self._draw(lambda g: self.data.sample(b, g))
-                noise = self._draw(lambda g: torch.randn(b, z, generator=g, device=dev))
-                eps = (self._draw(lambda g: interpolation_eps(b, sample_dims, g, dev))
-                       if gp else None)
-                with torch.no_grad():
-                    fake = G(noise)
-                loss_d = self.loss.critic_loss(D, real, fake, eps)
-                if penalty is not None:
-                    loss_d = loss_d + penalty(D, real, fake, eps)
-                self.opt_d.zero_grad()
-                loss_d.sum().backward()
-                self.opt_d.step(lr_d, frozen)
-                self.loss.after_critic_step(D)
-            noise = self._draw(lambda g: torch.randn(b, z, generator=g, device=dev))
-            D.requires_grad_(False)
-            loss_g = self.loss.generator_loss(D(G(noise)))
-            self.opt_g.zero_grad()
-            loss_g.sum().backward()
-            self.opt_g.step(lr_g, frozen)
-            D.requires_grad_(True)
-            for buf, old in zip(G.buffers(), kept, strict=False):
-                buf[frozen] = old
-            losses = torch.stack([loss_d.detach(), loss_g.detach()], 1)
-            if frozen is not None:  # a frozen member's loss sums stay as they were
-                losses = losses.masked_fill(frozen[:, None], 0.0)
-            self._loss_sum += losses
-            self._loss_count += 1
+            self._train_step()
             self.step += 1
-            for j, dead in enumerate(self._dead):
-                if not dead:
-                    self.member_steps[j] = self.step
             if self.step % _FINITE_CHECK_EVERY == 0:
-                self._mark_diverged(self._losses_blew_up())
+                self._freeze(self._losses_blew_up())
         self.train_seconds += time.perf_counter() - t0
 
-    def _mark_diverged(self, bad: Tensor) -> None:
-        self.member_diverged |= bad
-        self._dead = self.member_diverged.tolist()
+    def _train_step(self) -> None:
+        cfg, G, D, loss, penalty = self.config, self.G, self.D, self.loss, self.penalty
+        k, b = self.k, cfg.batch_size
+        active = ~self.frozen
+        lr_g, lr_d = self.learning_rates()
+        noise = rng.step_noise(self.keys, self.layout, self.step)
+        # Buffers (batch-norm statistics) change in every forward pass; a frozen member's
+        # are put back after the step, like its weights.
+        kept = [buf.clone() for buf in (*G.buffers(), *D.buffers())]
+        eps_shape = (k, b) + (1,) * len(self.data.shape)
+        for i in range(cfg.n_critic):
+            real = self.data.from_noise(noise.real_u[:, i], noise.real_z[:, i])
+            with torch.no_grad():
+                fake = G(noise.fake_z[:, i])
+            eps = noise.eps[:, i].reshape(eps_shape)
+            loss_d = loss.critic_loss(D, real, fake, eps)
+            if penalty is not None:
+                loss_d = loss_d + penalty(D, real, fake, eps)
+            self.opt_d.zero_grad()
+            loss_d.sum().backward()
+            self.opt_d.step(lr_d, active)
+            loss.after_critic_step(D)
+        D.requires_grad_(False)
+        loss_g = loss.generator_loss(D(G(noise.gen_z)))
+        self.opt_g.zero_grad()
+        loss_g.sum().backward()
+        self.opt_g.step(lr_g, active)
+        D.requires_grad_(True)
+        for buf, old in zip((*G.buffers(), *D.buffers()), kept, strict=True):
+            buf.copy_(torch.where(active.view((-1,) + (1,) * (buf.dim() - 1)), buf, old))
+        losses = torch.stack([loss_d.detach(), loss_g.detach()], 1)
+        self._loss_sum += torch.where(active[:, None], losses, 0.0)  # a frozen member's stay
+        self._loss_count += 1
+
+    def _freeze(self, bad: Tensor) -> None:
+        """Freeze the members where `bad` [K] holds, remembering the step (device ops)."""
+        self.frozen_at = torch.where(bad & ~self.frozen, self.step, self.frozen_at)
+        self.frozen = self.frozen | bad
+
+    def _sync_dead(self) -> None:
+        self._dead = self.frozen.tolist()
 
     def _losses_blew_up(self) -> Tensor:
         mean = self._loss_sum / max(1, self._loss_count)
@@ -221,20 +225,20 @@ class Population:
     def _weights_exploded(self) -> Tensor:
         out = torch.zeros(self.k, dtype=torch.bool, device=self.device)
         for p in (*self.G.parameters(), *self.D.parameters()):
-            out |= p.detach().abs().flatten(1).amax(1) > _WEIGHT_LIMIT
+            out |= ~(p.detach().abs().flatten(1).amax(1) <= _WEIGHT_LIMIT)  # NaN counts too
         return out
 
     # ------------------------------------------------------------------ evaluation
     def _make_eval_sets(self) -> None:
+        """Each member's fixed evaluation noise and critic batch, from its own evaluation
+        stream (`rng.EVAL`): changing the evaluation schedule never changes training."""
         cfg = self.config
-        zs, reals, states = [], [], []
-        for c in self.configs:  # each member's evaluation stream, seeded apart from training
-            g = torch.Generator(device=self.device).manual_seed(c.seed + _EVAL_SEED_OFFSET)
-            states.append(g.get_state())
-            zs.append(torch.randn(cfg.eval_samples, cfg.z_dim, generator=g, device=self.device))
-            reals.append(self.data.sample(min(cfg.eval_samples, _CRITIC_EVAL_BATCH), g))
-        self.eval_z, self.eval_real, self._eval_states = torch.stack(zs), torch.stack(reals), \
-            states
+        self.eval_z = eval_noise(self.keys, cfg.eval_samples, cfg.z_dim)
+        n = min(cfg.eval_samples, _CRITIC_EVAL_BATCH)
+        draws = rng.step_noise(self.keys, rng.NoiseLayout(1, n, 1, *self.data.noise_dims), 1,
+                               stream=rng.EVAL)
+        self.eval_real = self.data.from_noise(draws.real_u[:, 0], draws.real_z[:, 0])
+        self._eval_eps = draws.eps[:, 0].reshape((self.k, n) + (1,) * len(self.data.shape))
 
     def sample(self) -> Tensor:
         """[K, eval_samples, ...] samples from each member's fixed evaluation noise."""
@@ -254,17 +258,18 @@ class Population:
         t0 = time.perf_counter()
         means = self._loss_sum / max(1, self._loss_count)
         if self._loss_count:
-            self._mark_diverged(self._losses_blew_up())
+            self._freeze(self._losses_blew_up())
         had_losses = self._loss_count > 0
         self._loss_sum.zero_()
         self._loss_count = 0
         fake = self._generate(self.eval_z)
-        bad = ~torch.isfinite(fake).flatten(1).all(1) | self._weights_exploded()
-        self._mark_diverged(bad)
+        self._freeze(~torch.isfinite(fake).flatten(1).all(1) | self._weights_exploded())
+        self._sync_dead()
+        steps = self.member_steps
         critic = self._critic_metrics(fake)
         out = []
         for j in range(self.k):
-            m: dict[str, float] = {names.STEP: float(self.member_steps[j])}
+            m: dict[str, float] = {names.STEP: float(steps[j])}
             if self._dead[j]:
                 m.update({names.DIVERGED: 1.0, **failed_metrics(self.data.num_modes)})
             else:
@@ -283,12 +288,7 @@ class Population:
     def _critic_metrics(self, fake: Tensor) -> dict[str, list[float]]:
         real = self.eval_real
         fake = fake[:, : real.shape[1]]
-        eps = []
-        for state in self._eval_states:  # each member's evaluation stream, as in a single run
-            g = torch.Generator(device=self.device)
-            g.set_state(state)
-            eps.append(interpolation_eps(real.shape[1], len(self.data.shape), g, self.device))
-        x_hat = interpolate(real, fake, torch.stack(eps))
+        x_hat = interpolate(real, fake, self._eval_eps)
         out = {names.GRAD_NORM: critic_grad_norms(self.D, x_hat).mean(1).tolist()}
         if self.loss.wasserstein:
             with torch.no_grad():
@@ -298,26 +298,26 @@ class Population:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"configs": [c.to_dict() for c in self.configs], "step": self.step,
-                "member_steps": list(self.member_steps), "diverged": self.member_diverged.cpu(),
+        """Everything a resume needs, as tensors and plain values (loadable with
+        `torch.load(weights_only=True)`). No random state: the streams are counter-based."""
+        return {"format": STATE_FORMAT, "configs": [c.to_dict() for c in self.configs],
+                "step": self.step, "diverged": self.frozen.cpu(),
+                "frozen_at": self.frozen_at.cpu(),
                 "G": self.G.state_dict(), "D": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "gens": [g.get_state() for g in self.gens], "loss_sum": self._loss_sum.cpu(),
-                "loss_count": self._loss_count, "train_seconds": self.train_seconds,
-                "eval_seconds": self.eval_seconds}
+                "loss_sum": self._loss_sum.cpu(), "loss_count": self._loss_count,
+                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        self.member_steps = [int(s) for s in state["member_steps"]]
-        self.member_diverged = state["diverged"].to(self.device)
-        self._dead = self.member_diverged.tolist()
+        self.frozen = _tensor(state["diverged"], torch.bool, self.k).to(self.device)
+        self.frozen_at = _tensor(state["frozen_at"], torch.long, self.k).to(self.device)
+        self._sync_dead()
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        for g, s in zip(self.gens, state["gens"], strict=True):
-            g.set_state(s)
-        self._loss_sum = state["loss_sum"].to(self.device)
+        self._loss_sum = _tensor(state["loss_sum"], torch.float32, self.k).to(self.device)
         self._loss_count = int(state["loss_count"])
         self.train_seconds = float(state["train_seconds"])
         self.eval_seconds = float(state["eval_seconds"])
@@ -335,6 +335,9 @@ class Population:
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | None = None,
                    rule: SuccessRule = DEFAULT_RULE) -> Population:
+        if state.get("format") != STATE_FORMAT:
+            raise ConfigError("it was written by an older gan-sweeper, whose random streams "
+                              "differ from this one's; drop --resume to start over")
         cfgs = [make_config({**c, **({"device": device} if device else {})},
                             fill_loss_defaults=False) for c in state["configs"]]
         pop = cls._new(cfgs, rule)
@@ -344,6 +347,40 @@ class Population:
     @classmethod
     def _new(cls, configs: list[TrialConfig], rule: SuccessRule) -> Population:
         return cls(configs, rule)
+
+
+# Checkpoints carry this; one of another format (the per-member torch.Generator states of
+# before the counter-based streams) cannot continue the same run.
+STATE_FORMAT = 2
+
+
+def _tensor(x: Any, dtype: torch.dtype, k: int) -> Tensor:
+    """A saved per-member tensor, checked: the wrong type or length is a ValueError."""
+    if not isinstance(x, Tensor) or len(x) != k:
+        raise ValueError(f"a per-member tensor of length {k} was expected, got {type(x).__name__}")
+    return x.to(dtype)
+
+
+def eval_noise(keys: Tensor, n: int, z_dim: int) -> Tensor:
+    """[K, n, z_dim]: each member's fixed evaluation noise (`trainers.reference` draws its
+    own through this too)."""
+    return rng.normal(keys, rng.EVAL, 0, n * z_dim).view(len(keys), n, z_dim)
+
+
+def _stack_members(configs: Sequence[TrialConfig], shape: tuple[int, ...],
+                   stacking: str) -> tuple[nn.Module, nn.Module]:
+    """Build each member as its single run would (global seed, then `build_models`) and
+    stack them: the model's hand-written stack if it has one, else torch.func's."""
+    gs, ds = [], []
+    for c in configs:
+        torch.manual_seed(c.seed)
+        g, d = build_models(c, shape)
+        gs.append(g)
+        ds.append(d)
+    hand = stackers(configs[0], shape) if stacking == "auto" else None
+    if hand is not None:
+        return hand[0](gs), hand[1](ds)
+    return FuncStack(gs), FuncStack(ds)
 
 
 def check_shared(configs: Sequence[TrialConfig]) -> None:

@@ -4,9 +4,10 @@
 It is the specification the population is held to, not a second trainer: tests check that
 member j of a `Population` ends where `ReferenceRun(config_j)` ends (within float round-off),
 and `benchmarks/trainer_overhead.py` checks that a population of one runs at >= 0.9x its
-speed. It draws from one generator seeded with the config's seed, in the population's order
-(real batch, noise, interpolation eps; then the generator step's noise), and initialises the
-networks exactly as a member does (global seed, then `build_models`).
+speed. It takes the same draws as a member: each step's block from the counter-based stream of
+its seed (`trainers.rng.step_noise`: real batch, noise, interpolation eps per critic
+iteration; then the generator step's noise), and initialises the networks exactly as a member
+does (global seed, then `build_models`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainers import rng
 from trainers.config import TrialConfig
 from trainers.data import Dataset, build_dataset
 from trainers.models import build_models
 from trainers.penalties import make_penalty
-from trainers.population import _EVAL_SEED_OFFSET
+from trainers.population import eval_noise
 from trainers.runtime import resolve_device
 
 
@@ -35,7 +37,9 @@ class ReferenceRun:
         self.G, self.D = g.to(self.device), d.to(self.device)
         self.opt_g = self._optimizer(self.G.parameters(), cfg.lr_g)
         self.opt_d = self._optimizer(self.D.parameters(), cfg.lr_d)
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.keys = rng.member_keys([cfg.seed], self.device)
+        self.layout = rng.NoiseLayout(cfg.n_critic, cfg.batch_size, cfg.z_dim,
+                                      *self.data.noise_dims)
         self.step = 0
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
@@ -43,32 +47,22 @@ class ReferenceRun:
             return torch.optim.RMSprop(params, lr=lr)
         return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
 
-    def _z(self) -> Tensor:
-        return torch.randn(self.config.batch_size, self.config.z_dim, generator=self.gen,
-                           device=self.device)
-
-    def _critic_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+    def _critic_loss(self, real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
         cfg, D = self.config, self.D
         if cfg.loss in ("bce", "bce-ns"):  # -log D(x) - log(1 - D(G(z))), D = sigmoid(c)
             loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
         else:
             loss = D(fake).mean() - D(real).mean()
+        if cfg.loss == "wgan-gp":
+            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+            loss = loss + cfg.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
         penalty = make_penalty(cfg.penalty, cfg.penalty_weight)
-        if cfg.loss == "wgan-gp" or (penalty is not None and penalty.needs_interpolates):
-            eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), generator=self.gen,
-                             device=self.device)
-            if cfg.loss == "wgan-gp":
-                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-                (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
-                loss = loss + cfg.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-        else:
-            eps = None
         if penalty is not None:
             # Each penalty's value is held to its closed form (tests/trainers/test_penalties.py);
             # here it is applied as a population of one, so what the population test checks
             # is the plumbing: draw order, per-member weights, the sum into the critic loss.
-            loss = loss + penalty(lambda x: D(x[0])[None], real[None], fake[None],
-                                  None if eps is None else eps[None])[0]
+            loss = loss + penalty(lambda x: D(x[0])[None], real[None], fake[None], eps[None])[0]
         return loss
 
     def _generator_loss(self, scores: Tensor) -> Tensor:
@@ -85,11 +79,13 @@ class ReferenceRun:
             for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
-        for _ in range(cfg.n_critic):
-            real = self.data.sample(cfg.batch_size, self.gen)
+        noise = rng.step_noise(self.keys, self.layout, self.step)  # this run's draws: [0]
+        for i in range(cfg.n_critic):
+            real = self.data.from_noise(noise.real_u[0, i], noise.real_z[0, i])
             with torch.no_grad():
-                fake = G(self._z())
-            loss_d = self._critic_loss(real, fake)
+                fake = G(noise.fake_z[0, i])
+            eps = noise.eps[0, i].reshape((len(real),) + (1,) * (real.dim() - 1))
+            loss_d = self._critic_loss(real, fake, eps)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -98,7 +94,7 @@ class ReferenceRun:
                     for p in D.parameters():
                         p.clamp_(-cfg.clip_value, cfg.clip_value)
         D.requires_grad_(False)
-        loss_g = self._generator_loss(D(G(self._z())))
+        loss_g = self._generator_loss(D(G(noise.gen_z[0])))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -112,9 +108,7 @@ class ReferenceRun:
     @torch.no_grad()
     def sample(self) -> Tensor:
         """`eval_samples` samples from the fixed evaluation noise (batch norm in eval mode)."""
-        cfg = self.config
-        g = torch.Generator(device=self.device).manual_seed(cfg.seed + _EVAL_SEED_OFFSET)
-        z = torch.randn(cfg.eval_samples, cfg.z_dim, generator=g, device=self.device)
+        z = eval_noise(self.keys, self.config.eval_samples, self.config.z_dim)[0]
         self.G.eval()
         try:
             return self.G(z)

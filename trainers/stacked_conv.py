@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.models import ConvGenerator, _check_image_shape
+if TYPE_CHECKING:
+    from trainers.models import ConvGenerator
+
 
 
 class _StackedModule(nn.Module, ABC):
@@ -90,7 +92,7 @@ class StackedConvGenerator(_StackedModule):
 
     def __init__(self, k: int, z_dim: int, shape: tuple[int, int, int], hidden: int) -> None:
         super().__init__()
-        c, h, w = _check_image_shape(shape)
+        c, h, w = shape  # checked when the members were built (trainers.models)
         self.k, self.start = k, (2 * hidden, h // 4, w // 4)
         n_project = 2 * hidden * (h // 4) * (w // 4)
         self.project_weight = nn.Parameter(torch.zeros(k, z_dim, n_project))  # Linear.weight.t()

@@ -22,7 +22,7 @@ from typing import Any
 
 from sweeper.bars import train_members
 from sweeper.track import store, tags
-from sweeper.track.member_runs import MemberRuns
+from sweeper.track.member_runs import MemberRuns, config_params
 from sweeper.track.reader import SweepRecords
 from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE
 from trainers import names
@@ -87,7 +87,7 @@ def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool,
         # after the last step it logged instead of logging every step twice.
         done = store.RunLogger.last_logged_step(client.get_run(run_id)) if existed else -1
         loggers[i] = store.RunLogger(client, run_id, skip_through=done)
-        loggers[i].log_params(cfg.to_dict())
+        loggers[i].log_params(config_params(cfg))
     runs = MemberRuns([loggers[i] for i, *_ in jobs])
     # Judged by the rule the sweep used.
     members = make_members([cfg for *_, cfg in jobs], records.rule)

@@ -19,6 +19,7 @@ from sweeper.cli.options import SMOKE, check_seeds, tracking_uri_option
 from sweeper.errors import UserError, one_line, short
 from trainers import names
 from trainers.config import FIELDS, ConfigError, describe_range, load_config_file, make_config
+from trainers.user_models import resolve_spec
 
 # Field type names (as annotated, `from __future__ import annotations`) -> click types.
 _CLICK_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
@@ -76,6 +77,8 @@ def config_from_options(config_file: str | None, options: dict[str, Any],
     values.update({k: v for k, v in options.items() if k in FIELDS and v is not None})
     if smoke_test:
         values.update(SMOKE)
+    if isinstance(values.get("model"), str):  # a relative model file is the caller's
+        values["model"] = resolve_spec(values["model"])
     return make_config(values)
 
 

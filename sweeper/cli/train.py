@@ -16,12 +16,13 @@ from sweeper.bars import train_members
 from sweeper.errors import UserError
 from sweeper.paths import check_file_writable
 from sweeper.track import store, tags
-from sweeper.track.member_runs import MemberRuns, step_artifact
+from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from trainers import names
 from trainers.config import TrialConfig, make_config
-from trainers.data import build_dataset
+from trainers.data import DATASETS, build_dataset
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members, save_members_file
+from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Curves reach MLflow every this many evaluations (and at the end): live enough to watch in
@@ -43,6 +44,7 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
             check_file_writable(path, what)
     if tracking_uri:
         tracking_uri = store.check_tracking_uri(tracking_uri)
+    check_model(cfg, DATASETS[cfg.dataset].shape)  # a bad model is one line, before anything
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
         members = load_members_file(checkpoint, device=cfg.device, rule=rule)
@@ -101,7 +103,7 @@ def _start_tracking(cfg: TrialConfig, rule: SuccessRule, uri: str,
     name = f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
     run = client.create_run(exp_id, run_name=name, tags={tags.TAG_KIND: "train"})
     logger = store.RunLogger(client, run.info.run_id)
-    logger.log_params({**cfg.to_dict(), **rule_params(rule)})
+    logger.log_params({**config_params(cfg), **rule_params(rule)})
     return logger
 
 

@@ -16,8 +16,14 @@ from sweeper.track.store import RunLogger
 from trainers import names
 from trainers.config import TrialConfig
 from trainers.members import Members
+from trainers.user_models import model_params
 
 Metrics = dict[str, float]
+
+
+def config_params(cfg: TrialConfig) -> dict[str, object]:
+    """A run's params: every config field, and the version of a user's model file."""
+    return {**cfg.to_dict(), **model_params(cfg)}
 
 
 class MemberRuns:

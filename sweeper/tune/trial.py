@@ -27,7 +27,7 @@ from ray import tune
 from sweeper.analyse import objective
 from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.track import store, tags
-from sweeper.track.member_runs import MemberRuns, step_artifact
+from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
@@ -162,7 +162,7 @@ class _TrialLogs:
             self.client, spec=store.RunSpec(
                 ctx.experiment_id, key, _run_name(params, trial_id),
                 {**run_tags, tags.TAG_KIND: "trial"}, parent_run_id=ctx.parent_run_id),
-            params={**configs[0].to_dict(), "seeds": len(configs)}, tags=run_tags,
+            params={**config_params(configs[0]), "seeds": len(configs)}, tags=run_tags,
             spool=spool)
         self.seeds = MemberRuns([
             store.RunLogger(
@@ -171,7 +171,7 @@ class _TrialLogs:
                     f"{trial_id}-seed{cfg.seed}",
                     {**run_tags, tags.TAG_KIND: "seed", tags.TAG_SEED: str(cfg.seed)},
                     parent_key=key),
-                params=cfg.to_dict(), tags={**run_tags, tags.TAG_SEED: str(cfg.seed)},
+                params=config_params(cfg), tags={**run_tags, tags.TAG_SEED: str(cfg.seed)},
                 spool=spool)
             for cfg in configs])
         self.trial_logger.ensure_run()  # early, so the run id reaches Tune's first report

@@ -29,8 +29,6 @@ def member_configs(loss: str, seeds=(0, 1, 2), **extra):
 
 
 def weights(pop: Population, j: int) -> list[torch.Tensor]:
-    if hasattr(pop.G, "member"):  # MLPs
-        return pop.G.member(j) + pop.D.member(j)
     return [*pop.G.member_state_dict(j).values(), *pop.D.member_state_dict(j).values()]
 
 
@@ -126,13 +124,18 @@ def test_conv_member_j_matches_a_single_run_with_seed_j(loss, classifier_cache):
 
 
 def test_the_same_batches_as_a_single_run():
-    cfg = member_configs("wgan-gp", seeds=(4,))[0]
-    pop = Population([cfg])
-    ref = ReferenceRun(cfg, pop.data)
-    for _ in range(3):  # the same real batches from the same stream
-        assert torch.equal(pop.data.sample(32, pop.gens[0]), ref.data.sample(32, ref.gen))
-    assert torch.equal(pop.sample()[0], pop.G(pop.eval_z)[0])
-    torch.testing.assert_close(pop.sample()[0], ref.sample(), rtol=1e-6, atol=1e-6)
+    from trainers import rng
+
+    cfgs = member_configs("wgan-gp", seeds=(4, 5, 6))
+    pop = Population(cfgs)
+    ref = ReferenceRun(cfgs[1], pop.data)
+    for step in (0, 1, 7):  # member 1's draws are those of seed 5 alone, whatever K is
+        many = rng.step_noise(pop.keys, pop.layout, step)
+        one = rng.step_noise(ref.keys, ref.layout, step)
+        for name in ("real_u", "real_z", "fake_z", "eps", "gen_z"):
+            assert torch.equal(getattr(many, name)[1], getattr(one, name)[0]), name
+    assert torch.equal(pop.sample()[1], pop.G(pop.eval_z)[1])
+    torch.testing.assert_close(pop.sample()[1], ref.sample(), rtol=1e-6, atol=1e-6)
 
 
 def test_a_members_trajectory_does_not_depend_on_the_others():
@@ -142,9 +145,10 @@ def test_a_members_trajectory_does_not_depend_on_the_others():
     alone.train_until(20)
     crowd.train_until(20)
     # Seed 7 with the same hyperparameters is member 0 of both populations. Equal up to float
-    # round-off: a batch of one matrix may take another BLAS kernel than a batch of three.
+    # round-off: a batch of one matrix may take another BLAS kernel than a batch of three,
+    # and 20 steps of GAN training grow that to ~1e-6 (other draws differ by ~1e-2).
     for a, b in zip(weights(alone, 0), weights(crowd, 0), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_a_nan_member_is_frozen_and_the_others_continue_bit_for_bit():
@@ -239,16 +243,26 @@ def test_populations_in_turn_are_the_same_members(tmp_path, chunk):
     assert resumed.sample().shape == together.sample().shape == (3, 300, 2)
 
 
-def test_where_batching_stops_paying_on_a_cpu_members_train_in_chunks():
-    from trainers.members import Populations, cpu_chunk, make_members
+def test_members_train_as_one_population_at_every_size():
+    from trainers.members import Populations, make_members
 
-    small = member_configs("wgan-gp", seeds=range(10), hidden=64, batch_size=128)
-    assert isinstance(make_members(small), Population)  # 10 x 128 x 64 values: one population
     big = member_configs("wgan-gp", seeds=range(10), hidden=128, batch_size=512, steps=2)
-    assert cpu_chunk(big[0]) == 8
-    members = make_members(big)
-    assert isinstance(members, Populations) and [r.k for r in members.runs] == [8, 2]
-    assert isinstance(make_members(small, batched=False), Populations)
+    assert isinstance(make_members(big), Population)  # no CPU chunks: the step is O(1) in K
+    assert isinstance(make_members(big, batched=False), Populations)
+
+
+def test_an_old_checkpoint_is_one_line_and_a_trial_starts_over(tmp_path):
+    # Before the counter-based streams a checkpoint held each member's torch.Generator state;
+    # continuing it with other streams would not be the same run.
+    from trainers.members import load_members_file
+
+    pop = Population(member_configs("wgan-gp", seeds=(0,)))
+    state = pop.state_dict()
+    del state["format"]
+    state["gens"] = [torch.Generator().get_state()]
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ConfigError, match="older gan-sweeper.*start over"):
+        load_members_file(tmp_path / "old.pt")
 
 
 def test_dataset_specs_know_their_sample_shape(classifier_cache):

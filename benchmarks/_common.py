@@ -47,3 +47,29 @@ def mean_se(values: Sequence[float], fmt: str = "{:.2f}") -> str:
         return "–"
     n = sum(not math.isnan(v) for v in values)
     return fmt.format(m) if n == 1 else f"{fmt.format(m)} ± {fmt.format(se)}"
+
+
+# Ops that read a device tensor on the host: each is a host-device synchronisation on a GPU
+# (`nonzero` is what boolean-mask indexing and `torch.where(cond)` run).
+SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero",
+            "aten::equal", "aten::masked_select", "aten::unique", "aten::_unique2")
+
+
+def ops_per_step(members, steps: int = 2) -> tuple[float, dict[str, int]]:
+    """(top-level aten ops per generator step, count of host-reading ops) over `steps` more
+    steps of `members` (anything with `step` and `train_until`).
+
+    A top-level aten op (no aten parent) is about one kernel launch on a GPU. Counted on the
+    CPU with the profiler: what a GPU would feel, measured where there is no GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = members.step
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        members.train_until(start + steps)
+    events = list(prof.events())
+    ops = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
+    syncs: dict[str, int] = {}
+    for e in events:
+        if e.name in SYNC_OPS:
+            syncs[e.name] = syncs.get(e.name, 0) + 1
+    return ops / steps, syncs

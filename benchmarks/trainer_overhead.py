@@ -41,8 +41,7 @@ TARGET_EVAL_FRACTION = 0.10
 
 def _max_difference(trainer: Trainer, minimal: ReferenceRun) -> float:
     """Largest |weight difference| between the trainer's member and the reference run."""
-    ours = [*trainer.G.member_state_dict(0).values(), *trainer.D.member_state_dict(0).values()] \
-        if hasattr(trainer.G, "member_state_dict") else trainer.G.member(0) + trainer.D.member(0)
+    ours = [*trainer.G.member_state_dict(0).values(), *trainer.D.member_state_dict(0).values()]
     ref = [*minimal.G.state_dict().values(), *minimal.D.state_dict().values()]
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(ours, ref,
                                                                           strict=True))

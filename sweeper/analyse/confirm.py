@@ -27,8 +27,10 @@ from sweeper.track.reader import SweepRecords
 from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE
 from trainers import names
 from trainers.config import make_config
+from trainers.data import DATASETS
 from trainers.loop import set_threads
 from trainers.members import make_members, share_groups
+from trainers.model_check import check_model
 
 
 def fresh_seeds(records: SweepRecords, n: int) -> list[int]:
@@ -61,6 +63,9 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
         jobs += [(trial.trial_id, rid, make_config({**values, "seed": seed},
                                                     fill_loss_defaults=False))
                  for seed in seeds]
+    # A model file moved or changed since the sweep is one line, before anything trains.
+    for cfg in {cfg.model: cfg for _, _, cfg in jobs}.values():
+        check_model(cfg, DATASETS[cfg.dataset].shape)
     run_ids = {}
     # Every setting x seed that can share one batched computation trains as one population.
     groups = share_groups([cfg for _, _, cfg in jobs])

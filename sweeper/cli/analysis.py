@@ -60,6 +60,9 @@ class Analysis:
         """What a reader must know before the table: the rule, the objective, old seeds."""
         r = self.records
         lines = [f"A seed succeeds with {r.rule.describe()} (the rule the sweep recorded)."]
+        models = sorted({str(s.params.get("model", "auto")) for s in self.settings})
+        if models != ["auto"]:
+            lines.append(f"Networks (model): {', '.join(models)}.")
         if self.objective != r.objective:
             lines.append(f"Re-ranked with --objective {self.objective}; the sweep itself "
                          f"optimised {r.objective}.")

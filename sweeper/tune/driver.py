@@ -43,6 +43,8 @@ from sweeper.tune.recovery import (
 )
 from sweeper.tune.spaces import SearchSpace
 from trainers import names
+from trainers.data import DATASETS
+from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 
 # How long `--address` may take to answer before we give up with a clear error.
@@ -146,7 +148,8 @@ def save_options(opts: SweepOptions, path: Path) -> None:
     data = {k: getattr(opts, k) for k in SAVED_FIELDS}
     data["rule"] = opts.rule.to_dict()
     data["space"] = {"name": opts.space.name, "source": opts.space.source,
-                     "text": opts.space.text, "fixed": opts.space.fixed}
+                     "text": opts.space.text, "fixed": opts.space.fixed,
+                     "base": opts.space.base}
     (path / OPTIONS_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
@@ -166,7 +169,7 @@ def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
                         "be resumed safely")
     sp = data.pop("space")
     space = parse_space(yaml.safe_load(sp["text"]), name=sp["name"], source=sp["source"],
-                        text=sp["text"])
+                        text=sp["text"], base=Path(sp["base"]) if sp.get("base") else None)
     # --smoke-test edits fixed values after parsing; the saved ones are what actually ran.
     space = dataclasses.replace(space, fixed=sp["fixed"])
     rule = rule_from_mapping(data["rule"], where=str(path / OPTIONS_FILE))
@@ -527,6 +530,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                         "it with --resume or pick another --experiment")
     if resume:
         opts = restore_options(opts, path)
+    # Before Ray starts: a model that cannot build or train is one line, not a failed trial.
+    for cfg in opts.space.model_configs():
+        check_model(cfg, DATASETS[cfg.dataset].shape)
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
     # GPU share without GPUs) leaves no folder behind, so its name stays free.
     connect_ray(opts.address, opts)

@@ -4,6 +4,7 @@
     fixed:                                 # constant TrialConfig fields
       dataset: ring8
       steps: 1500
+      model: nets.py:build                 # optional: your own networks (README)
     params:                                # sampled, in this order; keys are TrialConfig fields
       loss: {choice: [bce-ns, wgan-clip, wgan-gp]}
       gp_lambda: {log_uniform: [0.1, 100], when: {loss: wgan-gp}}
@@ -31,12 +32,14 @@ from sweeper.errors import UserError, one_line
 from trainers.config import (
     FIELDS,
     ConfigError,
+    TrialConfig,
     coerce,
     describe_range,
     load_yaml,
     make_config,
 )
 from trainers.quality import rule_from_mapping
+from trainers.user_models import resolve_spec
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
@@ -78,6 +81,9 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
     success: dict[str, float] = field(default_factory=dict)  # success-rule overrides
+    # The folder relative model files (`model: nets.py:build`) were resolved against: the
+    # folder the sweep started in, saved so that a resume from elsewhere finds the same file.
+    base: str = ""
 
     def __call__(self, trial) -> dict[str, Any]:
         """Only suggest_* calls, as OptunaSearch requires; returns the fixed values."""
@@ -89,6 +95,16 @@ class SearchSpace:
 
     def sampled_names(self) -> list[str]:
         return [p.name for p in self.params]
+
+    def model_configs(self) -> list[TrialConfig]:
+        """One config per model the space can train (fixed, or each choice), for probing
+        the networks before any trial starts (`trainers.model_check`)."""
+        seen: dict[str, TrialConfig] = {}
+        for combo in _choice_combinations(self.fixed, [p for p in self.params
+                                                       if p.kind == "choice"]):
+            cfg = make_config(combo)
+            seen.setdefault(cfg.model, cfg)
+        return list(seen.values())
 
 
 def resolve_space_path(name_or_path: str) -> Path:
@@ -111,7 +127,7 @@ def shipped_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 
-def load_space(name_or_path: str) -> SearchSpace:
+def load_space(name_or_path: str, base: Path | None = None) -> SearchSpace:
     path = resolve_space_path(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -121,14 +137,17 @@ def load_space(name_or_path: str) -> SearchSpace:
     except yaml.YAMLError as e:
         raise UserError(f"search space {path} is not valid YAML: {one_line(e)}") from None
     try:
-        return parse_space(doc, name=path.stem, source=str(path), text=text)
+        return parse_space(doc, name=path.stem, source=str(path), text=text, base=base)
     except (UserError, ConfigError) as e:
         raise UserError(f"search space {path}: {one_line(e)}") from None
 
 
 def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
-                text: str = "") -> SearchSpace:
-    """Validate a YAML document against TrialConfig; raises UserError with one line."""
+                text: str = "", base: Path | None = None) -> SearchSpace:
+    """Validate a YAML document against TrialConfig; raises UserError with one line. Model
+    files named relative (`model: nets.py:build`) are resolved against `base` (default:
+    the current folder)."""
+    base = (base or Path.cwd()).resolve()
     if not isinstance(doc, dict):
         raise UserError("must be a mapping with keys " + ", ".join(_TOP_KEYS))
     for k in doc:
@@ -144,6 +163,8 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
     if not params_raw:
         raise UserError("'params' is empty; a sweep needs at least one sampled parameter")
     fixed = {_field_name(k, "fixed"): coerce(k, v) for k, v in fixed_raw.items()}
+    if isinstance(fixed.get("model"), str):
+        fixed["model"] = resolve_spec(fixed["model"], base)
     for k in ("seed",):
         if k in params_raw:
             raise UserError(f"{k!r} cannot be sampled; seeds come from --seeds")
@@ -152,7 +173,11 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
         key = _field_name(k, "params")
         if key in fixed:
             raise UserError(f"{key!r} is both fixed and sampled; keep one")
-        params.append(_parse_param(key, spec, params, fixed))
+        param = _parse_param(key, spec, params, fixed)
+        if key == "model" and param.kind == "choice":
+            param = Param(key, "choice", tuple(resolve_spec(str(v), base) for v in param.values),
+                          param.when)
+        params.append(param)
     _check_values(fixed, params)
     success = doc.get("success") or {}
     try:
@@ -161,7 +186,7 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
         raise UserError(str(e)) from None
     return SearchSpace(name=name, source=source, text=text, description=description,
                        fixed=fixed, params=tuple(params),
-                       success={str(k): float(v) for k, v in success.items()})
+                       success={str(k): float(v) for k, v in success.items()}, base=str(base))
 
 
 def _field_name(k: Any, where: str) -> str:

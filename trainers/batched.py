@@ -63,11 +63,11 @@ def _per_member(x: Tensor, p: Tensor) -> Tensor:
 class _BatchedOptimizer:
     """Common part: parameters whose first dimension is the member, and frozen members.
 
-    A step takes `active` [K] (False for a frozen, diverged member) and masks it into every
-    update: a frozen member's parameters and optimiser state stay exactly as they are (its
-    gradients, possibly NaN, are zeroed first), the others' updates are those of
-    `torch.optim`. Masks rather than boolean indexing: the same ops whatever the members'
-    states, and no device synchronisation."""
+    A step takes `active` [K] (False for a frozen, diverged member) and masks each update
+    with it: a frozen member's parameters stay exactly as they are, the others' updates are
+    those of `torch.optim`. A frozen member's optimiser state is not masked (one op less per
+    parameter): it may turn NaN, and nothing reads it again. Masks rather than boolean
+    indexing: the same ops whatever the members' states, and no device synchronisation."""
 
     def __init__(self, params: Sequence[Tensor]) -> None:
         self.params = list(params)
@@ -83,14 +83,12 @@ class _BatchedOptimizer:
         """One update with per-member learning rates `lr` [K]; members where `active` [K]
         is False keep their parameters and optimiser state."""
         self.t += 1
-        factors = self._factors(lr, active)
+        factors = self._factors(lr)
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            on = _per_member(active, p)
-            g = torch.where(on, p.grad, 0.0)
-            update = self._update(g, self.state[i], [_per_member(f, p) for f in factors])
-            p.sub_(torch.where(on, update, 0.0))
+            update = self._update(p.grad, self.state[i], [_per_member(f, p) for f in factors])
+            p.sub_(torch.where(_per_member(active, p), update, 0.0))
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t, "state": [{k: v.cpu() for k, v in s.items()} for s in self.state]}
@@ -111,21 +109,17 @@ class BatchedAdam(_BatchedOptimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.state = [{"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for p in self.params]
 
-    def _factors(self, lr: Tensor, active: Tensor) -> list[Tensor]:
-        # Bias corrections in float64, as torch computes them in Python floats. A frozen
-        # member's moments get weight 0 (kept) and decay 1 (kept).
+    def _factors(self, lr: Tensor) -> list[Tensor]:
+        # Bias corrections in float64, as torch computes them in Python floats.
         b1, b2 = self.beta1.double(), self.beta2.double()
         step_size = (lr.double() / (1 - b1 ** self.t)).to(lr.dtype)
         bc2_sqrt = (1 - b2 ** self.t).sqrt().to(lr.dtype)
-        w1 = torch.where(active, 1 - self.beta1, 0.0)
-        decay2 = torch.where(active, self.beta2, 1.0)
-        w2 = torch.where(active, 1 - self.beta2, 0.0)
-        return [w1, decay2, w2, step_size, bc2_sqrt]
+        return [1 - self.beta1, self.beta2, 1 - self.beta2, step_size, bc2_sqrt]
 
     def _update(self, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> Tensor:
-        w1, decay2, w2, step_size, bc2_sqrt = f
+        w1, b2, w2, step_size, bc2_sqrt = f
         s["m"].lerp_(g, w1)
-        s["v"].mul_(decay2).add_(g * g * w2)
+        s["v"].mul_(b2).add_(g * g * w2)
         denom = (s["v"].sqrt() / bc2_sqrt).add_(self.eps)
         return step_size * s["m"] / denom
 
@@ -138,10 +132,9 @@ class BatchedRMSprop(_BatchedOptimizer):
         self.alpha, self.eps = alpha, eps
         self.state = [{"sq": torch.zeros_like(p)} for p in self.params]
 
-    def _factors(self, lr: Tensor, active: Tensor) -> list[Tensor]:
-        return [lr, torch.where(active, self.alpha, 1.0), torch.where(active, 1 - self.alpha, 0.0)]
+    def _factors(self, lr: Tensor) -> list[Tensor]:
+        return [lr]
 
     def _update(self, g: Tensor, s: dict[str, Tensor], f: list[Tensor]) -> Tensor:
-        lr, decay, w = f
-        s["sq"].mul_(decay).add_(g * g * w)
-        return lr * g / (s["sq"].sqrt() + self.eps)
+        s["sq"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        return f[0] * g / (s["sq"].sqrt() + self.eps)

@@ -61,13 +61,22 @@ def test_quality_cases_smoke_shows_old_and_new_verdicts() -> None:
     assert rows["the true mixture (sigma 0.01)"] == ("success", "success")
 
 
-def test_population_benchmark_smoke_prints_both_sizes() -> None:
+def test_population_benchmark_smoke_prints_every_table() -> None:
     text = _run("population")
-    rows = re.findall(r"^\| (ring8 table|compute-bound)[^|]* \| (\d+) \| ([\d.]+) \| ([\d.]+) \|",
-                      text, re.M)
-    assert [(r[0], r[1]) for r in rows] == [("ring8 table", "1"), ("ring8 table", "3"),
-                                            ("compute-bound", "1"), ("compute-bound", "3")]
-    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    ops = re.findall(r"^\| ([^|]+) \| (\d+) \| (\d+) \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| \d+ \|$",
+                     text, re.M)
+    assert len(ops) == 8, text  # 4 sizes x K = 1, 3
+    by_size: dict[str, list[int]] = {}
+    for label, _, n, _ in ops:
+        by_size.setdefault(label, []).append(int(n))
+    assert all(a == b for a, b in by_size.values()), by_size  # O(1) ops in K
+    speed = re.findall(r"^\| ([^|]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| \d+ \| \d+ \| "
+                       r"([\d.]+)x", text, re.M)
+    assert len(speed) == 8 and all(float(r[2]) > 0 and float(r[3]) > 0 for r in speed)
+    stacks = re.findall(r"^\| ([^|]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$",
+                        text, re.M)
+    assert len(stacks) == 6  # the three registered-model sizes x K = 1, 3
+    assert "user model" in text and "Goal: ops at K = 1,000" in text
 
 
 def test_penalty_table_groups_settings_by_loss_and_penalty() -> None:
@@ -118,14 +127,18 @@ def test_gpu_session_script_runs_every_step_then_skips_them_on_a_rerun(tmp_path)
 
     first = run("--smoke-test")
     assert first.returncode == 0, first.stdout + first.stderr
-    for name in ("rows", "fresh30", "curves"):
+    for name in ("gpu_tests", "scan", "ops", "rows", "fresh30", "curves"):
         assert f"{name}: exit 0" in first.stdout
+    for name in ("rows", "fresh30", "curves"):
         assert "PacGAN's data, metrics and N" in (tmp_path / f"{name}.md").read_text()
+    assert "skipped" in (tmp_path / "gpu_tests.md").read_text()  # no GPU here
+    assert "largest K with a population step" in (tmp_path / "scan.md").read_text()
+    assert "ops per generator step" in (tmp_path / "ops.md").read_text()
     assert "| wgan-gp, sweep-recommended (grid25-wgan-gp) |" in (tmp_path / "fresh30.md"
                                                                  ).read_text()
     assert (tmp_path / "budget_curves_gdpp.png").stat().st_size > 0
     again = run("--smoke-test")
-    assert again.returncode == 0 and again.stdout.count("finished earlier") == 3, again.stdout
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 6, again.stdout
     (tmp_path / "fresh30.md").unlink()
     (tmp_path / "curves.md").unlink()
     bad = run("--smoke-test", DEVICE="nosuch")

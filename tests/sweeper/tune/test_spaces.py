@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 import yaml
@@ -143,3 +145,26 @@ def test_space_files_read_1e_minus_4_and_a_directory_is_named_as_one(tmp_path):
     f.write_text("fixed: {dataset: ring8}\nfixed: {dataset: grid25}\n")
     with pytest.raises(UserError, match="duplicate key 'fixed'"):
         load_space(str(f))
+
+
+def test_the_example_user_model_space_resolves_its_model_against_the_start_folder(
+        monkeypatch):
+    from trainers.data import DATASETS
+    from trainers.model_check import check_model
+
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(root)
+    space = load_space("examples/resmlp-space.yaml")
+    assert space.fixed["model"] == f"{root / 'examples' / 'resmlp.py'}:build"
+    assert space.base == str(root)
+    (cfg,) = space.model_configs()
+    check_model(cfg, DATASETS[cfg.dataset].shape)
+
+
+def test_a_model_choice_is_resolved_and_each_choice_probed(tmp_path):
+    doc = {"fixed": {"dataset": "ring8"},
+           "params": {"model": {"choice": ["mlp", "nets.py:build"]},
+                      "lr_g": {"log_uniform": [1e-4, 1e-3]}}}
+    space = parse_space(doc, base=tmp_path)
+    assert space.params[0].values == ("mlp", f"{tmp_path.resolve()}/nets.py:build")
+    assert [c.model for c in space.model_configs()] == list(space.params[0].values)

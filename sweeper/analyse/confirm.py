@@ -23,7 +23,7 @@ from typing import Any
 from sweeper.bars import train_members
 from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, config_params
-from sweeper.track.reader import SweepRecords
+from sweeper.track.reader import SweepRecords, TrialRun
 from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE
 from trainers import names
 from trainers.config import make_config
@@ -31,6 +31,7 @@ from trainers.data import DATASETS
 from trainers.loop import set_threads
 from trainers.members import make_members, share_groups
 from trainers.model_check import check_model
+from trainers.user_models import is_user_spec, source_digest
 
 
 def fresh_seeds(records: SweepRecords, n: int) -> list[int]:
@@ -63,7 +64,11 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
         jobs += [(trial.trial_id, rid, make_config({**values, "seed": seed},
                                                     fill_loss_defaults=False))
                  for seed in seeds]
-    # A model file moved or changed since the sweep is one line, before anything trains.
+    # A user's model file is imported to train: it must be the very file the sweep trained
+    # (the SHA-1 it recorded), so a moved, edited or swapped file is one line, before anything
+    # runs; then it is probed like any model.
+    for rid in trial_run_ids:
+        check_model_file(records.trial(rid))
     for cfg in {cfg.model: cfg for _, _, cfg in jobs}.values():
         check_model(cfg, DATASETS[cfg.dataset].shape)
     run_ids = {}
@@ -74,6 +79,21 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
                                     smoke=smoke is not None,
                                     group=f"group {g}/{len(groups)}" if len(groups) > 1 else ""))
     return [run_ids[i] for i in range(len(jobs))]
+
+
+def check_model_file(trial: TrialRun) -> None:
+    """Refuse to import a user's model file other than the one the trial recorded."""
+    spec = str(trial.params.get("model", "auto"))
+    if not is_user_spec(spec) or not trial.model_sha1:
+        return
+    now = source_digest(spec)
+    if now != trial.model_sha1:
+        from sweeper.errors import UserError
+
+        state = "cannot be read" if not now else f"has SHA-1 {now[:12]}"
+        raise UserError(f"model file of {spec[:200]} {state}, but trial {trial.trial_id} "
+                        f"trained with SHA-1 {trial.model_sha1[:12]}; put that version back "
+                        "(nothing was imported or trained)")
 
 
 def _train_group(client, records: SweepRecords, jobs: list, *, smoke: bool,

@@ -25,6 +25,7 @@ from sweeper.errors import UserError
 from sweeper.track import store, tags
 from trainers.config import FIELDS, ConfigError, coerce
 from trainers.quality import LEGACY_RULE, SuccessRule
+from trainers.user_models import SOURCE_PARAM
 
 # search_runs pages of this size (MLflow's documented maximum for one call is 50,000; 1,000
 # keeps each response small over HTTP).
@@ -50,6 +51,7 @@ class TrialRun:
     params: dict[str, Any]  # TrialConfig fields (of seed 0), typed
     expected_seeds: int
     seeds: tuple[SeedRun, ...]
+    model_sha1: str = ""  # SHA-1 of a user model's file when the trial trained ("" if none)
 
     @property
     def complete(self) -> bool:
@@ -139,7 +141,8 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
         trials.append(TrialRun(
             r.info.run_id, r.data.tags.get(tags.TAG_TRIAL, r.info.run_id[:8]),
             r.data.tags.get(tags.TAG_STATUS, "running"), params,
-            _int(r.data.params.get("seeds"), default=len(seeds)), tuple(seeds)))
+            _int(r.data.params.get("seeds"), default=len(seeds)), tuple(seeds),
+            r.data.params.get(SOURCE_PARAM, "")))
     trials.sort(key=lambda t: t.trial_id)
     confirms = tuple(ConfirmRun(
         r.info.run_id, r.data.tags.get(tags.TAG_CONFIRM_OF, ""), _int(r.data.tags.get(

@@ -20,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from trainers import names
 from trainers.data import DATASETS
 from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
+from trainers.user_models import is_user_spec, source_digest
 
 # How long `--address` may take to answer before we give up with a clear error.
 CONNECT_TIMEOUT_S = 10.0
@@ -150,7 +153,33 @@ def save_options(opts: SweepOptions, path: Path) -> None:
     data["space"] = {"name": opts.space.name, "source": opts.space.source,
                      "text": opts.space.text, "fixed": opts.space.fixed,
                      "base": opts.space.base}
+    data[MODEL_FILES] = model_digests(opts.space)
     (path / OPTIONS_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+# Saved with a sweep: the SHA-1 of each user model file it trains, checked by --resume.
+MODEL_FILES = "model_sha1"
+
+
+def model_digests(space: SearchSpace) -> dict[str, str]:
+    return {c.model: source_digest(c.model) for c in space.model_configs()
+            if is_user_spec(c.model)}
+
+
+def check_model_files(space: SearchSpace, path: Path) -> None:
+    """A resume must train the model files the sweep started with: an edited or swapped file
+    would mix two networks in one sweep (and run code nobody checked); one line, before
+    anything is imported."""
+    try:
+        saved = json.loads((path / OPTIONS_FILE).read_text(encoding="utf-8")).get(MODEL_FILES, {})
+    except (OSError, ValueError):
+        return  # restore_options has already named a missing or damaged file
+    for spec, now in model_digests(space).items():
+        if spec in saved and saved[spec] != now:
+            state = "cannot be read" if not now else f"has SHA-1 {now[:12]}"
+            raise UserError(f"model file of {spec[:200]} {state}, but the sweep started with "
+                            f"SHA-1 {saved[spec][:12]}; put that version back, or start a new "
+                            "sweep under another --experiment")
 
 
 def restore_options(opts: SweepOptions, path: Path) -> SweepOptions:
@@ -245,11 +274,24 @@ def check_study(path: Path, name: str) -> None:
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def _local_ray_on_loopback() -> None:
-    os.environ[_LOCAL_ONLY_ENV] = "0"  # for the processes Ray starts
+@contextmanager
+def _local_ray_on_loopback() -> Iterator[None]:
+    """Cluster mode off while `ray.init` starts the private Ray (its processes inherit the
+    environment), then as it was: a `ray start` cluster this process (or a child) starts or
+    joins later needs it on."""
     from ray._private import ray_constants
 
+    old_env, old_mode = os.environ.get(_LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOCAL_ONLY_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: this process imported it already
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_mode
+        if old_env is None:
+            os.environ.pop(_LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[_LOCAL_ONLY_ENV] = old_env
 
 
 def connect_ray(address: str | None, opts: SweepOptions) -> None:
@@ -257,8 +299,6 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
     private local Ray (no --address) listens on 127.0.0.1 only."""
     import ray
 
-    if address in (None, "local"):
-        _local_ray_on_loopback()
     if address is not None and not address.strip():
         raise UserError("--address is empty; give HOST:PORT or leave it out for a private "
                         "local Ray")
@@ -273,9 +313,11 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
         except (OSError, ValueError):
             raise UserError(f"cannot reach a Ray cluster at {store.short(address)}; start "
                             "one with `ray start --head` (see README) or fix --address") from None
+    local = _local_ray_on_loopback() if address in (None, "local") else nullcontext()
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=True, configure_logging=True)
+        with local:
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=True, configure_logging=True)
     except ConnectionError as e:
         raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
                         "cluster or fix --address") from None
@@ -531,6 +573,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     if resume:
         opts = restore_options(opts, path)
     # Before Ray starts: a model that cannot build or train is one line, not a failed trial.
+    if resume:
+        check_model_files(opts.space, path)
     for cfg in opts.space.model_configs():
         check_model(cfg, DATASETS[cfg.dataset].shape)
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a

@@ -98,8 +98,15 @@ def test_a_sweep_of_a_user_model_runs_resumes_elsewhere_and_shows_the_model(work
     assert proc.returncode == 130, out[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    p = sweeper(elsewhere, "run", "--resume", "--experiment", name, "--sweep-dir",
-                str(work / "sweeps"), timeout=600)
+    resume = ["run", "--resume", "--experiment", name, "--sweep-dir", str(work / "sweeps")]
+    # An edited model file would mix two networks in one sweep: refused before any import.
+    original = (work / "my_gan.py").read_text()
+    (work / "my_gan.py").write_text(original + "\nraise SystemExit('imported')\n")
+    p = sweeper(elsewhere, *resume)
+    assert p.returncode == 2 and "the sweep started with SHA-1" in p.stderr, p.stderr[-3000:]
+    assert "imported" not in p.stderr and "Traceback" not in p.stderr
+    (work / "my_gan.py").write_text(original)
+    p = sweeper(elsewhere, *resume, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     spec = f"{(work / 'my_gan.py').resolve()}:build"
     trial_runs = [r for r in runs(uri, name, "trial")
@@ -112,3 +119,12 @@ def test_a_sweep_of_a_user_model_runs_resumes_elsewhere_and_shows_the_model(work
                 "--min-seeds", "2")
     assert s.returncode == 0, s.stderr[-3000:]
     assert f"Networks (model): {spec}." in s.stdout
+    # --confirm imports the file the trials recorded, and only that version of it.
+    confirm = ["stable", "--experiment", name, "--tracking-uri", uri, "--min-seeds", "2",
+               "--confirm", "2", "--smoke-test"]
+    (work / "my_gan.py").write_text(original + "\n# edited\n")
+    c = sweeper(elsewhere, *confirm)
+    assert c.returncode == 2 and "put that version back" in c.stderr, c.stderr[-3000:]
+    (work / "my_gan.py").write_text(original)
+    c = sweeper(elsewhere, *confirm)
+    assert c.returncode == 0, c.stderr[-3000:]

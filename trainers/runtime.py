@@ -85,7 +85,7 @@ def read_checkpoint(path: str | Path, what: str = "gan-sweeper checkpoint",
         if "weights_only" in msg or "Unsupported global" in msg:
             msg = "it holds Python objects beyond tensors and plain values, which are never " \
                   "loaded: a gan-sweeper checkpoint holds none"
-        raise ConfigError(f"{_what(p)} is not a readable {what} ({msg}); {fix}") from None
+        raise ConfigError(f"{_what(p)} is not a {what} ({msg}); {fix}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{_what(p)} is not a {what} (it holds a {type(state).__name__}, "
                           f"not a state dict); {fix}")

@@ -19,9 +19,10 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,39 @@ def _local_ray_on_loopback() -> Iterator[None]:
             os.environ[_LOCAL_ONLY_ENV] = old_env
 
 
+@contextmanager
+def _stderr_held(out: dict[str, str]) -> Iterator[None]:
+    """Send file descriptor 2 (Python's and Ray's C++ logging alike) to a temporary file;
+    its text is in out["text"] afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            out["text"] = f.read().decode("utf-8", errors="replace")
+
+
+def _auth_refused(text: str) -> bool:
+    return any(w in text for w in ("InvalidAuthToken", "Unauthenticated",
+                                   "AuthenticationError"))
+
+
+def _token_hint(address: str | None) -> str:
+    """One line for a cluster that refused this driver's token: which token, and where."""
+    have = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (
+        Path.home() / ".ray" / "auth_token").is_file()
+    why = "has a token the cluster refuses" if have else "has no Ray auth token"
+    return (f"the Ray cluster at {store.short(str(address))} requires token auth and this "
+            f"driver {why}; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token "
+            "(the file ~/.ray/auth_token on its head node; or RAY_AUTH_TOKEN_PATH=that file)")
+
+
 def connect_ray(address: str | None, opts: SweepOptions) -> None:
     """ray.init with bounded, one-line failures, then check the cluster can fit a trial. A
     private local Ray (no --address) listens on 127.0.0.1 only."""
@@ -313,22 +347,27 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
         except (OSError, ValueError):
             raise UserError(f"cannot reach a Ray cluster at {store.short(address)}; start "
                             "one with `ray start --head` (see README) or fix --address") from None
-    local = _local_ray_on_loopback() if address in (None, "local") else nullcontext()
+    local = address in (None, "local")
+    log = {"text": ""}
     try:
-        with local:
+        # Ray's C++ client logs each refused connect attempt to stderr (about 20 lines for a
+        # wrong token) before raising: held back here, named below in one line, and replayed
+        # only when the connect succeeds.
+        with (_local_ray_on_loopback() if local else _stderr_held(log)):
             ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                      log_to_driver=True, configure_logging=True)
-    except ConnectionError as e:
-        raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
-                        "cluster or fix --address") from None
-    except ValueError as e:  # a malformed address
-        raise UserError(f"--address {store.short(str(address))!r} is not a Ray address "
-                        f"({one_line(e)}); use HOST:PORT, ray://HOST:PORT or auto") from None
-    except Exception as e:  # auth failures come as several Ray-specific types
-        if "auth" in str(e).lower() or "token" in str(e).lower():
-            raise UserError(f"the Ray cluster at {address} refused this driver ({one_line(e)[:120]}"
-                            "); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (see README)") from None
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, its own
+        if _auth_refused(f"{e} {log['text']}"):
+            raise UserError(_token_hint(address)) from None
+        if isinstance(e, ConnectionError):
+            raise UserError(f"cannot connect to Ray at {address}: {one_line(e)}; start the "
+                            "cluster or fix --address") from None
+        if isinstance(e, ValueError):  # a malformed address
+            raise UserError(f"--address {store.short(str(address))!r} is not a Ray address "
+                            f"({one_line(e)}); use HOST:PORT, ray://HOST:PORT or auto") from None
         raise
+    if log["text"]:
+        sys.stderr.write(log["text"])
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if opts.cpus_per_trial > cpus:

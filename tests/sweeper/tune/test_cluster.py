@@ -70,10 +70,20 @@ def test_driver_without_the_token_is_refused(cluster):
     assert p.returncode != 0 and "CONNECTED" not in p.stdout
 
 
-def test_sweeper_without_the_token_gets_one_line(tmp_path, cluster):
-    env = {**cluster.env, "RAY_AUTH_TOKEN": "0" * 32}
+@pytest.mark.parametrize("token", ["wrong", "missing"])
+def test_sweeper_without_the_token_gets_one_line_naming_it(tmp_path, cluster, token):
+    """Reliability round 3, row 5: a wrong or missing token used to print ~20 lines of
+    Ray's InvalidAuthToken retries and then blame the address."""
+    env = {**cluster.env, "RAY_AUTH_TOKEN": "0" * 32, "HOME": str(tmp_path)}
+    if token == "missing":
+        env = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     p = subprocess.run([SWEEPER, "run", "--smoke-test", "--address", cluster.address],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 2, p.stderr[-2000:]
-    assert p.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and "InvalidAuthToken" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) <= 3, p.stderr  # the sweep's header line, Ray's one notice, the error
+    error = lines[-1]
+    assert error.startswith("error: ") and "RAY_AUTH_TOKEN" in error, error
+    assert "~/.ray/auth_token on its head node" in error
+    assert ("has no Ray auth token" in error) == (token == "missing")

@@ -29,3 +29,25 @@ def test_mlflow_server_binds_to_a_private_address_not_all_interfaces():
     cfg = yaml.safe_load(CONFIG.read_text())
     server = " ".join(cfg["head_setup_commands"])
     assert "mlflow server" in server and "0.0.0.0" not in server
+
+
+def test_the_readmes_token_recipe_writes_a_file_only_its_owner_reads(tmp_path):
+    """Reliability round 3, row 10c: under the usual umask (022) the recipe's token file must
+    still be mode 600 in a mode-700 folder; the recipe is taken from the README as written."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    readme = (CONFIG.parent / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith("mkdir -p -m 700 ~/.ray")]
+    line = line.replace("python -c", f"{sys.executable} -c")
+    p = subprocess.run(["bash", "-c", f"umask 022; {line}"], env={**os.environ, "HOME": str(
+        tmp_path)}, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    token = tmp_path / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+    assert len(token.read_text().strip()) == 64
+    assert "chmod 600 ~/.ray/auth_token" in " ".join(yaml.safe_load(CONFIG.read_text())[
+        "setup_commands"])

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from trainers.errors import ConfigError
+from trainers.files import TEXT_LIMIT, check_input_file
 from trainers.losses import LOSSES as _LOSS_CLASSES
 from trainers.models import ACTIVATIONS as _ACTIVATIONS
 from trainers.models import INITS as _INITS
@@ -279,10 +280,15 @@ def load_yaml(text: str) -> Any:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of TrialConfig fields (as written by `sweeper stable --export`)."""
     p = Path(path)
+    check_input_file(p, "config file", max_bytes=TEXT_LIMIT,
+                     fix="give a YAML file of field: value lines")
     try:
         data = load_yaml(p.read_text(encoding="utf-8"))
     except IsADirectoryError:
         raise ConfigError(f"config file {p} is a directory; give a YAML file") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} is nested too deep to be a config; give a YAML "
+                          "file of field: value lines") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
     except UnicodeDecodeError:

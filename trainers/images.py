@@ -174,11 +174,16 @@ def load_torchvision(cfg: TrialConfig, cls_name: str, key: str) -> Loaded:
         with _folder_lock(root, cls_name):
             try:
                 ds = cls(str(root), train=train, download=cfg.download)
-            except RuntimeError as e:
+            except (RuntimeError, ValueError, AssertionError, OSError, IndexError,
+                    EOFError) as e:  # torchvision's readers raise each of these on bad files
                 if cfg.download:
                     raise ConfigError(f"dataset {cfg.dataset}: downloading {cls_name} into "
                                       f"{root} failed ({_first_line(e)}); copy the files to "
                                       f"{raw} instead") from None
+                if raw.is_dir() and any(raw.iterdir()):
+                    raise ConfigError(f"dataset {cfg.dataset}: the {cls_name} files in {raw} "
+                                      f"are damaged or incomplete ({_first_line(e)[:160]}); "
+                                      "replace them with the original files") from None
                 raise ConfigError(f"dataset {cfg.dataset}: no {cls_name} files in {raw}; "
                                   f"pass --download to fetch them, or --data-root DIR (or "
                                   f"${DATA_ENV}) for a folder that has them") from None

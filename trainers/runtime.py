@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from trainers.errors import ConfigError
+from trainers.files import available_memory, check_input_file
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,12 +72,8 @@ def read_checkpoint(path: str | Path, what: str = "gan-sweeper checkpoint",
     file (a pipe would block forever), cannot be read or holds anything else is one line
     naming the file, as a ConfigError."""
     p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {_what(p)} ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what} {_what(p)} is not a regular file; {fix}")
+    # Read whole into memory (and the population built from it is as large again).
+    check_input_file(p, what, max_bytes=available_memory() // 2, fix=fix)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle, zip and torch each raise their own

@@ -20,6 +20,7 @@ from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from trainers import names
 from trainers.config import TrialConfig, make_config
 from trainers.data import DATASETS, build_dataset
+from trainers.files import available_memory, check_input_file
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members, save_members_file
 from trainers.model_check import check_model
@@ -111,9 +112,53 @@ def _title(cfg: TrialConfig, m: dict[str, float]) -> str:
     return f"{cfg.loss} on {cfg.dataset}, seed {cfg.seed}\n{format_metrics(m)}"
 
 
+# What reading a samples file costs in memory per byte of its data: the array itself, its
+# float32 copy, and the metrics' float64 working copies of it.
+_SAMPLES_MEMORY_FACTOR = 4
+
+
+def _check_npy_header(p: Path, size: int) -> None:
+    """Read only an .npy's header (magic, dtype, shape) and refuse, before the data is read,
+    a header that is not an array of numbers, claims more data than the file holds, or more
+    than fits in memory."""
+    with p.open("rb") as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+        except ValueError:
+            return  # not an .npy (an .npz, text...): np.load names it below
+        try:
+            read = {1: np.lib.format.read_array_header_1_0,
+                    2: np.lib.format.read_array_header_2_0}.get(major)
+            if read is None:
+                return
+            shape, _, dtype = read(f, max_header_size=10_000)
+        except (ValueError, OverflowError, SyntaxError) as e:
+            raise UserError(f"samples file {p} has a damaged .npy header ({_short(e)}); save "
+                            "it with numpy.save") from None
+        data_bytes = size - f.tell()
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise UserError(f"samples file {p} holds {dtype} values; it must hold numbers")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    claimed = n * dtype.itemsize
+    if claimed > data_bytes:
+        raise UserError(f"samples file {p} claims shape {tuple(shape)} ({claimed:,} bytes) but "
+                        f"holds {data_bytes:,} bytes of data; it is cut off or damaged")
+    need, have = _SAMPLES_MEMORY_FACTOR * claimed, available_memory()
+    if need > have:
+        raise UserError(f"samples file {p} ({claimed / 2**30:.1f} GiB of samples) needs about "
+                        f"{need / 2**30:.1f} GiB of memory to score, more than the "
+                        f"{have / 2**30:.1f} GiB available; score a subset (fewer rows)")
+
+
 def load_samples(path: str | Path) -> np.ndarray:
-    """Read an .npy of samples and check it, with one clear line for each way it can be bad."""
+    """Read an .npy of samples and check it, with one clear line for each way it can be bad.
+    What the file is (a regular file), its header (shape, dtype) and what it needs in memory
+    are checked before its data is read."""
     p = Path(path)
+    size = check_input_file(p, "samples file", fix="give an .npy saved with numpy.save")
+    _check_npy_header(p, size)
     try:
         x = np.load(p, allow_pickle=False)
     except FileNotFoundError:

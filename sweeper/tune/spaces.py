@@ -38,6 +38,7 @@ from trainers.config import (
     load_yaml,
     make_config,
 )
+from trainers.files import TEXT_LIMIT, check_input_file
 from trainers.quality import rule_from_mapping
 from trainers.user_models import resolve_spec
 
@@ -113,9 +114,9 @@ def resolve_space_path(name_or_path: str) -> Path:
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if p.is_dir():
             raise UserError(f"search space {p} is a directory; give a .yaml file")
-        if not p.is_file():
+        if not p.exists():
             raise UserError(f"search space file {p} does not exist")
-        return p
+        return p  # what it is (a pipe, a device, too large) is checked before it is read
     shipped = SPACES_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise UserError(f"unknown search space {name_or_path!r}; shipped spaces: "
@@ -130,8 +131,15 @@ def shipped_spaces() -> list[str]:
 def load_space(name_or_path: str, base: Path | None = None) -> SearchSpace:
     path = resolve_space_path(name_or_path)
     try:
+        check_input_file(path, "search space file", max_bytes=TEXT_LIMIT,
+                         fix="give a .yaml space file")
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    try:
         text = path.read_text(encoding="utf-8")
         doc = load_yaml(text)
+    except RecursionError:
+        raise UserError(f"search space {path} is nested too deep to be a space") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read search space {path}: {one_line(e)}") from None
     except yaml.YAMLError as e:

@@ -180,7 +180,7 @@ def _bad_files(tmp_path):
     nan[5, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     (tmp_path / "text.npy").write_text("not numpy")
-    return {"truncated.npy": "not a readable .npy", "shape.npy": "needs N x 2",
+    return {"truncated.npy": "it is cut off or damaged", "shape.npy": "needs N x 2",
             "dtype.npy": "must hold numbers", "nan.npy": "1 samples with NaN",
             "text.npy": "not a readable .npy", "missing.npy": "does not exist"}
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.trainers.population_checks import check_a_poisoned_member_freezes, weights
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.penalties import PENALTIES
@@ -26,20 +27,6 @@ def member_configs(loss: str, seeds=(0, 1, 2), **extra):
                          "lr_g": 5e-4 * (1 + s), "gp_lambda": 0.5 + s, "clip_value": 0.05 * (1 + s),
                          "penalty_weight": 0.3 + s, "beta1": 0.5 - 0.1 * (s % 3), **extra})
             for s in seeds]
-
-
-def weights(pop: Population, j: int) -> list[torch.Tensor]:
-    return [*pop.G.member_state_dict(j).values(), *pop.D.member_state_dict(j).values()]
-
-
-@pytest.fixture(scope="module")
-def classifier_cache(tmp_path_factory):
-    """The digits classifier is trained once into a temporary cache (as in test_images)."""
-    path = tmp_path_factory.getbasetemp() / "gan-sweeper-cache"
-    path.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GAN_SWEEPER_CACHE", str(path))
-        yield path
 
 
 DIGITS = {"dataset": "digits", "steps": 6, "eval_every": 3, "hidden": 4, "batch_size": 16,
@@ -152,28 +139,12 @@ def test_a_members_trajectory_does_not_depend_on_the_others():
 
 
 def test_a_nan_member_is_frozen_and_the_others_continue_bit_for_bit():
-    cfgs = member_configs("wgan-gp", seeds=(0, 1, 2), steps=40)
-    hit = Population(cfgs)
-    clean = Population([cfgs[0], cfgs[2]])
-    hit.train_until(5)
-    clean.train_until(5)
-    with torch.no_grad():
-        hit.D.weights[0][1].fill_(math.nan)  # member 1's critic blows up at step 5
-    # Losses are checked every 25 steps (as in Trainer): member 1 is frozen at step 25.
-    hit.train_until(30)
-    frozen = [torch.nan_to_num(w).clone() for w in weights(hit, 1)]
-    hit.train_until(40)
-    clean.train_until(40)
-    final = hit.evaluate()
-    assert final[1][names.DIVERGED] == 1 and final[1][names.SEED_SUCCESS] == 0
-    assert final[1][names.SEED_SCORE] == 1.0 and final[1][names.STEP] == 25
-    assert all(not math.isnan(v) for v in final[1].values())
-    assert all(torch.equal(a, torch.nan_to_num(b))
-               for a, b in zip(frozen, weights(hit, 1), strict=True))  # it no longer moves
-    for j_hit, j_clean in ((0, 0), (2, 1)):
-        assert final[j_hit][names.DIVERGED] == 0 and final[j_hit][names.STEP] == 40
-        for a, b in zip(weights(hit, j_hit), weights(clean, j_clean), strict=True):
-            assert torch.equal(a, b)  # bit for bit, as if member 1 had never been there
+    def poison(pop):
+        pop.D.weights[0][1].fill_(math.nan)  # member 1's critic blows up at step 5
+
+    final = check_a_poisoned_member_freezes(member_configs("wgan-gp", steps=40), poison,
+                                            start=5, end=40)
+    assert final[1][names.SEED_SUCCESS] == 0 and final[1][names.SEED_SCORE] == 1.0
 
 
 @pytest.mark.parametrize("conv", [False, True])
@@ -203,24 +174,12 @@ def test_members_must_share_the_shape():
 
 
 def test_a_nan_conv_member_is_frozen_with_its_batch_norm_statistics(classifier_cache):
-    cfgs = member_configs("wgan-gp", **{**DIGITS, "steps": 30, "eval_every": 30})
-    hit, clean = Population(cfgs), Population([cfgs[0], cfgs[2]])
-    hit.train_until(2)
-    clean.train_until(2)
-    with torch.no_grad():
-        hit.D.conv1_weight[1].fill_(math.nan)
-    hit.train_until(25)  # frozen at the check at step 25
-    frozen = [torch.nan_to_num(w).clone() for w in weights(hit, 1)]
-    hit.train_until(30)
-    clean.train_until(30)
-    final = hit.evaluate()
-    assert final[1][names.DIVERGED] == 1 and final[1][names.STEP] == 25
-    assert all(torch.equal(a, torch.nan_to_num(b)) for a, b in zip(frozen, weights(hit, 1),
-                                                                  strict=True))
-    for j_hit, j_clean in ((0, 0), (2, 1)):
-        assert final[j_hit][names.DIVERGED] == 0
-        for a, b in zip(weights(hit, j_hit), weights(clean, j_clean), strict=True):
-            assert torch.equal(a, b)
+    def poison(pop):
+        pop.D.conv1_weight[1].fill_(math.nan)
+
+    check_a_poisoned_member_freezes(member_configs("wgan-gp", **{**DIGITS, "steps": 30,
+                                                                 "eval_every": 30}),
+                                    poison, start=2, end=30)
 
 
 @pytest.mark.parametrize("chunk", [1, 2])

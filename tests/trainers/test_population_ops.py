@@ -23,16 +23,7 @@ CASES = {
                     "model": RESMLP},
 }
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def classifier_cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "gan-sweeper-cache"
-    path.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GAN_SWEEPER_CACHE", str(path))
-        yield path
+pytestmark = pytest.mark.usefixtures("one_thread", "classifier_cache")
 
 
 def population(k: int, size: dict, loss: str = "wgan-gp", **extra) -> Population:

@@ -22,10 +22,27 @@ def _short(path: str | Path) -> str:
 
 
 def available_memory() -> int:
-    """Bytes of RAM this process could still use (what psutil calls available)."""
+    """Bytes of RAM this process could still use: what psutil calls available, or less
+    where a container's memory limit (cgroup v2 or v1) leaves less."""
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    return min(int(psutil.virtual_memory().available), _cgroup_room())
+
+
+def _cgroup_room() -> int:
+    """Limit minus usage of this process's memory cgroup; very large when there is none."""
+    candidates = [("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                   "/sys/fs/cgroup/memory/memory.usage_in_bytes")]
+    for limit_file, usage_file in candidates:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit == "max":
+                continue
+            return int(limit) - int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return 1 << 62
 
 
 def check_input_file(path: str | Path, what: str, *, max_bytes: int | None = None,

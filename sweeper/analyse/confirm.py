@@ -30,6 +30,7 @@ from trainers.config import make_config
 from trainers.data import DATASETS
 from trainers.loop import set_threads
 from trainers.members import make_members, share_groups
+from trainers.memory import check_run_fits
 from trainers.model_check import check_model
 from trainers.user_models import is_user_spec, source_digest
 
@@ -69,11 +70,15 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
     # runs; then it is probed like any model.
     for rid in trial_run_ids:
         check_model_file(records.trial(rid))
+    # Every setting x seed that can share one batched computation trains as one population:
+    # each must fit in memory (estimated on the meta device) before a real model is built.
+    groups = share_groups([cfg for _, _, cfg in jobs])
+    for group in groups:
+        cfg = jobs[group[0]][2]
+        check_run_fits(cfg, DATASETS[cfg.dataset].shape, members=len(group))
     for cfg in {cfg.model: cfg for _, _, cfg in jobs}.values():
         check_model(cfg, DATASETS[cfg.dataset].shape)
     run_ids = {}
-    # Every setting x seed that can share one batched computation trains as one population.
-    groups = share_groups([cfg for _, _, cfg in jobs])
     for g, group in enumerate(groups, 1):
         run_ids.update(_train_group(client, records, [(i, *jobs[i]) for i in group],
                                     smoke=smoke is not None,

@@ -233,7 +233,7 @@ def sweep_options(fn):
 @_objective_option
 @rule_options
 @click.option("--smoke-test", is_flag=True, help="2 tiny trials: checks the whole pipeline.")
-def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) -> None:
+def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) -> int:
     """Sweep a search space: Ray Tune + Optuna (TPE or random) + ASHA, recorded in MLflow."""
     import dataclasses as dc
     import time
@@ -274,14 +274,10 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     except driver.SweepInterrupted as e:
         if e.rows:
             click.echo(driver.format_table(e.rows, top=10))
-        again = ["sweeper", "run", "--resume", "--experiment", experiment]
-        if sweep_dir != "sweeps":
-            again += ["--sweep-dir", sweep_dir]
-        if opts.address:
-            again += ["--address", opts.address]
         click.echo(f"\nsweep {experiment!r} interrupted ({e.signal_name or 'stop signal'}): "
                    f"{e.finished} of {e.num_samples} trials finished and nothing is lost; "
-                   f"continue it with: {' '.join(shlex.quote(a) for a in again)}", err=True)
+                   f"continue it with: {_resume_command(experiment, sweep_dir, opts.address)}",
+                   err=True)
         return 130
     tracking_uri = opts.tracking_uri
     if resume:  # the sweep's own options, not this command's defaults
@@ -293,10 +289,36 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     click.echo(driver.format_table(rows, top=10))
     from sweeper.track import store
 
-    uri = store.check_tracking_uri(tracking_uri)
-    exp_id = store.experiment_id(store.client(uri), experiment, create=False)
-    click.echo(f"\n{len(rows)} trials. {store.where_to_look(uri, exp_id)}\nStable "
+    uri = tracking_uri
+    try:
+        uri = store.check_tracking_uri(tracking_uri)
+        exp_id = store.experiment_id(store.client(uri), experiment, create=False)
+        look = store.where_to_look(uri, exp_id)
+    except Exception:  # noqa: BLE001 - a failing store: the closing line below says so
+        look = f"The tracking store {short(uri)} cannot be read now."
+    click.echo(f"\n{len(rows)} trials. {look}\nStable "
                f"settings across seeds: sweeper stable --experiment {shlex.quote(experiment)}")
+    # The exit code must not say all is well when settings failed or results wait unsent.
+    spool = driver.sweep_path(sweep_root, experiment) / "unsent"
+    left = driver.undelivered(spool)
+    if left:
+        click.echo(f"error: {left} run record(s) could not reach the tracking store "
+                   f"{short(uri)}; they are kept in {spool}, and "
+                   f"`{_resume_command(experiment, sweep_dir, opts.address)}` delivers them once "
+                   "the store works again", err=True)
+    failed = driver.failed_rows(rows)
+    if failed:
+        click.echo(f"error: {failed}", err=True)
+    return 1 if left or failed else 0
+
+
+def _resume_command(experiment: str, sweep_dir: str, address: str | None) -> str:
+    again = ["sweeper", "run", "--resume", "--experiment", experiment]
+    if sweep_dir != "sweeps":
+        again += ["--sweep-dir", sweep_dir]
+    if address:
+        again += ["--address", address]
+    return " ".join(shlex.quote(a) for a in again)
 
 
 @click.command()
@@ -435,6 +457,13 @@ def main(argv: list[str] | None = None) -> None:
                    "given", err=True)
         sys.exit(2)
     except Exception as e:
+        if _out_of_memory(e):
+            # The estimate up front (trainers/memory.py) refuses what clearly cannot fit; an
+            # estimate is not a guarantee, and other programs take memory too.
+            from trainers.memory import SIZE_FIX
+
+            click.echo(f"error: out of memory ({one_line(e)}); {SIZE_FIX}", err=True)
+            sys.exit(2)
         cause = _database_error(e)
         if cause is None:
             raise
@@ -443,6 +472,14 @@ def main(argv: list[str] | None = None) -> None:
                    "file and the sweep's optuna.db (damaged, read-only or locked)", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and any(
+        w in str(e) for w in ("can't allocate memory", "not enough memory", "out of memory"))
 
 
 def _database_error(e: BaseException) -> BaseException | None:

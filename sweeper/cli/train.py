@@ -23,6 +23,7 @@ from trainers.data import DATASETS, build_dataset
 from trainers.files import available_memory, check_input_file
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members, save_members_file
+from trainers.memory import check_run_fits
 from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
@@ -45,7 +46,9 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
             check_file_writable(path, what)
     if tracking_uri:
         tracking_uri = store.check_tracking_uri(tracking_uri)
-    check_model(cfg, DATASETS[cfg.dataset].shape)  # a bad model is one line, before anything
+    # What cannot fit in memory, then a bad model: one line each, before anything is built.
+    check_run_fits(cfg, DATASETS[cfg.dataset].shape, members=seeds)
+    check_model(cfg, DATASETS[cfg.dataset].shape)
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
         members = load_members_file(checkpoint, device=cfg.device, rule=rule)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import time
@@ -119,17 +120,25 @@ def check_sqlite_file(db: Path, what: str, fix: str) -> set[str]:
     foreign file raises a one-line UserError naming `what` it is and the `fix`."""
     import sqlite3
 
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+    # A write cut off (a crash, a store made read-only mid-write) leaves a hot journal that
+    # a read-only connection cannot roll back ("attempt to write a readonly database"); a
+    # read-write one rolls it back, which is SQLite's own recovery, so that is tried next.
+    journal = db.with_name(db.name + "-journal")
+    modes = ("ro", "rw") if journal.exists() and os.access(db, os.W_OK) else ("ro",)
+    for mode in modes:
         try:
-            ok = con.execute("PRAGMA quick_check(1)").fetchone()[0]
-            tables = {r[0] for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise UserError(f"{what} {db} is damaged or not a database ({one_line(e)}); "
-                        f"{fix}") from None
+            con = sqlite3.connect(f"{db.as_uri()}?mode={mode}", uri=True, timeout=30)
+            try:
+                ok = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+                tables = {r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                con.close()
+            break
+        except sqlite3.Error as e:
+            if mode == modes[-1]:
+                raise UserError(f"{what} {db} is damaged or not a database ({one_line(e)}); "
+                                f"{fix}") from None
     if ok != "ok":
         raise UserError(f"{what} {db} is damaged ({short(ok)}); {fix}")
     return tables
@@ -140,6 +149,66 @@ _OTHER_STORES = ("postgresql", "mysql", "mssql", "databricks")
 
 
 _SCHEMA_READY: set[str] = set()  # sqlite URIs whose schema this process has seen in place
+
+
+class _OneLinePerKind(logging.Filter):
+    """MLflow logs every failed SQLite write with a full traceback (`mlflow.store.db.utils`):
+    40 of them, 159 KB, for 45 s of a read-only store, while our loggers already keep what
+    failed and send it later. So each kind of failure is said once, in one line: once per
+    process, or once per sweep when `said_dir` is set (a marker file per kind there, created
+    exclusively, so only the first of the sweep's processes says it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+        self.said_dir: Path | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:  # MLflow's notes on creating tables pass
+            return True
+        cause = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        cause = getattr(cause, "orig", None) or cause  # SQLAlchemy wraps sqlite3's error
+        kind = short(one_line(cause) if cause is not None else record.getMessage(), 160)
+        if kind in self.said or not self._first_in_sweep(kind):
+            return False
+        self.said.add(kind)
+        record.msg = (f"the tracking store failed ({kind}); runs keep what they could not "
+                      "send and deliver it once the store works again (at the latest on "
+                      "`sweeper run --resume`); said once per kind of failure")
+        record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+    def _first_in_sweep(self, kind: str) -> bool:
+        if self.said_dir is None:
+            return True
+        import hashlib
+
+        marker = self.said_dir / f".said-{hashlib.sha1(kind.encode()).hexdigest()[:12]}"
+        try:
+            self.said_dir.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # the folder itself is unwritable: say it in this process
+            return True
+
+
+_QUIET = _OneLinePerKind()
+
+
+def quiet_store_errors(said_dir: Path | str | None = None, *, fresh: bool = False) -> None:
+    """One line per kind of tracking-store failure instead of MLflow's tracebacks; with
+    `said_dir`, one per sweep (see _OneLinePerKind); `fresh` (a driver session starting)
+    forgets what earlier sessions said. Idempotent."""
+    log = logging.getLogger("mlflow.store.db.utils")
+    if _QUIET not in log.filters:
+        log.addFilter(_QUIET)
+    if said_dir is not None:
+        _QUIET.said_dir = Path(said_dir)
+        if fresh:
+            for marker in _QUIET.said_dir.glob(".said-*"):
+                marker.unlink(missing_ok=True)
 
 
 def client(uri: str):
@@ -154,6 +223,7 @@ def client(uri: str):
     """
     from mlflow.tracking import MlflowClient
 
+    quiet_store_errors()
     if not uri.startswith("sqlite:///") or uri in _SCHEMA_READY:
         return MlflowClient(tracking_uri=uri)
     with _folder_lock(Path(uri[len("sqlite:///"):]).expanduser().parent):
@@ -290,6 +360,10 @@ class RunLogger:
         self.spec = spec
         self._params = {k: str(v) for k, v in (params or {}).items()}
         self._tags = {k: str(v) for k, v in (tags or {}).items()}
+        # Tags not yet known to be in MLflow. A tag write can fail like any other (a locked
+        # SQLite file, a server outage); dropped, it would leave a restored trial tagged with
+        # the node it ran on before (reliability round 3, row 11), so it waits like a metric.
+        self._unsent_tags = dict(self._tags)
         self.skip_through = skip_through
         self.spool = spool
         self._metrics: list[Any] = []
@@ -311,8 +385,7 @@ class RunLogger:
         self.run_id = run_id
         if not existed and self._params:
             self.log_params(self._params)
-        if self._tags:
-            self.set_tags(self._tags)
+        self._send_tags()
         return True
 
     @staticmethod
@@ -340,7 +413,8 @@ class RunLogger:
         self._last_step = max(self._last_step, int(step))
 
     def flush(self) -> bool:
-        """Send buffered metrics; on failure keep them for the next flush. True if all sent."""
+        """Send buffered metrics, then unsent tags; on failure keep them for the next flush.
+        True if all sent."""
         if not self.ensure_run():
             return False
         self._metrics = [m for m in self._metrics if m.step > self.skip_through]
@@ -349,17 +423,32 @@ class RunLogger:
             if not self._call(self.client.log_batch, self.run_id, metrics=chunk):
                 return False
             del self._metrics[: len(chunk)]
+        if not self._send_tags():
+            return False
         self._call(self.client.set_tag, self.run_id, TAG_LAST_STEP, str(self._last_step))
         return True
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Tag the run now if it is open and reachable; otherwise at the next flush."""
+        tags = {k: str(v) for k, v in tags.items()}
+        self._tags.update(tags)
+        self._unsent_tags.update(tags)
+        if self.run_id is not None:
+            self._send_tags()
+
+    def _send_tags(self) -> bool:
         from mlflow.entities import RunTag
 
-        if self.run_id is None:  # applied when the run opens
-            self._tags.update(tags)
-            return
-        self._call(self.client.log_batch, self.run_id,
-                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        sending = dict(self._unsent_tags)
+        if not sending:
+            return True
+        if not self._call(self.client.log_batch, self.run_id,
+                          tags=[RunTag(k, v) for k, v in sending.items()]):
+            return False
+        for k, v in sending.items():  # a value set again meanwhile stays unsent
+            if self._unsent_tags.get(k) == v:
+                del self._unsent_tags[k]
+        return True
 
     def log_figure(self, fig, artifact_file: str) -> None:
         """Upload a figure now if the run is reachable; a plot is not worth buffering."""
@@ -378,9 +467,11 @@ class RunLogger:
     def close(self, status: str) -> bool:
         """Flush, tag the final status and end the run. If MLflow stays unreachable, the
         metrics go to the local spool file and the run is left marked incomplete."""
+        # The status goes with the last flush, after the metrics: a run tagged finished has
+        # all its points.
+        self._tags[TAG_STATUS] = self._unsent_tags[TAG_STATUS] = status
         delivered = self.flush()
         if delivered:
-            self.set_tags({TAG_STATUS: status})
             state = _END_STATES.get(status, "FINISHED")
             self._call(self.client.set_terminated, self.run_id, state)
             return True

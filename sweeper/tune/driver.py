@@ -44,8 +44,10 @@ from sweeper.tune.recovery import (
     restore_missing_checkpoints,
     snapshot_statuses,
 )
+from sweeper.tune.sizes import check_sweep_memory
 from sweeper.tune.spaces import SearchSpace
 from trainers import names
+from trainers.config import ConfigError
 from trainers.data import DATASETS
 from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
@@ -328,9 +330,10 @@ def _token_hint(address: str | None) -> str:
             "(the file ~/.ray/auth_token on its head node; or RAY_AUTH_TOKEN_PATH=that file)")
 
 
-def connect_ray(address: str | None, opts: SweepOptions) -> None:
-    """ray.init with bounded, one-line failures, then check the cluster can fit a trial. A
-    private local Ray (no --address) listens on 127.0.0.1 only."""
+def connect_ray(address: str | None, opts: SweepOptions) -> int:
+    """ray.init with bounded, one-line failures, then check the cluster can fit a trial;
+    returns how many trials it can run at once. A private local Ray (no --address) listens
+    on 127.0.0.1 only."""
     import ray
 
     if address is not None and not address.strip():
@@ -378,6 +381,25 @@ def connect_ray(address: str | None, opts: SweepOptions) -> None:
         ray.shutdown()
         raise UserError(f"--gpus-per-trial {opts.gpus_per_trial:g} but the cluster has "
                         f"{gpus:g} GPUs; pass --gpus-per-trial 0 or add GPU nodes")
+    fit = int(cpus / opts.cpus_per_trial + 1e-9)
+    if opts.gpus_per_trial:
+        fit = min(fit, int(gpus / opts.gpus_per_trial + 1e-9))
+    return max(1, fit)
+
+
+def concurrency(opts: SweepOptions, fit: int) -> int:
+    """Trials at once: --max-concurrent, but never more than the cluster can run (`fit`).
+
+    Tune asks the searcher for a setting for every slot the limit allows before it starts
+    any, so a limit beyond what can run livelocks the driver (a million slots: no trial in
+    minutes) or lets TPE propose settings it has no results for; the default (0) is the
+    cluster's own size, for the same reason."""
+    if opts.max_concurrent > fit:
+        print(f"--max-concurrent {opts.max_concurrent} is more than the cluster can run at "
+              f"once ({fit} trials of {opts.cpus_per_trial:g} CPU"
+              + (f" and {opts.gpus_per_trial:g} GPU" if opts.gpus_per_trial else "")
+              + f"); running {fit} at a time", file=sys.stderr)
+    return min(opts.max_concurrent or fit, fit)
 
 
 def _git_commit() -> str:
@@ -479,11 +501,18 @@ def deliver_spool(uri: str, spool_dir: Path) -> None:
     """Send what trials could not deliver during a tracking outage (see store.py)."""
     if not spool_dir.is_dir():
         return
-    sent, left = store.deliver_spooled(store.client(uri), spool_dir)
-    if sent or left:
-        print(f"delivered {sent} run record(s) kept during a tracking outage"
-              + (f"; {left} still undelivered in {spool_dir}: run `sweeper run --resume` "
-                 "when the server is back" if left else ""), file=sys.stderr)
+    sent, _left = store.deliver_spooled(store.client(uri), spool_dir)
+    if sent:  # what is left is named by the command's closing line (`undelivered`)
+        print(f"delivered {sent} run record(s) kept during a tracking outage",
+              file=sys.stderr)
+
+
+def undelivered(spool_dir: Path) -> int:
+    """Run records still waiting in the sweep's spool for the tracking store."""
+    if not spool_dir.is_dir():
+        return 0
+    return sum(1 for f in spool_dir.glob("*.jsonl")
+               for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
@@ -569,7 +598,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
 
     from sweeper.tune.budget import BUDGET_FILE, ComputeBudget
     from sweeper.tune.callbacks import TrialStatusCallback
-    from sweeper.tune.progress import ProgressCallback
+    from sweeper.tune.progress import ProgressCallback, quiet_trial_errors
     from sweeper.tune.trial import TrialContext, run_trial
 
     # The scheduler's metric (running_objective) is in every result but the searcher's
@@ -614,11 +643,23 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     # Before Ray starts: a model that cannot build or train is one line, not a failed trial.
     if resume:
         check_model_files(opts.space, path)
+    # What cannot fit in memory is refused before the probe builds one member for real.
+    check_sweep_memory(opts)
     for cfg in opts.space.model_configs():
         check_model(cfg, DATASETS[cfg.dataset].shape)
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
-    # GPU share without GPUs) leaves no folder behind, so its name stays free.
-    connect_ray(opts.address, opts)
+    # GPU share without GPUs, trials that cannot fit in memory) leaves no folder behind, so
+    # its name stays free.
+    fit = connect_ray(opts.address, opts)
+    # A resume keeps the limit its saved searcher state holds.
+    at_once = min(opts.max_concurrent or fit, fit) if resume else concurrency(opts, fit)
+    try:
+        check_sweep_memory(opts, at_once, local=opts.address in (None, "local"))
+    except ConfigError:
+        import ray
+
+        ray.shutdown()
+        raise
     signals.install()  # ray.init put its own SIGTERM handler in
     if never_started:
         # A start stopped before Tune's first snapshot: nothing trained that a resume could
@@ -628,6 +669,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     if not resume:
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
+    store.quiet_store_errors(path / "unsent", fresh=True)
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     if resume:
         deliver_spool(opts.tracking_uri, path / "unsent")
@@ -644,6 +686,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     callbacks = [TrialStatusCallback(opts.tracking_uri)]
     if not opts.verbose:
+        quiet_trial_errors()
         callbacks.append(ProgressCallback(
             opts.space.sampled_names(), opts.num_samples, opts.seeds,
             budget=(opts.budget_steps, path / BUDGET_FILE) if opts.budget_steps else None))
@@ -663,7 +706,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
             tune_config=tune.TuneConfig(
                 search_alg=_optuna_search(opts, path), scheduler=_scheduler(opts),
                 num_samples=opts.num_samples,
-                max_concurrent_trials=opts.max_concurrent or None,
+                max_concurrent_trials=at_once,
                 reuse_actors=opts.reuse_actors),
             run_config=tune.RunConfig(
                 name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
@@ -709,13 +752,14 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     interrupted = grid is None or bool(unfinished) or (
         signal_name is not None and len(results) < opts.num_samples)
     if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
-        abandoned = mark_abandoned_runs(opts.tracking_uri, exp_id, reported | set(statuses))
+        abandoned = _while_store_works(mark_abandoned_runs, opts.tracking_uri, exp_id,
+                                       reported | set(statuses))
         if abandoned:
             print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
                   "driver's last snapshot before it died, and Tune re-ran their settings as "
                   "new trials", file=sys.stderr)
     if interrupted:
-        mark_interrupted_runs(opts.tracking_uri, exp_id, unfinished)
+        _while_store_works(mark_interrupted_runs, opts.tracking_uri, exp_id, unfinished)
     if grid is not None:
         outcomes = {m["trial_id"]: "error" if r.error else m.get(names.OBJECTIVE)
                     for r, m in ((r, trial_metrics(r)) for r in results) if "trial_id" in m}
@@ -751,6 +795,16 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     return rows
 
 
+def _while_store_works(mark, *args) -> int:
+    """A bookkeeping pass over MLflow that a failing store skips (0 marked). Its one line
+    was said when the failure was logged (store.quiet_store_errors), and the runs it would
+    have marked are marked by the `--resume` that delivers the spooled results."""
+    try:
+        return mark(*args)
+    except Exception:  # noqa: BLE001 - any tracking failure: the closing line says what to do
+        return 0
+
+
 _TRIAL_DIR = re.compile(r"^run_trial_([0-9a-f]+)_")
 
 
@@ -768,6 +822,7 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
                 ) -> list[dict[str, Any]]:
     """One row per trial, best first: finished trials by objective, then the rest. Trials
     in `unfinished` were cut off by an interruption (a resume continues them)."""
+    from sweeper.tune.progress import last_line
     from sweeper.tune.trial import RUN_ID
 
     rows = []
@@ -782,9 +837,21 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
                      m.get(names.SUCCESS_RATE), "fid_median": m.get(objective.FID_MEDIAN),
                      "score": m.get(objective.SCORE_MEDIAN),
                      "modes": m.get(objective.MODES_HELD_MEAN), "hq":
-                     m.get(objective.HQ_FRACTION_MEAN), "run_id": m.get(RUN_ID, "")})
+                     m.get(objective.HQ_FRACTION_MEAN), "run_id": m.get(RUN_ID, ""),
+                     "error": last_line(r.error) if r.error else ""})
     rows.sort(key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
     return rows
+
+
+def failed_rows(rows: list[dict[str, Any]]) -> str:
+    """One line naming the settings that ended in an error (after their retries), or ""."""
+    failed = [r for r in rows if r["status"] == "error"]
+    if not failed:
+        return ""
+    which = "; ".join(f"trial {r['trial_id']}: {r.get('error') or 'error'}" for r in failed[:5])
+    more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return (f"{len(failed)} of {len(rows)} settings failed after their retries ({which}{more}); "
+            "each one's traceback is error.txt on its MLflow trial run")
 
 
 def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:

@@ -8,6 +8,7 @@ the same way.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,42 @@ from ray.tune import Callback
 from sweeper.analyse import objective
 from sweeper.tune.budget import read_counts
 from trainers import names
+
+
+def last_line(error: BaseException) -> str:
+    """The line of a trial's error that names it (Ray wraps it in a traceback)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class TrialErrorLines(logging.Filter):
+    """Tune logs every failed attempt of a trial with Ray's whole traceback (about 40 lines)
+    and then lists the failed trials again. Here each attempt is one line naming the error;
+    the traceback is kept as error.txt on the trial's MLflow run, and the sweep's closing
+    line names the settings that failed for good (`sweeper run --verbose` shows Tune's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith("Trials did not complete"):
+            return False
+        if not msg.startswith("Trial task failed for trial"):
+            return True
+        trial = msg.rsplit(" ", 1)[-1].removeprefix("run_trial_")
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = (f"trial {trial} failed: {last_line(error) if error else 'error'} "
+                      "(retried from its last checkpoint while --max-failures allows; its "
+                      "traceback is error.txt on its MLflow trial run)")
+        record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_trial_errors() -> None:
+    """Install TrialErrorLines on Tune's loggers (idempotent)."""
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, TrialErrorLines) for f in log.filters):
+            log.addFilter(TrialErrorLines())
 
 
 def _fmt(v: Any, spec: str) -> str:

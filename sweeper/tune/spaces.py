@@ -108,6 +108,17 @@ class SearchSpace:
         return list(seen.values())
 
 
+# The TrialConfig fields a trial's memory grows with (trainers/memory.py).
+SIZE_FIELDS = ("hidden", "depth", "batch_size", "eval_samples", "z_dim")
+
+
+def largest_configs(space: SearchSpace) -> list[TrialConfig]:
+    """`space.model_configs()` with every sampled size at the top of its range or choices:
+    the largest trial the space can propose, which must fit in memory."""
+    tops = {p.name: max(p.values) for p in space.params if p.name in SIZE_FIELDS}
+    return [cfg.replace(**tops) for cfg in space.model_configs()]
+
+
 def resolve_space_path(name_or_path: str) -> Path:
     """A shipped space by name (`wgan-gp`) or any YAML file by path."""
     p = Path(name_or_path)

@@ -64,6 +64,7 @@ class TrialContext:
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune function trainable."""
     store.quiet_http_retries()
+    store.quiet_store_errors(ctx.spool_dir)
     # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that drowns
     # the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)

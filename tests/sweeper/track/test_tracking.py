@@ -82,3 +82,26 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors]
+
+
+def test_a_tag_write_that_fails_is_sent_at_the_next_flush(tmp_path, monkeypatch):
+    # Row 11 of reliability round 3: a restored trial re-tags its run with the node it now
+    # runs on; a write lost to a busy store left the old node's tag. The failure here is
+    # real: the client points at a port nothing listens on (connection refused).
+    from tests.procs import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    c, exp = new_store(tmp_path)
+    logger = store.RunLogger(c, spec=spec(exp), tags={tags.TAG_NODE_ID: "worker"})
+    assert logger.flush()
+    logger.client = store.client(f"http://127.0.0.1:{free_port()}")
+    logger.set_tags({tags.TAG_NODE_ID: "head"})
+    logger.log_metrics(5, {"fid": 1.0})
+    assert not logger.flush()  # the outage: nothing is lost, nothing claimed sent
+    assert c.get_run(logger.run_id).data.tags[tags.TAG_NODE_ID] == "worker"
+    logger.client = c  # the store is back
+    assert logger.close("finished")
+    run = c.get_run(logger.run_id)
+    assert run.data.tags[tags.TAG_NODE_ID] == "head"
+    assert run.data.tags[tags.TAG_STATUS] == "finished"
+    assert [m.step for m in c.get_metric_history(logger.run_id, "fid")] == [5]

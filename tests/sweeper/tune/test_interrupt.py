@@ -31,7 +31,8 @@ NUM, SEEDS = 5, 2
 
 
 def _stop(proc: subprocess.Popen, how: str) -> None:
-    if how == "ctrl-c":  # what a terminal does: SIGINT to the whole foreground group
+    if how.startswith("ctrl-c") and how != "ctrl-c-twice":  # what a terminal does: SIGINT
+        # to the whole foreground group
         os.killpg(proc.pid, signal.SIGINT)
     elif how == "sigterm":  # `kill PID`, a scheduler's stop
         os.kill(proc.pid, signal.SIGTERM)
@@ -46,7 +47,18 @@ def _study(tmp_path, name):
         sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice"])
+def _damage_checkpoints(tmp_path, name) -> int:
+    """Cut every trial checkpoint file in half, as a full disk or a crash mid-copy would
+    (reliability round 3, row 8); returns how many were cut."""
+    cut = 0
+    for f in sweep_path(tmp_path / "sweeps", name).glob("*/checkpoint_*/*.pt"):
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
+        cut += 1
+    return cut
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-damaged"])
 def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how):
     name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"
     space = write_space(tmp_path, steps=60)
@@ -81,6 +93,9 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
                        for r in runs(uri, name, "trial") if names.OBJECTIVE in r.data.metrics}
     assert 1 <= len(finished_before) < NUM
 
+    # Damaged checkpoints restart their trials from step 0 (deterministic; the steps they
+    # logged are not logged again) instead of failing them on every retry.
+    damaged = _damage_checkpoints(tmp_path, name) if how == "ctrl-c-damaged" else 0
     # The resume, with options that differ from the saved ones: they are named and ignored.
     p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name, "--num-samples",
                         "9", "--seeds", "3"], cwd=tmp_path, env=ENV, capture_output=True,
@@ -88,6 +103,8 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ignoring --num-samples 9 (saved: 5), --seeds 3 (saved: 2)" in p.stderr
     assert "Cannot tell" not in p.stderr
+    if damaged:
+        assert "the trial starts over from step 0" in p.stderr, p.stderr[-3000:]
     assert_no_duplicates(uri, name, NUM, SEEDS)
     trials = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
               if r.data.tags[tags.TAG_STATUS] != "abandoned"}

@@ -73,15 +73,16 @@ def _popen(args: list[str], log: Path, env: dict[str, str],
                             env=env, start_new_session=True, cwd=cwd)
 
 
-def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    """Wait until the MLflow server at `base` answers /health; fail with the end of its log
-    if it exits first or takes longer than `timeout` seconds."""
+def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0,
+                 path: str = "/health") -> None:
+    """Wait until the server at `base` answers `path` (MLflow's /health); fail with the end
+    of its log if it exits first or takes longer than `timeout` seconds."""
     deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(base + "/health", timeout=2) as r:
+            with urllib.request.urlopen(base + path, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 _FLOAT = 4  # bytes; the population trains in float32
 _SLOTS = {"adam": 2, "rmsprop": 1}
-# What one trial process needs besides its population: torch, the data, MLflow, Ray's worker.
-PROCESS_BYTES = 600 << 20
+# What one trial process needs besides its population: torch, the data, MLflow, Ray's worker
+# (a ring8 trial process peaks at about 820 MiB RSS: docs/results.md section 4, "Memory").
+PROCESS_BYTES = 800 << 20
 
 
 @dataclass(frozen=True)

@@ -100,8 +100,54 @@ def stats_table(stats: Sequence[SettingStats], params: Sequence[str], *,
     return "\n".join(lines)
 
 
-def flagged_table(stats: Sequence[SettingStats], params: Sequence[str]) -> str:
-    return stats_table(stats, params, first=("flag", [", ".join(s.flags) for s in stats]))
+def flagged_table(stats: Sequence[SettingStats], params: Sequence[str], *,
+                  compact: bool = False) -> str:
+    first = ("flag", [", ".join(s.flags) for s in stats])
+    if compact:
+        return compact_table(stats, params, first=first)
+    return stats_table(stats, params, first=first)
+
+
+# What `sweeper stable` prints fits a terminal this wide; `--wide` prints stats_table.
+TERMINAL_WIDTH = 160
+
+
+def compact_table(stats: Sequence[SettingStats], params: Sequence[str], *,
+                  first: tuple[str, Sequence[str]] | None = None,
+                  width: int = TERMINAL_WIDTH) -> str:
+    """`stats_table`'s key columns, at most `width` characters a line: rank, trial, loss,
+    params, success, its Wilson interval, HQ, median score and FID, modes held. Param
+    columns that do not fit are left out, and a last line names them."""
+    first = first or ("#", [str(i) for i in range(1, len(stats) + 1)])
+
+    def build(shown: Sequence[str]) -> list[str]:
+        head = [first[0], "trial", "loss", *shown, "success", "Wilson 95%", "HQ", "score",
+                "FID", "modes held"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for lead, s in zip(first[1], stats, strict=True):
+            loss = str(s.params.get("loss", "-"))
+            cells = [lead, s.label + ("*" if s.source == "confirm" else ""), loss]
+            cells += [fmt(s.params.get(p)) if stability.applies(p, s.params) else "-"
+                      for p in shown]
+            cells += [f"{s.successes}/{s.n_seeds}", _interval(s.success_wilson, ".2f"),
+                      fmt(s.hq_fraction_mean, ".3f"), fmt(s.score_median, ".3f"),
+                      fmt(s.fid_median, ".3g"),
+                      f"{fmt(s.modes_held_mean, '.1f')}/{fmt(s.num_modes, '.0f')}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    shown = list(params)
+    lines = build(shown)
+    while shown and max(len(x) for x in lines) > width:
+        shown.pop()
+        lines = build(shown)
+    hidden = [p for p in params if p not in shown]
+    if any(s.source == "confirm" for s in stats):
+        lines.append("* seeds from `--confirm` (fresh seeds), not the sweep's")
+    if hidden:
+        lines.append(f"({len(hidden)} more param column(s) left out to fit {width} "
+                     f"characters: {', '.join(hidden)}; `--wide` shows every column)")
+    return "\n".join(lines)
 
 
 def region_table(grid: RegionGrid) -> str:
@@ -353,14 +399,16 @@ def write_report(client, records: SweepRecords, settings: Sequence[Setting],
             missing = " or ".join(p for p in (x, y) if p not in records.sampled)
             rep.notes.append(f"Heatmap {x} x {y} skipped: the space does not sample {missing}.")
             continue
-        grid = stability.region_grid(settings, x, y)
-        if grid is None:
+        grids = stability.region_grids_by_loss(settings, x, y)
+        if not grids:
             rep.notes.append(f"Heatmap {x} x {y} skipped: "
                              f"{stability.region_skip_reason(settings, x, y)}.")
             continue
-        name = _save(heatmap_figure(grid, f"{records.experiment}: {x} x {y}"), rep,
-                     f"heatmap_{x}_x_{y}.png")
-        rep.sections.append(f"### {x} x {y}\n\n![{name}]({name})\n\n{region_table(grid)}")
+        for loss, grid in grids:  # a cell never pools seeds of different losses
+            name = _save(heatmap_figure(grid, f"{records.experiment}, {loss}: {x} x {y}"),
+                         rep, f"heatmap_{x}_x_{y}_{loss}.png")
+            rep.sections.append(f"### {x} x {y}, loss {loss}\n\n![{name}]({name})\n\n"
+                                f"{region_table(grid)}")
 
     # Coverage curves and samples: top settings and a collapsed one.
     picks = [(f"#{i} {s.label}", trial_of[s.key]) for i, s in enumerate(ranked[:TOP_CURVES], 1)]

@@ -406,6 +406,17 @@ def region_grid(settings: Iterable[Setting], x: str, y: str, *,
     return RegionGrid(bx, by, seeds, succ, count, fid, score, hq)
 
 
+def region_grids_by_loss(settings: Iterable[Setting], x: str,
+                         y: str) -> list[tuple[str, RegionGrid]]:
+    """One grid per loss (a cell must not pool seeds of different losses: a BCE seed and a
+    WGAN-GP seed at the same n_critic say different things), for the losses that have one."""
+    by_loss: dict[str, list[Setting]] = {}
+    for s in settings:
+        by_loss.setdefault(str(s.params.get("loss", "-")), []).append(s)
+    grids = ((loss, region_grid(group, x, y)) for loss, group in sorted(by_loss.items()))
+    return [(loss, g) for loss, g in grids if g is not None]
+
+
 # ------------------------------------------------------------------------- documentation
 def definitions_markdown(min_seeds: int = MIN_SEEDS, rule: SuccessRule | None = None,
                          objective: str = DEFAULT_OBJECTIVE) -> str:

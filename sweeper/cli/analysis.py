@@ -18,6 +18,7 @@ from sweeper.analyse import stability
 from sweeper.analyse.objective import check_objective
 from sweeper.analyse.stability import Setting, SettingStats
 from sweeper.cli.options import SMOKE, check_seeds, tracking_uri_option
+from sweeper.commands import sweeper_cmd, uri_args
 from sweeper.errors import UserError
 from sweeper.paths import check_dir_writable, check_file_writable
 from sweeper.track import store
@@ -102,10 +103,11 @@ def analyse(uri: str, experiment: str, min_seeds: int = stability.MIN_SEEDS,
 
 
 def _regions(a: Analysis) -> list:
+    """(loss, grid) per region pair and loss."""
     from sweeper.analyse.report import region_pairs
 
-    grids = (stability.region_grid(a.settings, x, y) for x, y in region_pairs(a.records.sampled))
-    return [g for g in grids if g is not None]
+    return [lg for x, y in region_pairs(a.records.sampled)
+            for lg in stability.region_grids_by_loss(a.settings, x, y)]
 
 
 # ---------------------------------------------------------------------------- stable
@@ -124,9 +126,11 @@ def _regions(a: Analysis) -> list:
 @_objective_option
 @click.option("--smoke-test", is_flag=True, help="With --confirm: 1 setting, at most 2 seeds, "
               "tiny budget; checks the pipeline and replaces no estimate.")
+@click.option("--wide", is_flag=True, help="Every column (intervals, FID range, mode KL), "
+              "however wide; by default the table fits 160 characters.")
 def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, min_seeds,
-           objective, smoke_test) -> None:
-    """Settings ranked by how stably they train across seeds (see README: Stability)."""
+           objective, smoke_test, wide) -> None:
+    """Settings ranked by how stably they train across seeds (see docs/sweeps.md: Stability)."""
     if confirm_seeds < 0 or top < 1:
         raise UserError(f"--confirm must be >= 0 and --top >= 1, got {confirm_seeds} and {top}")
     if confirm_seeds:
@@ -159,27 +163,48 @@ def stable(experiment, tracking_uri, as_json, export_path, confirm_seeds, top, m
     if as_json:
         click.echo(json.dumps(stable_json(a, note), sort_keys=True))
         return
-    from sweeper.analyse.report import flagged_table, region_table, stats_table
+    from sweeper.analyse.report import compact_table, flagged_table, region_table, stats_table
 
     click.echo(f"Stable settings of sweep {experiment!r}: ranked by {a.ranking} "
-               "(definitions: README, Stability).")
+               "(definitions: docs/sweeps.md, Stability).")
     for line in a.preamble():
         click.echo(line)
     if note:
         click.echo(note)
-    click.echo(stats_table(a.ranked, a.params) if a.ranked else "No setting qualifies.")
+    table = stats_table if wide else compact_table
+    click.echo(table(a.ranked, a.params) if a.ranked else "No setting qualifies.")
     if a.flagged:
         click.echo(f"\nFlagged, not ranked (fewer than {min_seeds} seeds, or not at full "
                    "budget):")
-        click.echo(flagged_table(a.flagged, a.params))
-    for grid in _regions(a):
-        click.echo(f"\nStable region {grid.x.name} x {grid.y.name} (successes/seeds pooled "
-                   "per cell):")
+        click.echo(flagged_table(a.flagged, a.params, compact=not wide))
+    for loss, grid in _regions(a):
+        click.echo(f"\nStable region {grid.x.name} x {grid.y.name}, loss {loss} "
+                   "(successes/seeds pooled per cell):")
         click.echo(region_table(grid))
-    if export_path:
-        click.echo(f"\nwrote {export_path}: setting {a.best.label}; train it with `sweeper "
-                   f"train --config {export_path}`")
     click.echo(store.where_to_look(a.records.tracking_uri, a.records.experiment_id))
+    if export_path:
+        click.echo(f"\nwrote {export_path}: setting {a.best.label}; train it with "
+                   f"`{sweeper_cmd('train', '--config', export_path)}`")
+    for line in next_steps(a, experiment, confirmed=bool(confirm_seeds), exported=export_path):
+        click.echo(line)
+
+
+def next_steps(a: Analysis, experiment: str, *, confirmed: bool,
+               exported: str | None) -> list[str]:
+    """What to run next, each command as it runs from here (sweeper/commands.py)."""
+    if not (a.ranked or a.flagged):
+        return []
+    find = ["--experiment", experiment, *uri_args(
+        a.records.tracking_uri, store.check_tracking_uri(store.DEFAULT_TRACKING_URI))]
+    lines = ["\nNext:"]
+    if not confirmed:
+        lines.append(f"  re-train the top 3 on 10 fresh seeds (their numbers replace these "
+                     f"estimates): {sweeper_cmd('stable', *find, '--confirm', '10')}")
+    if not exported and a.ranked:  # --export needs a ranked setting
+        lines.append(f"  the best setting as a config for `train`: "
+                     f"{sweeper_cmd('stable', *find, '--export', 'best.yaml')}")
+    lines.append(f"  a report with plots: {sweeper_cmd('report', *find)}")
+    return lines
 
 
 def stable_json(a: Analysis, note: str) -> dict[str, Any]:
@@ -190,7 +215,7 @@ def stable_json(a: Analysis, note: str) -> dict[str, Any]:
             "note": note, "params": a.params,
             "ranked": [s.to_dict() for s in a.ranked],
             "flagged": [s.to_dict() for s in a.flagged],
-            "regions": [g.to_dict() for g in _regions(a)]}
+            "regions": [{"loss": loss, **g.to_dict()} for loss, g in _regions(a)]}
 
 
 def write_export(a: Analysis, path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shlex
 import signal
 import sys
 from typing import Any
@@ -31,9 +30,17 @@ def config_options(fn):
     Options default to None, meaning "not given", so the file and the loss's reference
     defaults apply; an option given on the command line overrides the file.
     """
-    for f in reversed(dataclasses.fields(make_config())):
+    from trainers.config import LOSS_DEFAULTS
+
+    defaults = make_config()  # the default loss, with its reference values filled in
+    per_loss = {k for d in LOSS_DEFAULTS.values() for k in d}
+    for f in reversed(dataclasses.fields(defaults)):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['doc']} [{describe_range(f)}]"
+        value = getattr(defaults, f.name)
+        shown = "(empty)" if value == "" else f"{value:g}" if isinstance(value, float) else value
+        if f.name in per_loss:  # the reference value of whichever --loss is chosen
+            shown = f"the loss's reference value, {defaults.loss}: {shown}"
+        help_text = f"{f.metadata['doc']} [{describe_range(f)}; default: {shown}]"
         if str(f.type) == "bool":
             fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None,
                               help=help_text)(fn)
@@ -53,7 +60,7 @@ def rule_options(fn):
     for f in reversed(list(RULE_FIELDS.values())):
         fn = click.option("--" + f.name.replace("_", "-"), f.name, type=float, default=None,
                           metavar="FLOAT", help=f"Success rule: {f.metadata['doc']} [default: "
-                          f"{f.default:g}; see README, Stability]")(fn)
+                          f"{f.default:g}; see docs/sweeps.md, Stability]")(fn)
     return fn
 
 
@@ -68,7 +75,7 @@ def rule_from_options(options: dict[str, Any], base: dict[str, Any] | None = Non
 _objective_option = click.option(
     "--objective", default="quality", show_default=True, metavar="[quality|fid]",
     help="Tie-breaker after failed seeds: the median quality score (seed_score) or the "
-    "median FID (README: What a sweep optimises).")
+    "median FID (docs/sweeps.md: What a sweep optimises).")
 
 
 def config_from_options(config_file: str | None, options: dict[str, Any],
@@ -260,13 +267,19 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         if experiment is None:
             raise UserError(f"nothing to resume in {sweep_root}; pass --experiment NAME")
     experiment = experiment or f"{space_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not resume and options["sampler_seed"] is None:
+        # Drawn, printed and saved, so any sweep can be repeated exactly (a resume keeps it).
+        import secrets
+
+        options["sampler_seed"] = secrets.randbelow(2**31)
     opts = driver.SweepOptions(space=space_obj, name=experiment, sweep_dir=sweep_root,
                               command=driver.command_line(), rule=rule, objective=objective,
                               **options)
     if not resume:  # a resume prints the options it restored instead
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {opts.num_samples} "
-                   f"settings x {opts.seeds} seeds, {opts.search} search, objective "
-                   f"{objective}; a seed succeeds with {rule.describe()}", err=True)
+                   f"settings x {opts.seeds} seeds, {opts.search} search (sampler seed "
+                   f"{opts.sampler_seed}), objective {objective}; a seed succeeds with "
+                   f"{rule.describe()}", err=True)
     if resume:
         note_ignored_options(click.get_current_context(), opts)
     try:
@@ -279,25 +292,32 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
                    f"continue it with: {_resume_command(experiment, sweep_dir, opts.address)}",
                    err=True)
         return 130
-    tracking_uri = opts.tracking_uri
     if resume:  # the sweep's own options, not this command's defaults
-        saved = driver.restore_options(opts, driver.sweep_path(sweep_root, experiment))
-        tracking_uri, objective = saved.tracking_uri, saved.objective
+        opts = driver.restore_options(opts, driver.sweep_path(sweep_root, experiment))
+        objective = opts.objective
     tie = "median FID" if objective == "fid" else "median seed_score"
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                f"m/(1+m), m = {tie}; lower is better):")
-    click.echo(driver.format_table(rows, top=10))
+    click.echo(driver.format_table(rows, top=TOP_ROWS))
+    from sweeper.commands import sweeper_cmd, uri_args
     from sweeper.track import store
 
-    uri = tracking_uri
+    uri = opts.tracking_uri
     try:
-        uri = store.check_tracking_uri(tracking_uri)
+        uri = store.check_tracking_uri(uri)
         exp_id = store.experiment_id(store.client(uri), experiment, create=False)
         look = store.where_to_look(uri, exp_id)
     except Exception:  # noqa: BLE001 - a failing store: the closing line below says so
         look = f"The tracking store {short(uri)} cannot be read now."
-    click.echo(f"\n{len(rows)} trials. {look}\nStable "
-               f"settings across seeds: sweeper stable --experiment {shlex.quote(experiment)}")
+    stable = sweeper_cmd("stable", "--experiment", experiment,
+                         *uri_args(uri, store.check_tracking_uri(store.DEFAULT_TRACKING_URI)))
+    shown = (f"the best {TOP_ROWS} of {len(rows)} trials above (all of them: results.md on "
+             "the sweep's MLflow run, or `sweeper stable`)" if len(rows) > TOP_ROWS
+             else f"{len(rows)} trials")
+    seed = (f"\nRepeat this sweep exactly: --sampler-seed {opts.sampler_seed}"
+            if opts.sampler_seed is not None else "")
+    click.echo(f"\n{shown[0].upper()}{shown[1:]}. {look}\nStable settings across seeds: "
+               f"{stable}{seed}")
     # The exit code must not say all is well when settings failed or results wait unsent.
     spool = driver.sweep_path(sweep_root, experiment) / "unsent"
     left = driver.undelivered(spool)
@@ -312,13 +332,19 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     return 1 if left or failed else 0
 
 
+# Rows of the ranked table `sweeper run` prints at its end.
+TOP_ROWS = 10
+
+
 def _resume_command(experiment: str, sweep_dir: str, address: str | None) -> str:
-    again = ["sweeper", "run", "--resume", "--experiment", experiment]
+    from sweeper.commands import sweeper_cmd
+
+    again = ["run", "--resume", "--experiment", experiment]
     if sweep_dir != "sweeps":
         again += ["--sweep-dir", sweep_dir]
     if address:
         again += ["--address", address]
-    return " ".join(shlex.quote(a) for a in again)
+    return sweeper_cmd(*again)
 
 
 @click.command()
@@ -327,8 +353,6 @@ def _resume_command(experiment: str, sweep_dir: str, address: str | None) -> str
 @click.option("--experiment", default=None, help="Link straight to this sweep's runs view.")
 def ui(tracking_uri, port, experiment) -> int:
     """Serve the MLflow UI for a SQLite tracking store on 127.0.0.1 (Ctrl-C stops it)."""
-    import socket
-    import subprocess
     from pathlib import Path
 
     from sweeper.track import store
@@ -345,22 +369,60 @@ def ui(tracking_uri, port, experiment) -> int:
             raise UserError(f"no experiment {short(experiment)!r} in {short(uri)}; see "
                             f"{link}")
         link = store.runs_view_url(uri, exp_id, base)
-    with socket.socket() as s:  # last: every other check first, so a busy port costs nothing
+    return _serve([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
+                   uri, "--host", "127.0.0.1", "--port", str(port)], port,
+                  f"MLflow UI for {uri} on {base} (Ctrl-C stops it); runs: {link}")
+
+
+def _serve(command: list[str], port: int, say: str) -> int:
+    """Run a local web server until it ends or Ctrl-C; its port is checked last, so a busy
+    one costs nothing else."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
-            raise UserError(f"port {port} on 127.0.0.1 is in use (another `sweeper ui` or "
-                            "`mlflow ui`?); pass --port") from None
-    click.echo(f"MLflow UI for {uri} on {base} (Ctrl-C stops it); runs: {link}", err=True)
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui",
-                             "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",
-                             str(port)])
+            raise UserError(f"port {port} on 127.0.0.1 is in use (another `sweeper ui`, "
+                            "`sweeper dashboard` or server?); pass --port") from None
+    click.echo(say, err=True)
+    proc = subprocess.Popen(command)
     try:
         return proc.wait()
     except KeyboardInterrupt:  # the usual way to stop it: not an error
         proc.terminate()
         proc.wait(timeout=30)
         return 0
+
+
+@click.command()
+@click.option("--experiment", required=True, help="Sweep name: its Optuna study is served.")
+@click.option("--sweep-dir", default="sweeps", show_default=True,
+              type=click.Path(file_okay=False), help="Where the sweep's folder is.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(experiment, sweep_dir, port) -> int:
+    """Serve optuna-dashboard on the sweep's Optuna study, on 127.0.0.1 (Ctrl-C stops it).
+
+    Optional: `pip install 'gan-sweeper[dashboard]'` (or `pip install optuna-dashboard`)."""
+    import importlib.util
+    from pathlib import Path
+
+    from sweeper.tune import driver
+
+    path = driver.sweep_path(Path(sweep_dir).resolve(), experiment)
+    if not (path / driver.OPTIONS_FILE).exists():
+        raise UserError(f"no sweep named {short(experiment)!r} in {short(sweep_dir)}; pass "
+                        "the --sweep-dir it ran with")
+    driver.check_study(path, experiment)  # read-only: a damaged study is one line
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    if importlib.util.find_spec("optuna_dashboard") is None or not exe.exists():
+        raise UserError("optuna-dashboard is not installed; install it with `pip install "
+                        "'gan-sweeper[dashboard]'` (or `pip install optuna-dashboard`)")
+    url = f"http://127.0.0.1:{port}/dashboard/"
+    return _serve([str(exe), f"sqlite:///{path / 'optuna.db'}", "--host", "127.0.0.1",
+                   "--port", str(port)], port,
+                  f"optuna-dashboard for sweep {experiment!r} on {url} (Ctrl-C stops it)")
 
 
 def note_ignored_options(ctx: click.Context, opts) -> None:
@@ -417,7 +479,7 @@ def spaces() -> None:
 
 # Every command, listed once (as Optuna's cli.py does): `from sweeper.cli import cli` is the
 # whole group, with no import needed for its side effects.
-COMMANDS = (train, eval_cmd, datasets, run, ui, spaces, stable, compare, report)
+COMMANDS = (train, eval_cmd, datasets, run, ui, dashboard, spaces, stable, compare, report)
 for _command in COMMANDS:
     cli.add_command(_command)
 

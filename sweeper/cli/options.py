@@ -21,7 +21,7 @@ def tracking_uri_option(help: str) -> Callable:
 
 
 # Seeds per setting: more than MANY_SEEDS draws a note (a trial's first report waits for
-# all of them), more than MAX_SEEDS is refused (stability needs 3-10; see README).
+# all of them), more than MAX_SEEDS is refused (stability needs 3-10; see docs/sweeps.md).
 MANY_SEEDS = 32
 MAX_SEEDS = 1000
 
@@ -32,5 +32,5 @@ def check_seeds(option: str, n: int) -> None:
     if n > MANY_SEEDS:
         click.echo(f"note: {option} {n}: each setting trains {n} runs (as batched populations), "
                    "so its first result comes only once all of them reach their first "
-                   "evaluation; 3-10 seeds usually settle stability (README: Stability)",
+                   "evaluation; 3-10 seeds usually settle stability (docs/sweeps.md: Stability)",
                    err=True)

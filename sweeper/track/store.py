@@ -282,7 +282,9 @@ def where_to_look(uri: str, exp_id: str) -> str:
     link = runs_view_url(uri, exp_id)
     if uri.startswith(("http://", "https://")):
         return f"MLflow runs: {link}"
-    return f"MLflow runs: `sweeper ui --tracking-uri {uri}`, then open {link}"
+    from sweeper.commands import sweeper_cmd
+
+    return f"MLflow runs: `{sweeper_cmd('ui', '--tracking-uri', uri)}`, then open {link}"
 
 
 def find_run(mlflow_client, exp_id: str, key: str):

@@ -35,6 +35,13 @@ from sweeper.errors import UserError, one_line
 from sweeper.paths import check_dir_writable
 from sweeper.track import store, tags
 from sweeper.tune.interrupt import StopSignals
+from sweeper.tune.rebuild import (
+    kept_trial_ids,
+    prepare_rebuild,
+    recorded_rows,
+    suggested_params,
+    tune_state_problem,
+)
 from sweeper.tune.recovery import (
     ENDED,
     TUNE_TRIAL_ATTR,
@@ -79,7 +86,7 @@ class SweepOptions:
                            "seeds; ASHA-stopped trials count what they trained); 0 = no "
                            "limit.")
     max_concurrent: int = _o(0, "Trials at once; 0 = as many as the cluster's CPUs/GPUs fit.")
-    seeds: int = _o(3, "Seeds per setting; the objective aggregates them (see README).")
+    seeds: int = _o(3, "Seeds per setting; the objective aggregates them (see docs/sweeps.md).")
     cpus_per_trial: float = _o(1.0, "CPU share per trial (also its torch threads).")
     gpus_per_trial: float = _o(0.0, "GPU share per trial, e.g. 0.25 packs four trials on a "
                                "GPU.")
@@ -349,7 +356,8 @@ def connect_ray(address: str | None, opts: SweepOptions) -> int:
                                      timeout=CONNECT_TIMEOUT_S).close()
         except (OSError, ValueError):
             raise UserError(f"cannot reach a Ray cluster at {store.short(address)}; start "
-                            "one with `ray start --head` (see README) or fix --address") from None
+                            "one with `ray start --head` (see docs/cluster.md) or fix "
+                            "--address") from None
     local = address in (None, "local")
     log = {"text": ""}
     try:
@@ -357,8 +365,11 @@ def connect_ray(address: str | None, opts: SweepOptions) -> int:
         # wrong token) before raising: held back here, named below in one line, and replayed
         # only when the connect succeeds.
         with (_local_ray_on_loopback() if local else _stderr_held(log)):
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=True, configure_logging=True)
+            # "local", not None: None joins whatever `ray start` cluster this machine last
+            # recorded in /tmp/ray/ray_current_cluster (a live one would run the private
+            # sweep on someone's cluster; a stale one hangs the driver on a dead address).
+            ray.init(address="local" if local else address, include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=True, configure_logging=True)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, its own
         if _auth_refused(f"{e} {log['text']}"):
             raise UserError(_token_hint(address)) from None
@@ -615,26 +626,23 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     from ray.tune import Tuner
 
     never_started = _never_started(path)
+    rebuild = None  # why Tune's state must be rebuilt from our records (rebuild.py), if so
     if resume and (path / OPTIONS_FILE).exists() and not never_started:
         # Read-only checks first: unpickling the searcher state opens the study.
         check_study(path, opts.name)
-        # Before Tune looks: damaged state is named, a search generator one snapshot behind
-        # the experiment state is aligned with it.
-        for name in repair_tune_state(path):
+        rebuild = tune_state_problem(path)
+        # Before Tune looks: a search generator one snapshot behind the experiment state is
+        # aligned with it.
+        for name in [] if rebuild else repair_tune_state(path):
             print(f"aligned {name} with the experiment state (a driver died between writing "
                   "the two)", file=sys.stderr)
     can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
     if resume and never_started:
         raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
                         "there is nothing to resume; run the same command without --resume")
-    if resume and not can_restore:
+    if resume and not can_restore and rebuild is None:
         raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
                         "it without --resume first")
-    if resume and not any(path.glob("experiment_state-*.json")):
-        raise UserError(f"the Tune state of sweep {opts.name!r} (experiment_state-*.json in "
-                        f"{path}) is missing; it cannot be resumed: restore the sweep folder "
-                        "from a backup, or start it again under another --experiment (its "
-                        "MLflow runs stay)")
     if not resume and not never_started and (can_restore or (path / OPTIONS_FILE).exists()):
         raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
                         "it with --resume or pick another --experiment")
@@ -691,7 +699,17 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
             opts.space.sampled_names(), opts.num_samples, opts.seeds,
             budget=(opts.budget_steps, path / BUDGET_FILE) if opts.budget_steps else None))
     t0 = time.time()
-    if resume:
+    to_run = opts.num_samples
+    if rebuild:
+        kept = prepare_rebuild(path, opts.name)
+        _while_store_works(_mark_trial_runs, opts.tracking_uri, exp_id,
+                           lambda t: t.get(tags.TAG_TRIAL) in kept.cut, "abandoned", "KILLED")
+        to_run = max(0, opts.num_samples - len(kept.finished))
+        print(f"the Tune state of sweep {opts.name!r} in {path}: {rebuild}; rebuilt from the "
+              f"Optuna study and MLflow (Ray's temp folder is never read): "
+              f"{len(kept.finished)} settings ended and are kept, {len(kept.cut)} cut off "
+              f"train again from step 0, {to_run} to run", file=sys.stderr)
+    if resume and not rebuild:
         for tid in restore_missing_checkpoints(path):
             print(f"trial {tid}: its snapshot names a checkpoint deleted just before the "
                   "driver died; resuming it from its newer one", file=sys.stderr)
@@ -705,7 +723,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=_optuna_search(opts, path), scheduler=_scheduler(opts),
-                num_samples=opts.num_samples,
+                num_samples=to_run,
                 max_concurrent_trials=at_once,
                 reuse_actors=opts.reuse_actors),
             run_config=tune.RunConfig(
@@ -716,10 +734,11 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=1 if opts.verbose else 0),
         )
-    grid = None
+    grid = [] if not to_run else None  # a rebuilt sweep may have nothing left to run
     try:
         with signals.fitting():
-            grid = tuner.fit()
+            if to_run:
+                grid = tuner.fit()
     except KeyboardInterrupt:
         pass  # a signal during Tune's clean stop: quit at once, books closed below
     finally:
@@ -738,7 +757,8 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
                  t0: float, signal_name: str | None) -> list[dict[str, Any]]:
     """After `fit`: deliver what trials spooled, make MLflow and the Optuna study agree with
     how Tune's trials ended, log the sweep's summary, and raise SweepInterrupted if a stop
-    signal cut trials off. `grid` is None when the user forced the stop."""
+    signal cut trials off. `grid` is None when the user forced the stop. Settings a rebuild
+    kept (rebuild.py) are known to the study, not to Tune: their rows come from MLflow."""
     from sweeper.tune.budget import ComputeBudget
 
     deliver_spool(opts.tracking_uri, path / "unsent")
@@ -749,11 +769,14 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     unfinished = {t for t, s in statuses.items() if s not in ENDED}
     results = list(grid) if grid is not None else []
     reported = {trial_metrics(r).get("trial_id") for r in results} - {None}
+    before = kept_trial_ids(path) - reported - set(statuses)
+    earlier = (_while_store_works(recorded_rows, opts.tracking_uri, exp_id, sorted(before),
+                                  suggested_params(path, opts.name)) or []) if before else []
     interrupted = grid is None or bool(unfinished) or (
-        signal_name is not None and len(results) < opts.num_samples)
+        signal_name is not None and len(results) + len(earlier) < opts.num_samples)
     if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
         abandoned = _while_store_works(mark_abandoned_runs, opts.tracking_uri, exp_id,
-                                       reported | set(statuses))
+                                       reported | set(statuses) | before)
         if abandoned:
             print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
                   "driver's last snapshot before it died, and Tune re-ran their settings as "
@@ -770,7 +793,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
         if orphans:
             print(f"closed {orphans} Optuna trial(s) left RUNNING by an interrupted driver "
                   "(suggested but never started); they are marked FAIL", file=sys.stderr)
-    rows = result_rows(results, opts.space.sampled_names(), unfinished)
+    rows = rank(earlier + result_rows(results, opts.space.sampled_names(), unfinished))
     client = store.client(opts.tracking_uri)
     logger = store.RunLogger(client, parent_id)
     logger.log_text(format_table(rows), "results.md")
@@ -839,8 +862,12 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
                      "modes": m.get(objective.MODES_HELD_MEAN), "hq":
                      m.get(objective.HQ_FRACTION_MEAN), "run_id": m.get(RUN_ID, ""),
                      "error": last_line(r.error) if r.error else ""})
-    rows.sort(key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
-    return rows
+    return rank(rows)
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished trials by objective (best first), then the rest."""
+    return sorted(rows, key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
 
 
 def failed_rows(rows: list[dict[str, Any]]) -> str:

@@ -4,7 +4,7 @@
     fixed:                                 # constant TrialConfig fields
       dataset: ring8
       steps: 1500
-      model: nets.py:build                 # optional: your own networks (README)
+      model: nets.py:build                 # optional: your own networks (docs/trainer.md)
     params:                                # sampled, in this order; keys are TrialConfig fields
       loss: {choice: [bce-ns, wgan-clip, wgan-gp]}
       gp_lambda: {log_uniform: [0.1, 100], when: {loss: wgan-gp}}

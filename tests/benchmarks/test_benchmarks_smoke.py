@@ -145,3 +145,10 @@ def test_gpu_session_script_runs_every_step_then_skips_them_on_a_rerun(tmp_path)
     assert bad.returncode == 1 and "fresh30: exit 2" in bad.stdout, bad.stdout
     assert not (tmp_path / "fresh30.md").exists()
     assert "curves:" not in bad.stdout  # a failed step stops the script
+
+
+def test_memory_estimate_smoke_prints_the_ratio() -> None:
+    out = _run("memory_estimate")
+    (row,) = [x for x in out.splitlines() if x.startswith("| hidden=1024")]
+    ratio = float(row.rsplit("|", 2)[-2])
+    assert 0.2 < ratio < 5, row  # near, not exact: the estimate is for refusing what cannot fit

@@ -326,7 +326,7 @@ def test_write_report_writes_valid_pngs_and_a_summary_with_the_tables(swept, tmp
     rep = report.write_report(s.client, records, sets, ranked, flagged, out,
                               study_path=tmp_path / "no-study.db")
     assert rep.out == out
-    assert rep.files == ["heatmap_gp_lambda_x_n_critic.png", "coverage_vs_step.png",
+    assert rep.files == ["heatmap_gp_lambda_x_n_critic_wgan-gp.png", "coverage_vs_step.png",
                          "samples.png", "grad_norm_by_loss.png", "summary.md"]
     assert sorted(p.name for p in out.iterdir()) == sorted(rep.files)
     for name in rep.files[:-1]:
@@ -348,9 +348,12 @@ def test_write_report_writes_valid_pngs_and_a_summary_with_the_tables(swept, tmp
             "generated samples") in md
     assert "## Ranked settings\n\n" + report.stats_table(ranked, params) in md
     assert "## Flagged, not ranked\n\n" + report.flagged_table(flagged, params) in md
-    grid = stability.region_grid(sets, "gp_lambda", "n_critic")
-    assert ("### gp_lambda x n_critic\n\n![heatmap_gp_lambda_x_n_critic.png]"
-            "(heatmap_gp_lambda_x_n_critic.png)\n\n" + report.region_table(grid)) in md
+    # One grid per loss: a cell never pools seeds of different losses.
+    (loss, grid), = stability.region_grids_by_loss(sets, "gp_lambda", "n_critic")
+    assert loss == "wgan-gp"
+    assert ("### gp_lambda x n_critic, loss wgan-gp\n\n"
+            "![heatmap_gp_lambda_x_n_critic_wgan-gp.png]"
+            "(heatmap_gp_lambda_x_n_critic_wgan-gp.png)\n\n" + report.region_table(grid)) in md
     for name in rep.files[1:-1]:
         assert f"![{name}]({name})" in md
     assert "optuna_importances.png" not in md and "## Notes" in md
@@ -372,4 +375,4 @@ def test_no_heatmap_over_a_param_the_sweep_did_not_sample(swept, tmp_path):
     ranked, flagged = stability.rank(stability.setting_stats(x) for x in moved)
     rep = report.write_report(s.client, records, moved, ranked, flagged, tmp_path,
                               study_path=tmp_path / "no-study.db")
-    assert "heatmap_lr_d_x_n_critic.png" not in rep.files
+    assert not [f for f in rep.files if f.startswith("heatmap_lr_d_x_n_critic")]

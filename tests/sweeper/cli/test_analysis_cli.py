@@ -198,10 +198,18 @@ def test_text_table_and_regions(sweeps, capsys):
     assert code == 0, err
     assert "ranked by success-rate Wilson 95% lower bound desc, then median seed_score" in out
     assert "A seed succeeds with >= 90% of the modes held" in out
-    assert "| HQ mean | median score [95% CI] |" in out
-    table = [ln for ln in out.splitlines() if ln.startswith("| 1 |")]
-    assert table and f"/{SEEDS} |" in table[0]
-    assert "Stable region gp_lambda x n_critic" in out
+    # The default table fits a 160-column terminal; --wide has every column.
+    assert "| success | Wilson 95% | HQ | score | FID | modes held |" in out
+    table = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    assert table and max(len(ln) for ln in table) <= 160
+    first = [ln for ln in table if ln.startswith("| 1 |")]
+    assert first and f"/{SEEDS} |" in first[0]
+    # Region tables per loss: a cell never pools seeds of different losses.
+    assert "Stable region gp_lambda x n_critic, loss wgan-gp" in out
+    code, wide, err = cli(["stable", "--experiment", MAIN, "--tracking-uri", sweeps["uri"],
+                           "--wide"], capsys, sweeps["root"])
+    assert code == 0, err
+    assert "| HQ mean | median score [95% CI] |" in wide
 
 
 def test_export_round_trips_into_sweeper_train(sweeps, capsys, tmp_path):
@@ -238,9 +246,10 @@ def test_report_writes_valid_pngs_and_logs_them_to_the_parent_run(sweeps, capsys
                           "--out", str(out_dir)], capsys, sweeps["root"])
     assert code == 0, err
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
-    assert {"heatmap_gp_lambda_x_n_critic.png", "heatmap_lr_d_x_n_critic.png",
-            "coverage_vs_step.png", "samples.png", "grad_norm_by_loss.png",
-            "optuna_importances.png", "optuna_parallel.png"} <= set(pngs), out
+    assert {"heatmap_gp_lambda_x_n_critic_wgan-gp.png", "coverage_vs_step.png",
+            "samples.png", "grad_norm_by_loss.png", "optuna_importances.png",
+            "optuna_parallel.png"} <= set(pngs), out
+    assert [p for p in pngs if p.startswith("heatmap_lr_d_x_n_critic_")], pngs  # per loss
     for name in pngs:
         img = plt.imread(out_dir / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100

@@ -145,6 +145,10 @@ def commands(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         # not fuzzed (a valid port would start a real server).
         "ui": (["ui", "--tracking-uri", uri, "--port", str(BUSY.getsockname()[1])],
                {"--tracking-uri": text, "--experiment": text}),
+        # `dashboard` serves too: the same busy port ends a call that passes every check.
+        "dashboard": (["dashboard", "--experiment", SWEEP, "--sweep-dir", str(root / "sweeps"),
+                       "--port", str(BUSY.getsockname()[1])],
+                      {"--experiment": text, "--sweep-dir": path}),
         "datasets": (["datasets"], {}),
         "spaces": (["spaces"], {}),
     }

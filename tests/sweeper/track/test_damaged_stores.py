@@ -64,22 +64,30 @@ def test_a_garbage_study_is_named_not_the_searcher_state(sweep):
     assert "searcher-state" not in p.stderr
 
 
-def test_deleted_tune_state_is_named_and_rays_temp_folder_never_read(tmp_path):
+def test_deleted_tune_state_is_rebuilt_from_the_records_never_from_rays_temp_folder(
+        tmp_path):
     # Its own sweep, so that Ray's staging copy in its temp folder names this very folder: it
     # used to be put back from there. That folder is shared by every local user (a pickle
     # planted there ran as whoever resumed) and can be newer than the folder the user
-    # restored, so it is never read now: one line, nothing touched.
+    # restored, so it is never read: the Optuna study and MLflow, which hold every finished
+    # setting, are the truth the sweep is rebuilt from (row 8 of reliability round 3).
     sweep = tmp_path / "own"
     sweep.mkdir()
     p = sweeper(sweep, "run", "--smoke-test", "--experiment", NAME)
     assert p.returncode == 0, p.stderr[-3000:]
+    table = sorted(x for x in p.stdout.splitlines() if x.startswith("| ") and "finished" in x)
     for f in folder(sweep).glob("experiment_state-*.json"):
         f.unlink()
-    before = sorted(f.name for f in folder(sweep).iterdir())
     p = sweeper(sweep, "run", "--resume", "--experiment", NAME)
-    one_line_error(p, "experiment_state-*.json in")
-    assert "restore the sweep folder from a backup" in p.stderr
-    assert sorted(f.name for f in folder(sweep).iterdir()) == before
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "experiment_state-*.json is missing; rebuilt from the Optuna study and MLflow" \
+        in p.stderr and "2 settings ended and are kept" in p.stderr and "0 to run" in p.stderr
+    assert "2 trials." in p.stdout
+    # The same rows, read back from MLflow (rank, trial, values, params, run link).
+    again = sorted(x for x in p.stdout.splitlines() if x.startswith("| ") and "finished" in x)
+    assert again == table
+    p = sweeper(sweep, "run", "--resume", "--experiment", NAME)  # and again: nothing changes
+    assert p.returncode == 0 and "2 trials." in p.stdout, p.stderr[-3000:]
 
 
 def test_a_pickle_planted_in_rays_temp_folder_never_runs(sweep, tmp_path):

@@ -58,7 +58,18 @@ def _damage_checkpoints(tmp_path, name) -> int:
     return cut
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-damaged"])
+def _lose_tune_state(tmp_path, name) -> None:
+    """Delete the sweep folder's whole Tune snapshot (row 8 of reliability round 3): the
+    resume rebuilds it from the Optuna study and MLflow."""
+    folder = sweep_path(tmp_path / "sweeps", name)
+    for pattern in ("experiment_state-*.json", "searcher-state-*.pkl",
+                    "search_gen_state-*.json", "tuner.pkl"):
+        for f in folder.glob(pattern):
+            f.unlink()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-damaged",
+                                 "ctrl-c-state-lost"])
 def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how):
     name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"
     space = write_space(tmp_path, steps=60)
@@ -81,7 +92,10 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     # Ray forwards its trial workers' output; a worker torn down mid-garbage-collection may
     # print "Exception ignored ... SystemExit" there. That is Ray's, not the driver's.
     driver = "\n".join(line for line in text.splitlines() if "(run_trial pid=" not in line)
-    assert f"continue it with: sweeper run --resume --experiment {name}" in text, text[-3000:]
+    # The command as it runs from here (the venv's sweeper by path when not on PATH).
+    (again,) = [x.split("continue it with: ", 1)[1] for x in text.splitlines()
+                if "continue it with: " in x]
+    assert again.endswith(f"sweeper run --resume --experiment {name}"), text[-3000:]
     for bad in ("Traceback", "Fatal Python error", "*** SIG", "Aborted", "Tuner.restore("):
         assert bad not in driver, text[-3000:]
     (parent,) = runs(uri, name, "sweep")
@@ -96,6 +110,8 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     # Damaged checkpoints restart their trials from step 0 (deterministic; the steps they
     # logged are not logged again) instead of failing them on every retry.
     damaged = _damage_checkpoints(tmp_path, name) if how == "ctrl-c-damaged" else 0
+    if how == "ctrl-c-state-lost":
+        _lose_tune_state(tmp_path, name)
     # The resume, with options that differ from the saved ones: they are named and ignored.
     p = subprocess.run([SWEEPER, "run", "--resume", "--experiment", name, "--num-samples",
                         "9", "--seeds", "3"], cwd=tmp_path, env=ENV, capture_output=True,
@@ -105,6 +121,10 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert "Cannot tell" not in p.stderr
     if damaged:
         assert "the trial starts over from step 0" in p.stderr, p.stderr[-3000:]
+    if how == "ctrl-c-state-lost":
+        assert "tuner.pkl is missing; rebuilt from the Optuna study and MLflow" in p.stderr
+        table = [x for x in p.stdout.splitlines() if x.startswith("| ") and "|---" not in x]
+        assert len(table) == NUM + 1, p.stdout  # header + every setting once
     assert_no_duplicates(uri, name, NUM, SEEDS)
     trials = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
               if r.data.tags[tags.TAG_STATUS] != "abandoned"}

@@ -86,3 +86,28 @@ def test_a_sweep_named_dotdot_writes_nothing_outside_its_sweep_dir_and_listens_o
     (folder,) = (work / "sweeps").iterdir()
     assert folder == sweep_path(work / "sweeps", "..")
     assert (folder / "optuna.db").is_file()
+
+
+@pytest.mark.slow
+def test_a_recorded_ray_start_cluster_is_never_joined(tmp_path):
+    """`ray.init()` without an address joins the cluster the machine's last `ray start`
+    recorded (`<ray temp>/ray_current_cluster`): a live one would run the "private" sweep on
+    someone else's cluster, and a stale one (its head killed without `ray stop`) hung the
+    driver on a dead address for minutes. A sweep without --address starts its own Ray."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.procs import free_port
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: unix socket paths
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+        p = subprocess.run([SWEEPER, "run", "--smoke-test", "--experiment", "own-ray"],
+                           cwd=tmp_path, env={**ENV, "RAY_TMPDIR": str(ray_tmp)},
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Failed to connect to GCS" not in p.stderr

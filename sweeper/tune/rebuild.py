@@ -1,0 +1,142 @@
+"""Resuming a sweep whose Tune state is missing or damaged, from our own records.
+
+Tune's snapshot (tuner.pkl, experiment_state-*.json, the searcher and search-generator
+states) is a cache of what the Optuna study and MLflow already hold: every finished setting,
+its value and its runs. Ray keeps a newer copy in its temp folder, but that folder is shared
+by every user of the machine (a pickle planted there would run as whoever resumes) and may be
+newer than the folder the user restored, so it is never read. When the sweep folder's own
+snapshot is gone or cut off, the sweep is rebuilt instead:
+
+- finished settings (COMPLETE, PRUNED or FAIL in Optuna) stay as they are: their Tune ids
+  go to `kept_trials.json`, and their MLflow trial runs are their rows of the results table
+  from then on;
+- settings that were cut off mid-training (RUNNING in Optuna) are closed (FAIL, flagged
+  orphaned, so TPE and the counts leave them out), their MLflow runs are marked abandoned,
+  and the same settings are enqueued in the study, so they train again from step 0 under
+  new Tune trials (training is deterministic given the seeds);
+- Tune starts a fresh experiment in the same folder for the settings still to run, with the
+  same study, so TPE learns from every finished one. The unreadable Tune files are moved
+  into a `replaced-<time>` folder beside them, for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeper.tune.recovery import STATE_PATTERNS, TUNE_TRIAL_ATTR, _state_file_ok
+
+ORPHANED = "gan_sweeper_orphaned"
+
+
+def tune_state_problem(path: Path) -> str | None:
+    """What is wrong with the sweep folder's Tune state ("tuner.pkl is missing", ...), or
+    None when a Tune restore can use it."""
+    if not (path / "tuner.pkl").is_file():
+        return "tuner.pkl is missing"
+    if not any(path.glob("experiment_state-*.json")):
+        return "experiment_state-*.json is missing"
+    for pattern in STATE_PATTERNS:
+        for f in sorted(path.glob(pattern)):
+            if not _state_file_ok(f):
+                return f"{f.name} is damaged"
+    try:
+        json.loads(max(path.glob("experiment_state-*.json")).read_text(encoding="utf-8"))[
+            "trial_data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the newest experiment_state is not Tune's"
+    return None
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    finished: list[str]  # Tune trial ids of the settings that ended (kept as they are)
+    cut: list[str]  # Tune trial ids of the settings cut off (trained again from step 0)
+
+
+def prepare_rebuild(path: Path, name: str) -> Rebuilt:
+    """Close the study's cut-off trials and enqueue their settings again, and move the Tune
+    files aside (see the module's doc)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    states = optuna.trial.TrialState
+    finished, cut = [], []
+    for t in study.get_trials(deepcopy=False):
+        orphaned = t.system_attrs.get(ORPHANED)
+        tid = t.user_attrs.get(TUNE_TRIAL_ATTR)
+        if t.state == states.RUNNING:
+            study._storage.set_trial_system_attr(t._trial_id, ORPHANED, True)
+            study.tell(t.number, state=states.FAIL)
+            study.enqueue_trial(dict(t.params))
+            if tid:
+                cut.append(tid)
+        elif t.state in (states.COMPLETE, states.PRUNED, states.FAIL) and not orphaned and tid:
+            finished.append(tid)
+    kept = sorted(kept_trial_ids(path) | set(finished))
+    tmp = path / f".{KEPT_FILE}.tmp"
+    tmp.write_text(json.dumps(kept), encoding="utf-8")
+    os.replace(tmp, path / KEPT_FILE)
+    aside = path / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    for pattern in (*STATE_PATTERNS, "tuner.pkl"):
+        for f in path.glob(pattern):
+            aside.mkdir(exist_ok=True)
+            f.rename(aside / f.name)
+    return Rebuilt(finished, cut)
+
+
+KEPT_FILE = "kept_trials.json"
+
+
+def kept_trial_ids(path: Path) -> set[str]:
+    """Tune trial ids of the settings rebuilds kept: ended before the Tune experiment that
+    now runs the sweep, so known to the study and MLflow but not to Tune."""
+    try:
+        return set(json.loads((path / KEPT_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def suggested_params(path: Path, name: str) -> dict[str, dict[str, Any]]:
+    """Tune trial id -> the params Optuna suggested for it (a conditional param appears only
+    where it was suggested, as in Tune's own config)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    return {t.user_attrs[TUNE_TRIAL_ATTR]: dict(t.params)
+            for t in study.get_trials(deepcopy=False) if TUNE_TRIAL_ATTR in t.user_attrs}
+
+
+def recorded_rows(uri: str, exp_id: str, trial_ids: list[str],
+                  params: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the results table (see driver.result_rows) for trials Tune no longer knows:
+    their values from their MLflow trial runs, their params from the study (`params`)."""
+    from sweeper.analyse import objective
+    from sweeper.track import store, tags
+    from trainers import names
+
+    client = store.client(uri)
+    runs = client.search_runs([exp_id], max_results=5000,
+                              filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
+    by_trial = {r.data.tags.get(tags.TAG_TRIAL): r for r in runs
+                if r.data.tags.get(tags.TAG_STATUS) != "abandoned"}
+    rows = []
+    for tid in trial_ids:
+        r = by_trial.get(tid)
+        if r is None:
+            continue
+        m, status = r.data.metrics, r.data.tags.get(tags.TAG_STATUS, "")
+        rows.append({
+            "trial_id": tid,
+            "status": ("finished" if names.OBJECTIVE in m else "error" if status == "error"
+                       else f"stopped@{int(m.get(names.STEP, 0))}"),
+            "params": params.get(tid, {}),
+            "objective": m.get(names.OBJECTIVE), "success_rate": m.get(names.SUCCESS_RATE),
+            "fid_median": m.get(objective.FID_MEDIAN), "score": m.get(objective.SCORE_MEDIAN),
+            "modes": m.get(objective.MODES_HELD_MEAN), "hq": m.get(objective.HQ_FRACTION_MEAN),
+            "run_id": r.info.run_id, "error": ""})
+    return rows

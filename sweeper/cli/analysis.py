@@ -195,7 +195,7 @@ def next_steps(a: Analysis, experiment: str, *, confirmed: bool,
     if not (a.ranked or a.flagged):
         return []
     find = ["--experiment", experiment, *uri_args(
-        a.records.tracking_uri, store.check_tracking_uri(store.DEFAULT_TRACKING_URI))]
+        a.records.tracking_uri, store.absolute_uri(store.DEFAULT_TRACKING_URI))]
     lines = ["\nNext:"]
     if not confirmed:
         lines.append(f"  re-train the top 3 on 10 fresh seeds (their numbers replace these "

@@ -302,15 +302,14 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     from sweeper.commands import sweeper_cmd, uri_args
     from sweeper.track import store
 
-    uri = opts.tracking_uri
+    uri = store.absolute_uri(opts.tracking_uri)  # checked when the sweep started
     try:
-        uri = store.check_tracking_uri(uri)
         exp_id = store.experiment_id(store.client(uri), experiment, create=False)
         look = store.where_to_look(uri, exp_id)
     except Exception:  # noqa: BLE001 - a failing store: the closing line below says so
         look = f"The tracking store {short(uri)} cannot be read now."
     stable = sweeper_cmd("stable", "--experiment", experiment,
-                         *uri_args(uri, store.check_tracking_uri(store.DEFAULT_TRACKING_URI)))
+                         *uri_args(uri, store.absolute_uri(store.DEFAULT_TRACKING_URI)))
     shown = (f"the best {TOP_ROWS} of {len(rows)} trials above (all of them: results.md on "
              "the sweep's MLflow run, or `sweeper stable`)" if len(rows) > TOP_ROWS
              else f"{len(rows)} trials")

@@ -53,6 +53,13 @@ def quiet_http_retries() -> None:
         os.environ.setdefault(k, v)
 
 
+def absolute_uri(uri: str) -> str:
+    """`uri` with a relative sqlite path made absolute, nothing checked (for printing)."""
+    if uri.startswith("sqlite:///") and uri[len("sqlite:///"):] not in ("", ":memory:"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    return uri
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     """Fail fast, with one line, when the tracking store cannot be used.
 

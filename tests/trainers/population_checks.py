@@ -1,4 +1,5 @@
-"""What several population tests share: a member's weights, and the frozen-member check."""
+"""What several population tests share: a member's weights, the exact-resume check and the
+frozen-member check."""
 
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ from trainers.population import Population
 def weights(pop: Population, j: int) -> list[torch.Tensor]:
     """Member j's generator and critic state, in the single-run module's layout."""
     return [*pop.G.member_state_dict(j).values(), *pop.D.member_state_dict(j).values()]
+
+
+def check_resume_is_exact(cfgs: list, folder) -> None:
+    """Saved at step 10 (after an evaluation) and resumed, a population ends bit for bit
+    where one trained straight through ends."""
+    straight = Population(cfgs)
+    straight.run()
+    first = Population(cfgs)
+    first.train_until(10)
+    first.evaluate()
+    first.save(folder / "pop.pt")
+    resumed = Population.load(folder / "pop.pt", device="cpu")
+    resumed.run()
+    for j in range(len(cfgs)):
+        for a, b in zip(weights(straight, j), weights(resumed, j), strict=True):
+            assert torch.equal(a, b)
 
 
 def check_a_poisoned_member_freezes(cfgs: list, poison: Callable[[Population], None], *,

@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from tests.trainers.population_checks import check_a_poisoned_member_freezes, weights
+from tests.trainers.population_checks import (
+    check_a_poisoned_member_freezes,
+    check_resume_is_exact,
+    weights,
+)
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.penalties import PENALTIES
@@ -152,17 +156,7 @@ def test_checkpoint_resume_is_exact(tmp_path, conv, classifier_cache):
     # RMSProp, clipping, decay; the conv generator's batch-norm statistics too
     cfgs = member_configs("wgan-clip", lr_schedule="linear",
                           **({**DIGITS, "steps": 20, "eval_every": 10} if conv else {}))
-    straight = Population(cfgs)
-    straight.run()
-    first = Population(cfgs)
-    first.train_until(10)
-    first.evaluate()
-    first.save(tmp_path / "pop.pt")
-    resumed = Population.load(tmp_path / "pop.pt", device="cpu")
-    resumed.run()
-    for j in range(len(cfgs)):
-        for a, b in zip(weights(straight, j), weights(resumed, j), strict=True):
-            assert torch.equal(a, b)
+    check_resume_is_exact(cfgs, tmp_path)
 
 
 def test_members_must_share_the_shape():

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trainers.population_checks import check_a_poisoned_member_freezes, weights
+from tests.trainers.population_checks import (
+    check_a_poisoned_member_freezes,
+    check_resume_is_exact,
+    weights,
+)
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.data import DATASETS
@@ -106,17 +110,7 @@ def test_a_nan_member_of_a_user_model_is_frozen_and_the_others_go_on_as_without_
 
 def test_a_user_model_checkpoint_resumes_exactly(tmp_path):
     cfgs = configs(f"{NETS}:bn_mlp", "wgan-gp", {**RING, "steps": 20, "eval_every": 10})
-    straight = Population(cfgs)
-    straight.run()
-    first = Population(cfgs)
-    first.train_until(10)
-    first.evaluate()
-    first.save(tmp_path / "pop.pt")
-    resumed = Population.load(tmp_path / "pop.pt", device="cpu")
-    resumed.run()
-    for j in range(len(cfgs)):
-        for a, b in zip(weights(straight, j), weights(resumed, j), strict=True):
-            assert torch.equal(a, b)
+    check_resume_is_exact(cfgs, tmp_path)
 
 
 # ------------------------------------------------------------------ bad input

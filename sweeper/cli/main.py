@@ -313,7 +313,10 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     shown = (f"the best {TOP_ROWS} of {len(rows)} trials above (all of them: results.md on "
              "the sweep's MLflow run, or `sweeper stable`)" if len(rows) > TOP_ROWS
              else f"{len(rows)} trials")
-    seed = (f"\nRepeat this sweep exactly: --sampler-seed {opts.sampler_seed}"
+    # The seed fixes the sampler's draws; with trials at once, the order results reach TPE
+    # in can still differ from run to run, so a repeat proposes the same first settings.
+    seed = (f"\nRepeat this sweep: --sampler-seed {opts.sampler_seed} (the same sampler "
+            "draws; with trials running at once, results may reach TPE in another order)"
             if opts.sampler_seed is not None else "")
     click.echo(f"\n{shown[0].upper()}{shown[1:]}. {look}\nStable settings across seeds: "
                f"{stable}{seed}")

@@ -36,6 +36,7 @@ from sweeper.paths import check_dir_writable
 from sweeper.track import store, tags
 from sweeper.tune.interrupt import StopSignals
 from sweeper.tune.rebuild import (
+    ended_in_mlflow,
     kept_trial_ids,
     prepare_rebuild,
     recorded_rows,
@@ -701,9 +702,13 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     t0 = time.time()
     to_run = opts.num_samples
     if rebuild:
-        kept = prepare_rebuild(path, opts.name)
-        _while_store_works(_mark_trial_runs, opts.tracking_uri, exp_id,
-                           lambda t: t.get(tags.TAG_TRIAL) in kept.cut, "abandoned", "KILLED")
+        ended = _while_store_works(ended_in_mlflow, opts.tracking_uri, exp_id) or {}
+        kept = prepare_rebuild(path, opts.name, ended)
+        for ids, status, state in ((kept.cut, "abandoned", "KILLED"),
+                                   (kept.stopped, "stopped_early", "KILLED"),
+                                   (kept.failed, "error", "FAILED")):
+            _while_store_works(_mark_trial_runs, opts.tracking_uri, exp_id,
+                               lambda t, ids=ids: t.get(tags.TAG_TRIAL) in ids, status, state)
         to_run = max(0, opts.num_samples - len(kept.finished))
         print(f"the Tune state of sweep {opts.name!r} in {path}: {rebuild}; rebuilt from the "
               f"Optuna study and MLflow (Ray's temp folder is never read): "

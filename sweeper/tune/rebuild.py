@@ -56,20 +56,53 @@ def tune_state_problem(path: Path) -> str | None:
 class Rebuilt:
     finished: list[str]  # Tune trial ids of the settings that ended (kept as they are)
     cut: list[str]  # Tune trial ids of the settings cut off (trained again from step 0)
+    # Of `finished`, those Optuna has PRUNED or FAIL: their MLflow runs say so too, even if
+    # the stop landed before the driver tagged them.
+    stopped: list[str]
+    failed: list[str]
 
 
-def prepare_rebuild(path: Path, name: str) -> Rebuilt:
+def ended_in_mlflow(uri: str, exp_id: str) -> dict[str, Any]:
+    """Tune trial id -> how its MLflow trial run ended: the final objective, None (stopped
+    early by ASHA), or "error". Runs still running, interrupted or abandoned are left out."""
+    from sweeper.track import store, tags
+    from trainers import names
+
+    client = store.client(uri)
+    ended: dict[str, Any] = {}
+    for r in client.search_runs([exp_id], max_results=5000,
+                                filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'"):
+        tid, status = r.data.tags.get(tags.TAG_TRIAL), r.data.tags.get(tags.TAG_STATUS)
+        if status == "finished" and names.OBJECTIVE in r.data.metrics:
+            ended[tid] = r.data.metrics[names.OBJECTIVE]
+        elif status in ("stopped_early", "error"):
+            ended[tid] = None if status == "stopped_early" else "error"
+    return ended
+
+
+def prepare_rebuild(path: Path, name: str, ended: dict[str, Any]) -> Rebuilt:
     """Close the study's cut-off trials and enqueue their settings again, and move the Tune
-    files aside (see the module's doc)."""
+    files aside (see the module's doc). A trial still RUNNING in Optuna whose MLflow run
+    ended (`ended`, from `ended_in_mlflow`: a stop landed between the two) is told that
+    outcome and kept, not trained again."""
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
     states = optuna.trial.TrialState
-    finished, cut = [], []
+    finished, cut, stopped, failed = [], [], [], []
     for t in study.get_trials(deepcopy=False):
         orphaned = t.system_attrs.get(ORPHANED)
         tid = t.user_attrs.get(TUNE_TRIAL_ATTR)
-        if t.state == states.RUNNING:
+        if t.state == states.RUNNING and tid in ended:
+            outcome = ended[tid]
+            if outcome == "error":
+                study.tell(t.number, state=states.FAIL)
+            elif outcome is None:
+                study.tell(t.number, state=states.PRUNED)
+            else:
+                study.tell(t.number, float(outcome))
+            finished.append(tid)
+        elif t.state == states.RUNNING:
             study._storage.set_trial_system_attr(t._trial_id, ORPHANED, True)
             study.tell(t.number, state=states.FAIL)
             study.enqueue_trial(dict(t.params))
@@ -77,6 +110,10 @@ def prepare_rebuild(path: Path, name: str) -> Rebuilt:
                 cut.append(tid)
         elif t.state in (states.COMPLETE, states.PRUNED, states.FAIL) and not orphaned and tid:
             finished.append(tid)
+            if t.state == states.PRUNED and tid not in ended:
+                stopped.append(tid)
+            elif t.state == states.FAIL and tid not in ended:
+                failed.append(tid)
     kept = sorted(kept_trial_ids(path) | set(finished))
     tmp = path / f".{KEPT_FILE}.tmp"
     tmp.write_text(json.dumps(kept), encoding="utf-8")
@@ -86,7 +123,7 @@ def prepare_rebuild(path: Path, name: str) -> Rebuilt:
         for f in path.glob(pattern):
             aside.mkdir(exist_ok=True)
             f.rename(aside / f.name)
-    return Rebuilt(finished, cut)
+    return Rebuilt(finished, cut, stopped, failed)
 
 
 KEPT_FILE = "kept_trials.json"

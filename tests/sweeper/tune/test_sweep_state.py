@@ -182,3 +182,24 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     assert _intact(pafs.LocalFileSystem(), str(tmp_path))
     (tmp_path / "empty").mkdir()
     assert not _intact(pafs.LocalFileSystem(), str(tmp_path / "empty"))
+
+
+def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_path, caplog):
+    # Row 8 of reliability round 3: a damaged checkpoint is treated like a missing one.
+    from ray import tune
+
+    from sweeper.tune.trial import _restore
+    from trainers.config import make_config
+    from trainers.members import POPULATION_FILE, make_members, save_members
+
+    cfgs = [make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
+                         "depth": 1, "batch_size": 8, "eval_every": 2, "seed": s})
+            for s in (0, 1)]
+    members = make_members(cfgs)
+    members.train_until(2)
+    save_members(members, tmp_path)
+    f = tmp_path / POPULATION_FILE
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), 2, "cpu") is None
+    assert "the trial starts over from step 0" in caplog.text

@@ -36,7 +36,9 @@ NUM = 4
 def test_copies_put_back_after_a_finished_resume_are_what_resumes(tmp_path):
     name, db = "copied", tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    space = write_space(tmp_path, steps=90)
+    # Long enough that the other trials still train when the first one finishes and the
+    # Ctrl-C comes (at 90 steps the whole sweep sometimes ended first).
+    space = write_space(tmp_path, steps=400)
     args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds", "1",
             "--max-concurrent", "2", "--sampler-seed", "2", "--tracking-uri", uri]
     proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,

@@ -37,7 +37,3 @@ def sweeper_cmd(*args: str) -> str:
     """`sweeper ARGS` as one shell-quoted line, with the program as `program()` finds it."""
     return " ".join(shlex.quote(a) for a in [program(), *args])
 
-
-def uri_args(uri: str, default: str) -> list[str]:
-    """`--tracking-uri URI` unless `uri` is the default store (both already absolute)."""
-    return [] if uri == default else ["--tracking-uri", uri]

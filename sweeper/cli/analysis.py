@@ -18,7 +18,7 @@ from sweeper.analyse import stability
 from sweeper.analyse.objective import check_objective
 from sweeper.analyse.stability import Setting, SettingStats
 from sweeper.cli.options import SMOKE, check_seeds, tracking_uri_option
-from sweeper.commands import sweeper_cmd, uri_args
+from sweeper.commands import sweeper_cmd
 from sweeper.errors import UserError
 from sweeper.paths import check_dir_writable, check_file_writable
 from sweeper.track import store
@@ -194,8 +194,7 @@ def next_steps(a: Analysis, experiment: str, *, confirmed: bool,
     """What to run next, each command as it runs from here (sweeper/commands.py)."""
     if not (a.ranked or a.flagged):
         return []
-    find = ["--experiment", experiment, *uri_args(
-        a.records.tracking_uri, store.absolute_uri(store.DEFAULT_TRACKING_URI))]
+    find = ["--experiment", experiment, *store.tracking_args(a.records.tracking_uri)]
     lines = ["\nNext:"]
     if not confirmed:
         lines.append(f"  re-train the top 3 on 10 fresh seeds (their numbers replace these "

@@ -268,7 +268,8 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
             raise UserError(f"nothing to resume in {sweep_root}; pass --experiment NAME")
     experiment = experiment or f"{space_obj.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not resume and options["sampler_seed"] is None:
-        # Drawn, printed and saved, so any sweep can be repeated exactly (a resume keeps it).
+        # Drawn, printed and saved, so any sweep's sampler draws can be repeated (a resume
+        # keeps it).
         import secrets
 
         options["sampler_seed"] = secrets.randbelow(2**31)
@@ -286,7 +287,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         rows = driver.run_sweep(opts, resume=resume)
     except driver.SweepInterrupted as e:
         if e.rows:
-            click.echo(driver.format_table(e.rows, top=10))
+            click.echo(driver.format_table(e.rows, top=TOP_ROWS))
         click.echo(f"\nsweep {experiment!r} interrupted ({e.signal_name or 'stop signal'}): "
                    f"{e.finished} of {e.num_samples} trials finished and nothing is lost; "
                    f"continue it with: {_resume_command(experiment, sweep_dir, opts.address)}",
@@ -299,7 +300,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                f"m/(1+m), m = {tie}; lower is better):")
     click.echo(driver.format_table(rows, top=TOP_ROWS))
-    from sweeper.commands import sweeper_cmd, uri_args
+    from sweeper.commands import sweeper_cmd
     from sweeper.track import store
 
     uri = store.absolute_uri(opts.tracking_uri)  # checked when the sweep started
@@ -308,8 +309,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         look = store.where_to_look(uri, exp_id)
     except Exception:  # noqa: BLE001 - a failing store: the closing line below says so
         look = f"The tracking store {short(uri)} cannot be read now."
-    stable = sweeper_cmd("stable", "--experiment", experiment,
-                         *uri_args(uri, store.absolute_uri(store.DEFAULT_TRACKING_URI)))
+    stable = sweeper_cmd("stable", "--experiment", experiment, *store.tracking_args(uri))
     shown = (f"the best {TOP_ROWS} of {len(rows)} trials above (all of them: results.md on "
              "the sweep's MLflow run, or `sweeper stable`)" if len(rows) > TOP_ROWS
              else f"{len(rows)} trials")

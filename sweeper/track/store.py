@@ -60,6 +60,12 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def tracking_args(uri: str) -> list[str]:
+    """`--tracking-uri URI` for a printed command, unless `uri` is the default store."""
+    return [] if absolute_uri(uri) == absolute_uri(DEFAULT_TRACKING_URI) else [
+        "--tracking-uri", uri]
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> str:
     """Fail fast, with one line, when the tracking store cannot be used.
 
@@ -432,10 +438,10 @@ class RunLogger:
             if not self._call(self.client.log_batch, self.run_id, metrics=chunk):
                 return False
             del self._metrics[: len(chunk)]
-        if not self._send_tags():
-            return False
-        self._call(self.client.set_tag, self.run_id, TAG_LAST_STEP, str(self._last_step))
-        return True
+        # The last step logged goes with any unsent tags, in one write; a resumed logger
+        # skips the steps it names.
+        self._unsent_tags[TAG_LAST_STEP] = str(self._last_step)
+        return self._send_tags()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Tag the run now if it is open and reachable; otherwise at the next flush."""

@@ -39,7 +39,7 @@ from sweeper.tune.rebuild import (
     ended_in_mlflow,
     kept_trial_ids,
     prepare_rebuild,
-    recorded_rows,
+    recorded_trials,
     suggested_params,
     tune_state_problem,
 )
@@ -399,14 +399,15 @@ def connect_ray(address: str | None, opts: SweepOptions) -> int:
     return max(1, fit)
 
 
-def concurrency(opts: SweepOptions, fit: int) -> int:
-    """Trials at once: --max-concurrent, but never more than the cluster can run (`fit`).
+def concurrency(opts: SweepOptions, fit: int, *, say: bool = True) -> int:
+    """Trials at once: --max-concurrent, but never more than the cluster can run (`fit`);
+    `say` notes a clamp once.
 
     Tune asks the searcher for a setting for every slot the limit allows before it starts
     any, so a limit beyond what can run livelocks the driver (a million slots: no trial in
     minutes) or lets TPE propose settings it has no results for; the default (0) is the
     cluster's own size, for the same reason."""
-    if opts.max_concurrent > fit:
+    if say and opts.max_concurrent > fit:
         print(f"--max-concurrent {opts.max_concurrent} is more than the cluster can run at "
               f"once ({fit} trials of {opts.cpus_per_trial:g} CPU"
               + (f" and {opts.gpus_per_trial:g} GPU" if opts.gpus_per_trial else "")
@@ -660,8 +661,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     # GPU share without GPUs, trials that cannot fit in memory) leaves no folder behind, so
     # its name stays free.
     fit = connect_ray(opts.address, opts)
-    # A resume keeps the limit its saved searcher state holds.
-    at_once = min(opts.max_concurrent or fit, fit) if resume else concurrency(opts, fit)
+    # A resume keeps the limit its saved searcher state holds: nothing to say about it.
+    at_once = concurrency(opts, fit, say=not resume)
     try:
         check_sweep_memory(opts, at_once, local=opts.address in (None, "local"))
     except ConfigError:
@@ -775,8 +776,9 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     results = list(grid) if grid is not None else []
     reported = {trial_metrics(r).get("trial_id") for r in results} - {None}
     before = kept_trial_ids(path) - reported - set(statuses)
-    earlier = (_while_store_works(recorded_rows, opts.tracking_uri, exp_id, sorted(before),
-                                  suggested_params(path, opts.name)) or []) if before else []
+    earlier = [table_row(*t) for t in (
+        _while_store_works(recorded_trials, opts.tracking_uri, exp_id, sorted(before),
+                           suggested_params(path, opts.name)) or [] if before else [])]
     interrupted = grid is None or bool(unfinished) or (
         signal_name is not None and len(results) + len(earlier) < opts.num_samples)
     if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
@@ -860,14 +862,20 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
         cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
         status = ("error" if r.error else "finished" if names.OBJECTIVE in m
                   else f"{cut}@{int(m.get(names.STEP, 0))}" if m else "not started")
-        rows.append({"trial_id": m.get("trial_id", ""), "status": status, "params": cfg,
-                     "objective": m.get(names.OBJECTIVE), "success_rate":
-                     m.get(names.SUCCESS_RATE), "fid_median": m.get(objective.FID_MEDIAN),
-                     "score": m.get(objective.SCORE_MEDIAN),
-                     "modes": m.get(objective.MODES_HELD_MEAN), "hq":
-                     m.get(objective.HQ_FRACTION_MEAN), "run_id": m.get(RUN_ID, ""),
-                     "error": last_line(r.error) if r.error else ""})
+        rows.append(table_row(m.get("trial_id", ""), status, cfg, m, m.get(RUN_ID, ""),
+                              last_line(r.error) if r.error else ""))
     return rank(rows)
+
+
+def table_row(trial_id: str, status: str, params: dict[str, Any], m: dict[str, Any],
+              run_id: str, error: str = "") -> dict[str, Any]:
+    """One row of the results table, from a trial's aggregate metrics `m` (a Tune result, or
+    its MLflow trial run's metrics: the same names)."""
+    return {"trial_id": trial_id, "status": status, "params": params,
+            "objective": m.get(names.OBJECTIVE), "success_rate": m.get(names.SUCCESS_RATE),
+            "fid_median": m.get(objective.FID_MEDIAN), "score": m.get(objective.SCORE_MEDIAN),
+            "modes": m.get(objective.MODES_HELD_MEAN), "hq": m.get(objective.HQ_FRACTION_MEAN),
+            "run_id": run_id, "error": error}
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

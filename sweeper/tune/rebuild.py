@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.tune.recovery import STATE_PATTERNS, TUNE_TRIAL_ATTR, _state_file_ok
-
-ORPHANED = "gan_sweeper_orphaned"
+from sweeper.tune.recovery import (
+    ORPHANED,
+    STATE_PATTERNS,
+    TUNE_TRIAL_ATTR,
+    _state_file_ok,
+    load_sweep_study,
+)
 
 
 def tune_state_problem(path: Path) -> str | None:
@@ -87,7 +91,7 @@ def prepare_rebuild(path: Path, name: str, ended: dict[str, Any]) -> Rebuilt:
     outcome and kept, not trained again."""
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    study = load_sweep_study(path, name)
     states = optuna.trial.TrialState
     finished, cut, stopped, failed = [], [], [], []
     for t in study.get_trials(deepcopy=False):
@@ -141,18 +145,16 @@ def kept_trial_ids(path: Path) -> set[str]:
 def suggested_params(path: Path, name: str) -> dict[str, dict[str, Any]]:
     """Tune trial id -> the params Optuna suggested for it (a conditional param appears only
     where it was suggested, as in Tune's own config)."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
     return {t.user_attrs[TUNE_TRIAL_ATTR]: dict(t.params)
-            for t in study.get_trials(deepcopy=False) if TUNE_TRIAL_ATTR in t.user_attrs}
+            for t in load_sweep_study(path, name).get_trials(deepcopy=False)
+            if TUNE_TRIAL_ATTR in t.user_attrs}
 
 
-def recorded_rows(uri: str, exp_id: str, trial_ids: list[str],
-                  params: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the results table (see driver.result_rows) for trials Tune no longer knows:
-    their values from their MLflow trial runs, their params from the study (`params`)."""
-    from sweeper.analyse import objective
+def recorded_trials(uri: str, exp_id: str, trial_ids: list[str],
+                    params: dict[str, dict[str, Any]]) -> list[tuple]:
+    """(trial id, status, params, metrics, run id) for trials Tune no longer knows: their
+    values from their MLflow trial runs, their params from the study (`params`); the driver
+    makes them rows of its results table (`driver.table_row`)."""
     from sweeper.track import store, tags
     from trainers import names
 
@@ -161,19 +163,13 @@ def recorded_rows(uri: str, exp_id: str, trial_ids: list[str],
                               filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
     by_trial = {r.data.tags.get(tags.TAG_TRIAL): r for r in runs
                 if r.data.tags.get(tags.TAG_STATUS) != "abandoned"}
-    rows = []
+    found = []
     for tid in trial_ids:
         r = by_trial.get(tid)
         if r is None:
             continue
         m, status = r.data.metrics, r.data.tags.get(tags.TAG_STATUS, "")
-        rows.append({
-            "trial_id": tid,
-            "status": ("finished" if names.OBJECTIVE in m else "error" if status == "error"
-                       else f"stopped@{int(m.get(names.STEP, 0))}"),
-            "params": params.get(tid, {}),
-            "objective": m.get(names.OBJECTIVE), "success_rate": m.get(names.SUCCESS_RATE),
-            "fid_median": m.get(objective.FID_MEDIAN), "score": m.get(objective.SCORE_MEDIAN),
-            "modes": m.get(objective.MODES_HELD_MEAN), "hq": m.get(objective.HQ_FRACTION_MEAN),
-            "run_id": r.info.run_id, "error": ""})
-    return rows
+        status = ("finished" if names.OBJECTIVE in m else "error" if status == "error"
+                  else f"stopped@{int(m.get(names.STEP, 0))}")
+        found.append((tid, status, params.get(tid, {}), m, r.info.run_id))
+    return found

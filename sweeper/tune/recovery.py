@@ -32,6 +32,16 @@ from sweeper.errors import UserError
 STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
 # Optuna user attribute linking a study trial to the Tune trial that owns it.
 TUNE_TRIAL_ATTR = "tune_trial_id"
+# Optuna system attribute of a trial closed as FAIL because no Tune trial will finish it;
+# TPE's model and the counts leave it out.
+ORPHANED = "gan_sweeper_orphaned"
+
+
+def load_sweep_study(path: Path, name: str):
+    """The sweep's Optuna study, in its folder's optuna.db."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
 
 
 def _state_file_ok(f: Path) -> bool:
@@ -196,7 +206,7 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
     concurrency-limiter state was one snapshot old) is told now, so TPE learns from every
     finished trial. Trials still RUNNING after that were suggested but never owned by a
     Tune trial (asked between the last snapshot and the crash): they are closed as FAIL and
-    flagged `gan_sweeper_orphaned`, which keeps them out of TPE's model and the counts.
+    flagged ORPHANED (`gan_sweeper_orphaned`), which keeps them out of TPE's model and the counts.
     Trials in `unfinished` (cut off by an interruption; the resume continues them) stay
     RUNNING: Optuna has no paused state, and a finished Optuna trial cannot be told again,
     so closing them now would lose their real result.
@@ -204,7 +214,7 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
     """
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path / 'optuna.db'}")
+    study = load_sweep_study(path, name)
     running = optuna.trial.TrialState.RUNNING
     told = 0
     for t in study.get_trials(deepcopy=False, states=(running,)):
@@ -222,6 +232,6 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
     orphans = [t for t in study.get_trials(deepcopy=False, states=(running,))
                if t.user_attrs.get(TUNE_TRIAL_ATTR) not in unfinished]
     for t in orphans:
-        study._storage.set_trial_system_attr(t._trial_id, "gan_sweeper_orphaned", True)
+        study._storage.set_trial_system_attr(t._trial_id, ORPHANED, True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     return told, len(orphans)

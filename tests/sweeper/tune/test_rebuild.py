@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import optuna
 
-from sweeper.tune.rebuild import ORPHANED, kept_trial_ids, prepare_rebuild
-from sweeper.tune.recovery import TUNE_TRIAL_ATTR
+from sweeper.tune.rebuild import kept_trial_ids, prepare_rebuild
+from sweeper.tune.recovery import ORPHANED, TUNE_TRIAL_ATTR
 
 
 def _trial(study, tid: str, lam: float):

@@ -75,12 +75,20 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
         values["device"] = "cuda" if _ray_gpu_ids() else "cpu"
     configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
-    log = _TrialLogs(ctx, trial_id, params, configs)
     latest: list[dict[str, float]] = [{} for _ in configs]
     finished = [False] * len(configs)  # members whose last metrics are logged
     evals = 0
+    checkpoint = tune.get_checkpoint()
+    log = None
     try:
-        members = _restore(tune.get_checkpoint(), len(configs), values["device"], ctx.rule)
+        members = _restore(checkpoint, len(configs), values["device"], ctx.rule)
+        if members is None and checkpoint is not None:
+            final = _finished_result(ctx, trial_id)
+            if final is not None:
+                tune.report(final)
+                return
+        # Opening the runs marks them running again, so only once the trial really trains.
+        log = _TrialLogs(ctx, trial_id, params, configs)
         if members is None:
             members = make_members(configs, ctx.rule, batched=ctx.batch_seeds)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
@@ -115,8 +123,28 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             if done:
                 return
     except Exception as e:
+        log = log or _TrialLogs(ctx, trial_id, params, configs)
         log.close(latest, status="error", error=e)
         raise
+
+
+def _finished_result(ctx: TrialContext, trial_id: str) -> dict[str, Any] | None:
+    """The final result of a trial whose MLflow run already finished with its objective, or
+    None. A setting can finish its budget (runs closed, objective logged) just before a stop
+    lands, while Tune's snapshot still has it running; if its checkpoint is then lost or
+    damaged, retraining from step 0 would be cut short by Tune at the budget it already
+    reached, and Optuna would record a PRUNED setting that MLflow shows finished. Reporting
+    the logged result ends it the way it ended the first time."""
+    try:
+        run = store.find_run(store.client(ctx.tracking_uri), ctx.experiment_id,
+                             store.safe_key("trial", ctx.sweep_key, trial_id))
+    except Exception:  # noqa: BLE001 - MLflow unreachable: the trial trains again instead
+        return None
+    if (run is None or run.info.status != "FINISHED"
+            or run.data.tags.get(tags.TAG_STATUS) != "finished"
+            or names.OBJECTIVE not in run.data.metrics):
+        return None
+    return {**run.data.metrics, RUN_ID: run.info.run_id}
 
 
 def _restore(checkpoint, seeds: int, device: str,

@@ -203,3 +203,44 @@ def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_p
     with caplog.at_level("WARNING"):
         assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), 2, "cpu") is None
     assert "the trial starts over from step 0" in caplog.text
+
+
+def test_a_setting_mlflow_saw_finish_ends_with_its_logged_result(tmp_path, monkeypatch):
+    # The open bug of reliability round 3: a setting finished its budget as the stop came
+    # (MLflow: finished with its objective; Tune's snapshot: running) and its checkpoint was
+    # then lost. Retraining it from step 0 was cut off by Tune at the budget it had already
+    # reached, and Optuna recorded it PRUNED. Its logged result ends it instead; only a run
+    # MLflow saw finish with an objective counts.
+    from sweeper.track import store, tags
+    from sweeper.tune.trial import RUN_ID, TrialContext, _finished_result
+    from trainers import names
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.client(uri)
+    exp = store.experiment_id(client, "sweep")
+    ctx = TrialContext(sweep="sweep", sweep_key="sweep", fixed={}, seeds=(0,),
+                       tracking_uri=uri, experiment_id=exp, parent_run_id="",
+                       cpus_per_trial=1, spool_dir=str(tmp_path / "spool"))
+
+    def trial_run(trial_id: str, status: str, metrics: dict[str, float]) -> str:
+        logger = store.RunLogger(client, spec=store.RunSpec(
+            exp, store.safe_key("trial", "sweep", trial_id), trial_id, {}))
+        logger.log_metrics(600, metrics)
+        logger.close(status)
+        return logger.run_id
+
+    done = {names.OBJECTIVE: 0.7, names.RUNNING_OBJECTIVE: 0.7, names.STEP: 600.0}
+    run_id = trial_run("a", "finished", done)
+    assert _finished_result(ctx, "a") == {**done, RUN_ID: run_id}
+    trial_run("b", "interrupted", done)  # cut off by the stop: it trains again
+    trial_run("c", "finished", {names.RUNNING_OBJECTIVE: 0.7, names.STEP: 300.0})
+    assert _finished_result(ctx, "b") is None
+    assert _finished_result(ctx, "c") is None
+    assert _finished_result(ctx, "never-seen") is None
+    assert client.get_run(run_id).data.tags[tags.TAG_STATUS] == "finished"
+    # MLflow unreachable: the trial trains again rather than fail (one quick try, as in a
+    # trial, which sets these through store.quiet_http_retries).
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    gone = TrialContext(**{**ctx.__dict__, "tracking_uri": "http://127.0.0.1:9"})
+    assert _finished_result(gone, "a") is None

@@ -22,6 +22,7 @@ import yaml
 
 from benchmarks._procs import mlflow_server, ray_cluster, stop_group
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import metrics_of
 from trainers import names
 from trainers.config import FIELDS
 
@@ -81,7 +82,7 @@ def main() -> None:
     trials = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "trial"]
     seeds = [r for r in runs if r.data.tags.get(tags.TAG_KIND) == "seed"]
     keys = [r.data.tags[tags.TAG_KEY] for r in trials + seeds]
-    complete = sum(1 for r in trials if names.OBJECTIVE in r.data.metrics
+    complete = sum(1 for r in trials if names.OBJECTIVE in metrics_of(r)
                    and set(FIELDS) <= set(r.data.params))
     nodes = {r.data.tags.get(tags.TAG_NODE_ID) for r in trials}
     print(f"\n{n} trials (ring8 WGAN-GP, 20 steps, hidden 8) on a 2-node local Ray cluster "

@@ -69,6 +69,7 @@ from sweeper.analyse.stability import setting_stats, wilson_interval
 from sweeper.bars import Progress
 from sweeper.errors import UserError
 from sweeper.track import reader
+from sweeper.track.metric_keys import history, metrics_of
 from trainers import names
 from trainers.quality import DEFAULT_RULE
 
@@ -302,7 +303,7 @@ def read_search(uri: str, arm: Arm, repeat: int, sampler_seed: int) -> SearchRun
     name = search_name(arm, repeat)
     records = reader.load_sweep(uri, name)
     client, _, exp_id = reader.open_experiment(uri, name)
-    wall = client.get_run(records.parent_run_id).data.metrics.get("wall_seconds", math.nan)
+    wall = metrics_of(client.get_run(records.parent_run_id)).get("wall_seconds", math.nan)
     return SearchRun(arm, repeat, sampler_seed, read_trials(client, exp_id, records), wall)
 
 
@@ -340,7 +341,7 @@ def read_trials(client, exp_id: str, records: reader.SweepRecords) -> tuple[Tria
 def seed_trace(client, run_id: str) -> Trace:
     """A seed run's (timestamp, step, trainer-seconds) at each evaluation. The three metrics
     go out in one log_batch per evaluation, so they share a timestamp."""
-    hist = {key: {m.step: m for m in client.get_metric_history(run_id, key)}
+    hist = {key: {m.step: m for m in history(client, run_id, key)}
             for key in (names.STEP, names.TRAIN_SECONDS, names.EVAL_SECONDS)}
     trace = []
     for step, m in hist[names.STEP].items():

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import metrics_of
 from sweeper.tune.driver import SweepOptions, run_sweep
 from sweeper.tune.spaces import load_space
 from trainers import names
@@ -51,7 +52,7 @@ def one_sweep(root: Path, *, trials: int, steps: int, seeds: int, reuse: bool,
     exp = c.get_experiment_by_name(name)
     seed_runs = c.search_runs([exp.experiment_id], max_results=1000,
                               filter_string=f"tags.`{tags.TAG_KIND}` = 'seed'")
-    busy = sum(r.data.metrics[names.TRAIN_SECONDS] + r.data.metrics[names.EVAL_SECONDS]
+    busy = sum(metrics_of(r)[names.TRAIN_SECONDS] + metrics_of(r)[names.EVAL_SECONDS]
                for r in seed_runs)
     assert len(rows) == trials and len(seed_runs) == trials * seeds
     return {"wall": wall, "busy": busy, "efficiency": busy / (wall * concurrency),

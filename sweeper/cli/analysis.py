@@ -221,9 +221,15 @@ def write_export(a: Analysis, path: Path) -> None:
     """The top setting's full TrialConfig, minus seed and device, as YAML."""
     best = a.best
     values = {k: v for k, v in a.records.trial(best.key).params.items() if k not in NOT_EXPORTED}
+    # What a reader of the file needs to trust it: the rule, the budget, and whether the
+    # success was confirmed on seeds the sweep never saw.
+    confirmed = ("confirmed on fresh seeds" if best.source == "confirm" else
+                 "on the sweep's own seeds, not confirmed (`sweeper stable --confirm 10`)")
     header = (f"# sweeper stable --export: sweep {a.records.experiment!r}, setting {best.label}"
-              f" ({best.source} seeds, ranked by {a.objective})\n# success {best.successes}/"
-              f"{best.n_seeds} (Wilson 95% lower bound {best.success_lower:.2f}), mean HQ "
+              f", ranked by {a.objective}\n# rule: {a.records.rule.describe()}\n"
+              f"# budget: {values.get('steps', '?')} generator steps, batch "
+              f"{values.get('batch_size', '?')}\n# success {best.successes}/{best.n_seeds} "
+              f"{confirmed} (Wilson 95% lower bound {best.success_lower:.2f}), mean HQ "
               f"{best.hq_fraction_mean:.3f}, median seed_score {best.score_median:.3f}, median "
               f"FID {best.fid_median:.4g}\n")
     try:

@@ -370,7 +370,13 @@ def ui(tracking_uri, port, experiment) -> int:
         if exp_id is None:
             raise UserError(f"no experiment {short(experiment)!r} in {short(uri)}; see "
                             f"{link}")
-        link = store.runs_view_url(uri, exp_id, base)
+        from sweeper.track.mlflow_view import ensure_view
+
+        try:  # a sweep logged before views existed gets one now
+            view = ensure_view(store.client(uri), exp_id)
+        except Exception:  # noqa: BLE001 - a read-only store: the plain runs page
+            view = False
+        link = store.runs_view_url(uri, exp_id, base, view=view)
     return _serve([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
                    uri, "--host", "127.0.0.1", "--port", str(port)], port,
                   f"MLflow UI for {uri} on {base} (Ctrl-C stops it); runs: {link}")

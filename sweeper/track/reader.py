@@ -23,6 +23,7 @@ from sweeper.analyse.objective import OBJECTIVES, rule_from_params
 from sweeper.analyse.stability import Setting
 from sweeper.errors import UserError
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import history, plain_metrics
 from trainers.config import FIELDS, ConfigError, coerce
 from trainers.quality import LEGACY_RULE, SuccessRule
 from trainers.user_models import SOURCE_PARAM
@@ -131,7 +132,7 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
     for r in by_kind.get("seed", []):
         seeds_of.setdefault(r.data.tags.get(tags.PARENT_TAG, ""), []).append(SeedRun(
             r.info.run_id, _int(r.data.tags.get(tags.TAG_SEED)),
-            r.data.tags.get(tags.TAG_STATUS, "running"), dict(r.data.metrics)))
+            r.data.tags.get(tags.TAG_STATUS, "running"), plain_metrics(r.data.metrics)))
     trials = []
     for r in by_kind.get("trial", []):
         if r.data.tags.get(tags.TAG_STATUS) == "abandoned":
@@ -147,7 +148,7 @@ def load_sweep(uri: str, name: str) -> SweepRecords:
     confirms = tuple(ConfirmRun(
         r.info.run_id, r.data.tags.get(tags.TAG_CONFIRM_OF, ""), _int(r.data.tags.get(
             tags.TAG_SEED)), r.data.tags.get(tags.TAG_STATUS, "running"),
-        r.data.tags.get(tags.TAG_SMOKE) == "1", dict(r.data.metrics))
+        r.data.tags.get(tags.TAG_SMOKE) == "1", plain_metrics(r.data.metrics))
         for r in by_kind.get(tags.KIND_CONFIRM, []))
     parent_params = dict(parent.data.params) if parent else {}
     try:
@@ -225,8 +226,8 @@ def settings(records: SweepRecords, *, confirmed: bool = True) -> list[Setting]:
 
 
 def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) of one metric of one run, by step (one call)."""
-    hist = client.get_metric_history(run_id, key)
+    """(step, value) of one metric (plain name) of one run, by step."""
+    hist = history(client, run_id, key)
     return sorted((int(m.step), float(m.value)) for m in hist)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sweeper.errors import UserError, one_line, short
+from sweeper.track.metric_keys import history, mlflow_key
 from sweeper.track.tags import (
     EXPERIMENT_KIND,
     PARENT_TAG,
@@ -283,16 +284,26 @@ def experiment_id(mlflow_client, name: str, *, create: bool = True) -> str | Non
     return mlflow_client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
 
 
-def runs_view_url(uri: str, exp_id: str, ui: str = DEFAULT_UI) -> str:
-    """The experiment's model-training runs view: a tracking server serves it itself; a
-    SQLite store is served by `sweeper ui` at `ui`."""
+def runs_view_url(uri: str, exp_id: str, ui: str = DEFAULT_UI, *, view: bool = True) -> str:
+    """MLflow's model-training runs page of the experiment; with `view`, in the sweep's
+    comparison view (`mlflow_view`: trials ranked, parallel coordinates). A tracking server
+    serves it itself; a SQLite store is served by `sweeper ui` at `ui`."""
+    from sweeper.track.mlflow_view import VIEW_KEY
+
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
-    return f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    shared = f"viewStateShareKey={VIEW_KEY}&compareRunsMode=CHART&" if view else ""
+    return f"{base}/#/experiments/{exp_id}/runs?{shared}workflowType=machine_learning"
 
 
 def where_to_look(uri: str, exp_id: str) -> str:
     """One line: the runs-view link, and for a SQLite store how to serve it."""
-    link = runs_view_url(uri, exp_id)
+    from sweeper.track.mlflow_view import ensure_view
+
+    try:  # a sweep logged before views existed gets one now
+        view = ensure_view(client(uri), exp_id)
+    except Exception:  # noqa: BLE001 - a read-only or unreachable store: `sweeper ui` retries
+        view = not uri.startswith(("http://", "https://"))
+    link = runs_view_url(uri, exp_id, view=view)
     if uri.startswith(("http://", "https://")):
         return f"MLflow runs: {link}"
     from sweeper.commands import sweeper_cmd
@@ -392,7 +403,8 @@ class RunLogger:
             run_id, existed = self.spec.open(self.client)
             if existed:
                 run = self.client.get_run(run_id)
-                self.skip_through = max(self.skip_through, self.last_logged_step(run))
+                self.skip_through = max(self.skip_through, self.last_logged_step(run),
+                                        self._last_step_in_store(run_id))
                 if run.info.status != "RUNNING":  # resumed or retried: it runs again
                     self.client.update_run(run_id, status="RUNNING")
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
@@ -402,6 +414,17 @@ class RunLogger:
             self.log_params(self._params)
         self._send_tags()
         return True
+
+    def _last_step_in_store(self, run_id: str) -> int:
+        """The last step whose `step` metric is in MLflow. The last-step tag is written after
+        the metrics: a process killed between the two (a lost node, reliability round 3 row
+        11) leaves the tag one evaluation behind, and a restart would log that step twice.
+        A step's metrics go out in one write with its `step` metric (`_chunks`), so this
+        is the step they reached."""
+        from trainers import names
+
+        return max((int(m.step) for m in history(self.client, run_id, names.STEP)),
+                   default=-1)
 
     @staticmethod
     def last_logged_step(run) -> int:
@@ -424,7 +447,7 @@ class RunLogger:
         for k, v in values.items():
             v = float(v)
             if v == v and abs(v) != float("inf"):
-                self._metrics.append(Metric(k, v, ts, int(step)))
+                self._metrics.append(Metric(mlflow_key(k), v, ts, int(step)))
         self._last_step = max(self._last_step, int(step))
 
     def flush(self) -> bool:
@@ -433,8 +456,7 @@ class RunLogger:
         if not self.ensure_run():
             return False
         self._metrics = [m for m in self._metrics if m.step > self.skip_through]
-        while self._metrics:
-            chunk = self._metrics[:_BATCH_LIMIT]
+        for chunk in _chunks(self._metrics):
             if not self._call(self.client.log_batch, self.run_id, metrics=chunk):
                 return False
             del self._metrics[: len(chunk)]
@@ -513,6 +535,26 @@ class RunLogger:
             return True
         except Exception:  # noqa: BLE001 - any tracking failure must not kill training
             return False
+
+
+def _chunks(metrics: list) -> list[list]:
+    """Buffered metrics (in step order) as log_batch calls of at most _BATCH_LIMIT, never
+    splitting a step that fits in one: a call is one transaction, so such a step is in
+    MLflow whole or not at all (a restarted run finds where it got to from its `step`
+    metric)."""
+    steps: list[list] = []
+    for m in metrics:
+        if steps and steps[-1][-1].step == m.step:
+            steps[-1].append(m)
+        else:
+            steps.append([m])
+    chunks: list[list] = []
+    for group in steps:
+        if chunks and len(chunks[-1]) + len(group) <= _BATCH_LIMIT:
+            chunks[-1].extend(group)
+        else:  # a step of more than _BATCH_LIMIT metrics (never ours) is cut where it must be
+            chunks += [group[i:i + _BATCH_LIMIT] for i in range(0, len(group), _BATCH_LIMIT)]
+    return chunks
 
 
 def deliver_spooled(mlflow_client, spool_dir: Path) -> tuple[int, int]:

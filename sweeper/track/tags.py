@@ -24,6 +24,9 @@ TAG_RESUMED_WITH = "gan_sweeper.resumed_with"  # the command line of the latest 
 
 # --------------------------------------------------------------------- trial runs
 TAG_RESTORED_FROM = "gan_sweeper.restored_from_step"  # restarted from a checkpoint here
+# The step at which the scheduler (ASHA) stopped the trial: its runs end FINISHED (they did
+# all the scheduler gave them), not KILLED, which MLflow's UI draws as a crash.
+TAG_STOPPED_AT = "gan_sweeper.stopped_at_step"
 
 # ------------------------------------------------------------------- confirm runs
 KIND_CONFIRM = "confirm"

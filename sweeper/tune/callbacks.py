@@ -1,5 +1,8 @@
 """Driver-side Tune callback: marks trials that ASHA stopped, or that errored, in MLflow.
 
+A stopped trial's runs end FINISHED, tagged `stopped_early` with the step it reached: it did
+all the scheduler gave it. KILLED is kept for interruptions and FAILED for errors.
+
 A stopped trial's actor may be torn down before its own code can say so, so the driver does
 it. The callback only tags runs that already exist (found by id), so replaying it on
 `Tuner.restore` cannot create or duplicate anything.
@@ -19,13 +22,15 @@ class TrialStatusCallback(Callback):
         self._client = None
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        if names.OBJECTIVE not in (trial.last_result or {}):
-            self._mark(trial, "stopped_early", "KILLED")
+        last = trial.last_result or {}
+        if names.OBJECTIVE not in last:
+            stopped_at = {tags.TAG_STOPPED_AT: int(last[names.STEP])} if names.STEP in last else {}
+            self._mark(trial, "stopped_early", "FINISHED", stopped_at)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._mark(trial, "error", "FAILED")
 
-    def _mark(self, trial, status: str, state: str) -> None:
+    def _mark(self, trial, status: str, state: str, extra: dict | None = None) -> None:
         from sweeper.tune.trial import RUN_ID
 
         run_id = (trial.last_result or {}).get(RUN_ID)
@@ -40,7 +45,8 @@ class TrialStatusCallback(Callback):
             for rid in [run_id, *(c.info.run_id for c in children)]:
                 if self._client.get_run(rid).data.tags.get(tags.TAG_STATUS) == "diverged":
                     continue
-                self._client.set_tag(rid, tags.TAG_STATUS, status)
+                for k, v in {tags.TAG_STATUS: status, **(extra or {})}.items():
+                    self._client.set_tag(rid, k, str(v))
                 self._client.set_terminated(rid, state)
         except Exception:  # noqa: BLE001 - bookkeeping must never stop the sweep
             pass

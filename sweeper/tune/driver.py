@@ -34,6 +34,8 @@ from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.errors import UserError, one_line
 from sweeper.paths import check_dir_writable
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import history
+from sweeper.track.mlflow_view import write_view
 from sweeper.tune.interrupt import StopSignals
 from sweeper.tune.rebuild import (
     ended_in_mlflow,
@@ -451,6 +453,8 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
         client.set_tag(run_id, tags.TAG_RESUMED_WITH, opts.command)
         client.set_tag(run_id, tags.TAG_STATUS, "running")
         client.update_run(run_id, status="RUNNING")
+    # The view the printed link opens (trials ranked, parallel coordinates of these params).
+    write_view(client, exp_id, opts.space.sampled_names())
     return exp_id, run_id, sweep_key
 
 
@@ -706,7 +710,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         ended = _while_store_works(ended_in_mlflow, opts.tracking_uri, exp_id) or {}
         kept = prepare_rebuild(path, opts.name, ended)
         for ids, status, state in ((kept.cut, "abandoned", "KILLED"),
-                                   (kept.stopped, "stopped_early", "KILLED"),
+                                   (kept.stopped, "stopped_early", "FINISHED"),
                                    (kept.failed, "error", "FAILED")):
             _while_store_works(_mark_trial_runs, opts.tracking_uri, exp_id,
                                lambda t, ids=ids: t.get(tags.TAG_TRIAL) in ids, status, state)
@@ -810,7 +814,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     # One point per driver session (the first run, then each --resume), so a resume adds a
     # point instead of a second value at step 0.
     try:
-        session = len(client.get_metric_history(parent_id, "wall_seconds"))
+        session = len(history(client, parent_id, "wall_seconds"))
     except Exception:  # noqa: BLE001 - server unreachable: the logger buffers the point anyway
         session = 0
     logger.log_metrics(session, {"wall_seconds": time.time() - t0,

@@ -70,6 +70,7 @@ def ended_in_mlflow(uri: str, exp_id: str) -> dict[str, Any]:
     """Tune trial id -> how its MLflow trial run ended: the final objective, None (stopped
     early by ASHA), or "error". Runs still running, interrupted or abandoned are left out."""
     from sweeper.track import store, tags
+    from sweeper.track.metric_keys import metrics_of
     from trainers import names
 
     client = store.client(uri)
@@ -77,8 +78,8 @@ def ended_in_mlflow(uri: str, exp_id: str) -> dict[str, Any]:
     for r in client.search_runs([exp_id], max_results=5000,
                                 filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'"):
         tid, status = r.data.tags.get(tags.TAG_TRIAL), r.data.tags.get(tags.TAG_STATUS)
-        if status == "finished" and names.OBJECTIVE in r.data.metrics:
-            ended[tid] = r.data.metrics[names.OBJECTIVE]
+        if status == "finished" and names.OBJECTIVE in metrics_of(r):
+            ended[tid] = metrics_of(r)[names.OBJECTIVE]
         elif status in ("stopped_early", "error"):
             ended[tid] = None if status == "stopped_early" else "error"
     return ended
@@ -156,6 +157,7 @@ def recorded_trials(uri: str, exp_id: str, trial_ids: list[str],
     values from their MLflow trial runs, their params from the study (`params`); the driver
     makes them rows of its results table (`driver.table_row`)."""
     from sweeper.track import store, tags
+    from sweeper.track.metric_keys import metrics_of
     from trainers import names
 
     client = store.client(uri)
@@ -168,7 +170,7 @@ def recorded_trials(uri: str, exp_id: str, trial_ids: list[str],
         r = by_trial.get(tid)
         if r is None:
             continue
-        m, status = r.data.metrics, r.data.tags.get(tags.TAG_STATUS, "")
+        m, status = metrics_of(r), r.data.tags.get(tags.TAG_STATUS, "")
         status = ("finished" if names.OBJECTIVE in m else "error" if status == "error"
                   else f"stopped@{int(m.get(names.STEP, 0))}")
         found.append((tid, status, params.get(tid, {}), m, r.info.run_id))

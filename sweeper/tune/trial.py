@@ -28,6 +28,7 @@ from sweeper.analyse import objective
 from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
+from sweeper.track.metric_keys import metrics_of
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
@@ -142,9 +143,9 @@ def _finished_result(ctx: TrialContext, trial_id: str) -> dict[str, Any] | None:
         return None
     if (run is None or run.info.status != "FINISHED"
             or run.data.tags.get(tags.TAG_STATUS) != "finished"
-            or names.OBJECTIVE not in run.data.metrics):
+            or names.OBJECTIVE not in metrics_of(run)):
         return None
-    return {**run.data.metrics, RUN_ID: run.info.run_id}
+    return {**metrics_of(run), RUN_ID: run.info.run_id}
 
 
 def _restore(checkpoint, seeds: int, device: str,

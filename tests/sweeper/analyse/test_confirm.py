@@ -19,6 +19,7 @@ import pytest
 from sweeper.analyse.confirm import confirm_settings, fresh_seeds
 from sweeper.errors import UserError
 from sweeper.track import reader, store, tags
+from sweeper.track.metric_keys import metrics_of
 from tests.sweeper.track.test_reader import SWEEP, add_confirm, add_trial, final, sweep_store
 from trainers import names
 from trainers.quality import SuccessRule
@@ -114,7 +115,7 @@ def test_confirm_runs_log_metrics_at_every_evaluation_and_a_final_sample_plot(
         confirmed, tmp_path):
     s, _, _, run_ids = confirmed
     for run_id in run_ids:
-        m = s.client.get_run(run_id).data.metrics
+        m = metrics_of(s.client.get_run(run_id))
         assert m[names.STEP] == 4.0 and m[names.NUM_MODES] == 8.0 and m[names.FID_N] == 200.0
         assert math.isfinite(m[names.FID]) and 0.0 <= m[names.SEED_SCORE] <= 1.0
         assert m[names.SEED_SUCCESS] in (0.0, 1.0) and m[names.DIVERGED] == 0.0
@@ -125,7 +126,7 @@ def test_confirm_runs_log_metrics_at_every_evaluation_and_a_final_sample_plot(
     local = s.client.download_artifacts(run_ids[0], "plots/samples_final.png", str(tmp_path))
     assert Path(local).read_bytes()[:8] == PNG_MAGIC
     # Different seeds of one setting train differently.
-    fids = [s.client.get_run(r).data.metrics[names.FID] for r in run_ids[:2]]
+    fids = [metrics_of(s.client.get_run(r))[names.FID] for r in run_ids[:2]]
     assert fids[0] != fids[1]
 
 
@@ -184,9 +185,9 @@ def test_smoke_confirm_runs_are_marked_use_the_smoke_budget_and_are_never_ranked
     run = s.client.get_run(run_id)
     assert run.data.tags[tags.TAG_SMOKE] == "1" and run.data.tags[tags.TAG_SEED] == "3"
     assert (run.data.params["steps"], run.data.params["eval_every"]) == ("2", "1")
-    assert run.data.metrics[names.STEP] == 2.0
+    assert metrics_of(run)[names.STEP] == 2.0
     # Judged by the sweep's rule (the default one fails every seed after two steps).
-    assert run.data.metrics[names.SEED_SUCCESS] == 1.0
+    assert metrics_of(run)[names.SEED_SUCCESS] == 1.0
     assert [st for st, _ in reader.metric_history(s.client, run_id, names.FID)] == [1, 2]
     after = reader.load_sweep(s.uri, SWEEP)
     assert [c.smoke for c in after.confirms] == [True]

@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param
 
 from sweeper.cli import main
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import metrics_of, plain
 from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF
 from trainers import names
 from trainers.config import load_config_file, make_config
@@ -57,16 +58,18 @@ def sweeps(tmp_path_factory):
     copy_experiment(client, MAIN, "copy-500", {"eval_samples": "500"})
     # A sweep as gan-sweeper logged it before the quality rule: no rule or objective on the
     # sweep run, no quality metrics on the seeds.
+    # Its metric keys are plain too: the "quality/..." prefixes came later (issue 38).
     copy_experiment(client, MAIN, "legacy", {}, drop=("success.", "objective", "seed_",
-                                                      "modes_held"))
+                                                      "modes_held"), plain_keys=True)
     return {"root": root, "uri": uri}
 
 
 def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str],
-                    drop: tuple[str, ...] = ()) -> None:
+                    drop: tuple[str, ...] = (), *, plain_keys: bool = False) -> None:
     """Copy a sweep's sweep/trial/seed runs (params, tags, final metrics, nesting) into a new
     experiment, changing the given params wherever a run has them and leaving out params and
-    metrics whose names start with a prefix in `drop`."""
+    metrics whose (plain) names start with a prefix in `drop`; `plain_keys` logs the metrics
+    under their plain names, as sweeps did before the prefixes."""
     runs = client.search_runs([client.get_experiment_by_name(src).experiment_id],
                               max_results=1000)
     exp_id = client.create_experiment(dst)
@@ -77,10 +80,11 @@ def copy_experiment(client, src: str, dst: str, param_changes: dict[str, str],
             if tags.PARENT_TAG in r.data.tags:
                 copied[tags.PARENT_TAG] = new_id[r.data.tags[tags.PARENT_TAG]]
             run = client.create_run(exp_id, run_name=r.info.run_name, tags=copied)
-            step = int(r.data.metrics.get(names.STEP, 0))
+            step = int(metrics_of(r).get(names.STEP, 0))
             client.log_batch(run.info.run_id,
-                             metrics=[Metric(k, v, 0, step) for k, v in r.data.metrics.items()
-                                      if not k.startswith(drop)],
+                             metrics=[Metric(plain(k) if plain_keys else k, v, 0, step)
+                                      for k, v in r.data.metrics.items()
+                                      if not plain(k).startswith(drop)],
                              params=[Param(k, param_changes.get(k, v))
                                      for k, v in r.data.params.items()
                                      if not k.startswith(drop)])
@@ -128,7 +132,7 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
         ok = 0
         fids, scores = [], []
         for s in seeds:
-            m = s.data.metrics
+            m = metrics_of(s)
             # The default rule, recomputed from the seed's logged numbers.
             failed = m.get(names.DIVERGED, 0) >= 1 or m[names.MODES_HELD] < (
                 0.9 * m[names.NUM_MODES]) or m[names.HQ_FRACTION] < 0.5 * REAL_HQ_2D
@@ -142,10 +146,10 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
         assert row["fid_median"] == pytest.approx(statistics.median(fids))
         assert row["fid_range"] == pytest.approx([min(fids), max(fids)])
         assert row["modes_covered_mean"] == pytest.approx(statistics.mean(
-            s.data.metrics[names.MODES_COVERED] for s in seeds))
+            metrics_of(s)[names.MODES_COVERED] for s in seeds))
         assert row["score_median"] == pytest.approx(statistics.median(scores))
         assert row["hq_fraction_mean"] == pytest.approx(statistics.mean(
-            s.data.metrics[names.HQ_FRACTION] for s in seeds))
+            metrics_of(s)[names.HQ_FRACTION] for s in seeds))
         lo, hi = row["fid_ci"]
         assert min(fids) <= lo <= row["fid_median"] <= hi <= max(fids)
         assert row["params"]["gp_lambda"] == float(trial.data.params["gp_lambda"])
@@ -220,6 +224,15 @@ def test_export_round_trips_into_sweeper_train(sweeps, capsys, tmp_path):
     assert code == 0, err
     values = load_config_file(path)
     assert "seed" not in values and "device" not in values
+    # The header says what the file is worth: its rule, its budget, and that the success was
+    # measured on the sweep's own seeds only (issue 38, item 7).
+    header = [x for x in path.read_text().splitlines() if x.startswith("#")]
+    assert header[1] == "# rule: >= 90% of the modes held (>= 0.25 of a mode's expected HQ " \
+                        "share), HQ >= 0.5 x the real data's", header
+    assert header[2] == f"# budget: {values['steps']} generator steps, batch " \
+                        f"{values['batch_size']}", header
+    assert "on the sweep's own seeds, not confirmed (`sweeper stable --confirm 10`)" \
+        in header[3], header
     _, kinds = runs_by_kind(sweeps)
     (trial,) = [t for t in kinds["trial"] if t.info.run_id == best["key"]]
     want = make_config({k: v for k, v in trial.data.params.items() if k != "seeds"},
@@ -351,12 +364,12 @@ def test_confirm_replaces_estimates_with_fresh_seeds(sweeps, capsys):
         assert row["seed_ids"] == seeds and row["n_seeds"] == 3
         assert not set(seeds) & sweep_seeds  # fresh: never used by the sweep
         assert not set(seeds) & {int(r.data.tags[tags.TAG_SEED]) for r in smoke}
-        fids = [r.data.metrics[names.FID] for r in mine]
+        fids = [metrics_of(r)[names.FID] for r in mine]
         assert row["fid_median"] == pytest.approx(statistics.median(fids))
         # Judged by the sweep's rule, with the same quality metrics as the sweep's seeds.
-        assert row["successes"] == sum(r.data.metrics[names.SEED_SUCCESS] for r in mine)
+        assert row["successes"] == sum(metrics_of(r)[names.SEED_SUCCESS] for r in mine)
         assert row["score_median"] == pytest.approx(statistics.median(
-            r.data.metrics[names.SEED_SCORE] for r in mine))
+            metrics_of(r)[names.SEED_SCORE] for r in mine))
         for r in mine:
             assert r.data.tags[tags.PARENT_TAG] == parent.info.run_id
             assert r.data.params["steps"] == str(FIXED["steps"])

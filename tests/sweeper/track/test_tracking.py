@@ -4,6 +4,7 @@ while the store is unreachable and later delivery with nothing duplicated."""
 from __future__ import annotations
 
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import history, metrics_of
 
 
 def spec(exp_id: str, key: str = "trial/s/t1", parent_key: str | None = None):
@@ -29,7 +30,7 @@ def test_reopened_run_skips_steps_already_logged(tmp_path):
         second.log_metrics(step, {"fid": float(step)})
     assert second.close("finished")
     assert second.run_id == first.run_id
-    hist = c.get_metric_history(first.run_id, "fid")
+    hist = history(c, first.run_id, "fid")
     assert [m.step for m in hist] == [10, 20, 30]
     assert len(c.search_runs([exp])) == 1
 
@@ -53,8 +54,8 @@ def test_spooled_runs_are_delivered_once_parents_first(tmp_path):
     assert runs["seed"].data.tags[tags.PARENT_TAG] == runs["trial"].info.run_id
     assert runs["seed"].data.params == {"seed": "0"}
     assert runs["seed"].data.tags[tags.TAG_STATUS] == "finished"
-    assert [m.step for m in c.get_metric_history(runs["seed"].info.run_id, "fid")] == [5, 10]
-    assert "nan_dropped" not in runs["seed"].data.metrics
+    assert [m.step for m in history(c, runs["seed"].info.run_id, "fid")] == [5, 10]
+    assert "nan_dropped" not in metrics_of(runs["seed"])
     assert store.deliver_spooled(c, spool.parent) == (0, 0)  # nothing left, nothing doubled
     assert len(c.search_runs([exp])) == 2
 
@@ -104,4 +105,40 @@ def test_a_tag_write_that_fails_is_sent_at_the_next_flush(tmp_path, monkeypatch)
     run = c.get_run(logger.run_id)
     assert run.data.tags[tags.TAG_NODE_ID] == "head"
     assert run.data.tags[tags.TAG_STATUS] == "finished"
-    assert [m.step for m in c.get_metric_history(logger.run_id, "fid")] == [5]
+    assert [m.step for m in history(c, logger.run_id, "fid")] == [5]
+
+
+def test_a_step_whose_tag_never_came_is_not_logged_again(tmp_path):
+    # Row 11 of reliability round 3, 8th repeated run: the lost node's trainer died after a
+    # step's metrics reached MLflow and before the last-step tag did; restored from the
+    # checkpoint before, the trial logged that step a second time. A restarted logger now
+    # also reads how far the `step` metric got.
+    from trainers import names
+
+    c, exp = new_store(tmp_path)
+    first = store.RunLogger(c, spec=spec(exp))
+    for step in (10, 20):
+        first.log_metrics(step, {names.STEP: float(step), "fid": float(step)})
+    assert first.flush()
+    first.log_metrics(30, {names.STEP: 30.0, "fid": 30.0})
+    first._send_tags = lambda: False  # the process dies right after the metrics went out
+    first.flush()
+    run = c.get_run(first.run_id)
+    assert run.data.tags[tags.TAG_LAST_STEP] == "20"  # one evaluation behind
+    restored = store.RunLogger(c, spec=spec(exp))  # restarted from its step-20 checkpoint
+    for step in (30, 40):
+        restored.log_metrics(step, {names.STEP: float(step), "fid": float(step)})
+    assert restored.close("finished")
+    assert [m.step for m in history(c, first.run_id, "fid")] == [10, 20, 30, 40]
+
+
+def test_a_step_is_sent_whole_in_one_call():
+    from mlflow.entities import Metric
+
+    def step(s, n):
+        return [Metric(f"m{i}", 1.0, 0, s) for i in range(n)]
+
+    chunks = store._chunks(step(1, 600) + step(2, 600) + step(3, 300) + step(4, 2500))
+    assert [len(c) for c in chunks] == [600, 900, 1000, 1000, 500]
+    assert {m.step for m in chunks[1]} == {2, 3}  # steps 2 and 3 whole, together
+    assert all(len(c) <= store._BATCH_LIMIT for c in chunks)

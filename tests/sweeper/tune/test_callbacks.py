@@ -1,8 +1,9 @@
 """sweeper.tune.callbacks.TrialStatusCallback against a real MLflow SQLite store: a trial that
 ASHA stopped (its last result has no `objective`) or that errored gets its trial run and its
-seed runs tagged and ended (stopped_early/KILLED, error/FAILED), a diverged seed keeps its
-status, a finished trial and every other run are left alone, replaying it creates nothing,
-bookkeeping failures never raise, and the callback pickles without its MLflow client.
+seed runs tagged and ended (stopped_early/FINISHED with the step it reached, error/FAILED),
+a diverged seed keeps its status, a finished trial and every other run are left alone,
+replaying it creates nothing, bookkeeping failures never raise, and the callback pickles
+without its MLflow client.
 
 The callback methods are called directly, as Tune's driver loop would call them. A real
 `ray.tune.experiment.Trial` only exists inside a running Tune experiment; the callback reads
@@ -51,6 +52,10 @@ def states(s) -> dict[str, tuple[str | None, str]]:
             for r in reader.all_runs(s.client, s.exp_id)}
 
 
+def stopped_at(s, run_id: str) -> str | None:
+    return s.client.get_run(run_id).data.tags.get(tags.TAG_STOPPED_AT)
+
+
 def family(s, trial_run_id: str) -> list[str]:
     """The trial run and its seed runs."""
     return [trial_run_id] + [r.info.run_id for r in reader.all_runs(s.client, s.exp_id)
@@ -64,7 +69,9 @@ def test_a_trial_stopped_early_is_marked_with_its_seed_runs_and_nothing_else(liv
     after = states(s)
     marked = family(s, ids["t1"])
     assert len(marked) == 3
-    assert {after[r] for r in marked} == {("stopped_early", "KILLED")}
+    # ASHA's stop is not a crash: FINISHED, with the step it reached (issue 38).
+    assert {after[r] for r in marked} == {("stopped_early", "FINISHED")}
+    assert {stopped_at(s, r) for r in marked} == {"2"}
     # The other trials, the finished one, the confirm run and the parent are untouched.
     assert {r: v for r, v in after.items() if r not in marked} == {
         r: v for r, v in before.items() if r not in marked}
@@ -145,4 +152,4 @@ def test_the_callback_pickles_without_its_client_and_works_after(live):
     copy.on_trial_error(4, [], trial(ids["t2"]))
     after = states(s)
     assert {after[r] for r in family(s, ids["t2"])} == {("error", "FAILED")}
-    assert {after[r] for r in family(s, ids["t1"])} == {("stopped_early", "KILLED")}
+    assert {after[r] for r in family(s, ids["t1"])} == {("stopped_early", "FINISHED")}

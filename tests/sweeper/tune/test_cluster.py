@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import history, metrics_of
 from tests.procs import mlflow_server, ray_cluster
 from trainers import names
 
@@ -53,10 +54,10 @@ def test_sweep_runs_on_both_nodes_and_logs_to_the_server(tmp_path, server, clust
     assert len(node_ids) == 2, f"trials ran on {node_ids}"
     for r in trials:
         assert r.data.params["loss"] == "wgan-gp" and "gp_lambda" in r.data.params
-        assert names.OBJECTIVE in r.data.metrics
+        assert names.OBJECTIVE in metrics_of(r)
         assert r.data.tags[tags.TAG_STATUS] == "finished"
     for r in seeds:
-        assert [m.step for m in c.get_metric_history(r.info.run_id, names.FID)] == [20, 40]
+        assert [m.step for m in history(c, r.info.run_id, names.FID)] == [20, 40]
         arts = [a.path for a in c.list_artifacts(r.info.run_id, "plots")]
         assert arts, "sample plots must reach the server's artifact store"
 

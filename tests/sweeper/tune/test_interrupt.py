@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from sweeper.track import tags
+from sweeper.track.metric_keys import metrics_of
 from sweeper.tune.driver import sweep_path
 from sweeper.tune.recovery import TUNE_TRIAL_ATTR
 from tests.procs import stop_group
@@ -109,8 +110,8 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert parent.info.status == "KILLED"
     assert not [r.info.run_name for r in runs(uri, name, "trial") + runs(uri, name, "seed")
                 if r.info.status == "RUNNING"]
-    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
-                       for r in runs(uri, name, "trial") if names.OBJECTIVE in r.data.metrics}
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: metrics_of(r)[names.OBJECTIVE]
+                       for r in runs(uri, name, "trial") if names.OBJECTIVE in metrics_of(r)}
     assert 1 <= len(finished_before) < NUM
 
     # Damaged checkpoints restart their trials from step 0 (deterministic; the steps they
@@ -138,7 +139,7 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     trials = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
               if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for tid, value in finished_before.items():  # kept, not re-run
-        assert trials[tid].data.metrics[names.OBJECTIVE] == value
+        assert metrics_of(trials[tid])[names.OBJECTIVE] == value
     everything = runs(uri, name, "trial") + runs(uri, name, "seed") + runs(uri, name, "sweep")
     assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
     (parent,) = runs(uri, name, "sweep")
@@ -151,9 +152,9 @@ def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, 
     assert not [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     for tid, r in trials.items():
         t = by_tune[tid]
-        if names.OBJECTIVE in r.data.metrics:  # every final objective is a COMPLETE value
+        if names.OBJECTIVE in metrics_of(r):  # every final objective is a COMPLETE value
             assert t.state == optuna.trial.TrialState.COMPLETE, (tid, t.state)
-            assert t.value == pytest.approx(r.data.metrics[names.OBJECTIVE])
+            assert t.value == pytest.approx(metrics_of(r)[names.OBJECTIVE])
         else:  # stopped early by ASHA: PRUNED, so TPE never learns a truncated value
             assert r.data.tags[tags.TAG_STATUS] == "stopped_early"
             assert t.state == optuna.trial.TrialState.PRUNED, (tid, t.state)

@@ -19,6 +19,7 @@ import yaml
 from ray import cloudpickle
 
 from sweeper.track import store, tags
+from sweeper.track.metric_keys import history, metrics_of
 from sweeper.track.tags import TAG_RESTORED_FROM
 from sweeper.tune.driver import sweep_path
 from sweeper.tune.recovery import _state_file_ok
@@ -73,7 +74,7 @@ def assert_no_duplicates(uri: str, name: str, trials: int, seeds: int) -> None:
     assert len({r.data.tags[tags.TAG_TRIAL] for r in t_runs}) == trials
     assert len(s_runs) == trials * seeds
     for r in s_runs:
-        steps = [m.step for m in c.get_metric_history(r.info.run_id, names.FID)]
+        steps = [m.step for m in history(c, r.info.run_id, names.FID)]
         assert steps == sorted(set(steps)), f"duplicated steps {steps}"
 
 
@@ -95,7 +96,7 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
         proc.wait(timeout=30)
     finally:
         stop_group(proc)  # then the private Ray processes it left behind
-    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: metrics_of(r)[names.OBJECTIVE]
                        for r in runs(uri, name, "trial")
                        if r.data.tags.get(tags.TAG_STATUS) == "finished"}
     assert 2 <= len(finished_before) < num
@@ -107,17 +108,17 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
              if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for r in runs(uri, name, "trial"):  # a trial cut off before Tune's last snapshot
         if r.data.tags[tags.TAG_STATUS] == "abandoned":
-            assert r.info.status == "KILLED" and names.OBJECTIVE not in r.data.metrics
+            assert r.info.status == "KILLED" and names.OBJECTIVE not in metrics_of(r)
     for tid, value in finished_before.items():  # finished trials kept, not re-run
-        assert after[tid].data.metrics[names.OBJECTIVE] == value
+        assert metrics_of(after[tid])[names.OBJECTIVE] == value
     missing = {tid: dict(r.data.tags, status=r.info.status) for tid, r in after.items()
-               if names.OBJECTIVE not in r.data.metrics}
+               if names.OBJECTIVE not in metrics_of(r)}
     assert not missing, missing
     study = optuna.load_study(study_name=name, storage="sqlite:///" + str(
         sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.value for t in done) == pytest.approx(
-        sorted(r.data.metrics[names.OBJECTIVE] for r in after.values()))
+        sorted(metrics_of(r)[names.OBJECTIVE] for r in after.values()))
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     # Suggestions orphaned by the kill (asked, never started) are closed as FAIL, flagged.
     for t in study.trials:
@@ -179,7 +180,7 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
         proc.wait(timeout=30)
     finally:
         stop_group(proc)
-    finished_before = {r.data.tags[tags.TAG_TRIAL]: r.data.metrics[names.OBJECTIVE]
+    finished_before = {r.data.tags[tags.TAG_TRIAL]: metrics_of(r)[names.OBJECTIVE]
                        for r in runs(uri, name, "trial")
                        if r.data.tags.get(tags.TAG_STATUS) == "finished"}
     # (a) Tune deleted the snapshot's checkpoint and wrote its successor.
@@ -212,14 +213,14 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
     after = {r.data.tags[tags.TAG_TRIAL]: r for r in runs(uri, name, "trial")
              if r.data.tags[tags.TAG_STATUS] != "abandoned"}
     for tid, value in finished_before.items():
-        assert after[tid].data.metrics[names.OBJECTIVE] == value
+        assert metrics_of(after[tid])[names.OBJECTIVE] == value
     missing = {tid: dict(r.data.tags, status=r.info.status) for tid, r in after.items()
-               if names.OBJECTIVE not in r.data.metrics}
+               if names.OBJECTIVE not in metrics_of(r)}
     assert not missing, missing
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'optuna.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.value for t in done) == pytest.approx(
-        sorted(r.data.metrics[names.OBJECTIVE] for r in after.values()))
+        sorted(metrics_of(r)[names.OBJECTIVE] for r in after.values()))
     for t in study.trials:
         assert t.state != optuna.trial.TrialState.RUNNING
         if t.state == optuna.trial.TrialState.FAIL:
@@ -294,7 +295,7 @@ def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
         assert_no_duplicates(server.uri, name, num, 1)
         c = store.client(server.uri)
         for r in runs(server.uri, name, "seed"):
-            hist = c.get_metric_history(r.info.run_id, names.FID)
+            hist = history(c, r.info.run_id, names.FID)
             assert [m.step for m in hist] == list(range(20, 121, 20)), "a curve lost points"
             assert r.data.tags[tags.TAG_STATUS] == "finished"
 
@@ -323,7 +324,7 @@ def test_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     for r in by_status["error"]:
         assert r.data.params["device"] == "cuda" and r.info.status == "FAILED"
         assert "error.txt" in [a.path for a in c.list_artifacts(r.info.run_id)]
-        assert names.OBJECTIVE not in r.data.metrics
+        assert names.OBJECTIVE not in metrics_of(r)
     study = optuna.load_study(study_name=name, storage="sqlite:///" + str(
         sweep_path(tmp_path / "sweeps", name) / "optuna.db"))
     fails = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
@@ -399,5 +400,5 @@ def test_each_driver_session_adds_one_wall_time_point(tmp_path):
                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr[-3000:]
     (parent,) = runs(uri, name, "sweep")
-    hist = store.client(uri).get_metric_history(parent.info.run_id, "wall_seconds")
+    hist = history(store.client(uri), parent.info.run_id, "wall_seconds")
     assert sorted(m.step for m in hist) == [0, 1]

@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from sweeper.track import tags
+from sweeper.track.metric_keys import metrics_of
 from sweeper.tune.driver import sweep_path
 from sweeper.tune.recovery import TUNE_TRIAL_ATTR
 from tests.procs import stop_group
@@ -78,8 +79,8 @@ def test_copies_put_back_after_a_finished_resume_are_what_resumes(tmp_path):
                if not t.system_attrs.get("gan_sweeper_orphaned")}
     assert set(by_tune) == set(trials) and len(trials) == NUM
     for tid, r in trials.items():
-        if names.OBJECTIVE in r.data.metrics:
-            assert by_tune[tid].value == pytest.approx(r.data.metrics[names.OBJECTIVE])
+        if names.OBJECTIVE in metrics_of(r):
+            assert by_tune[tid].value == pytest.approx(metrics_of(r)[names.OBJECTIVE])
     # Every row of the printed table links a run that exists.
     rows = [x for x in p.stdout.splitlines() if x.startswith("| ") and "|---" not in x][1:]
     assert len(rows) == NUM, p.stdout

@@ -17,7 +17,8 @@ import optuna
 import pytest
 import yaml
 
-from sweeper.track import store, tags
+from sweeper.track import mlflow_view, store, tags
+from sweeper.track.metric_keys import history, metrics_of
 from trainers import names
 from trainers.data import REAL_HQ_2D
 
@@ -89,12 +90,12 @@ def test_every_trial_and_seed_has_one_mlflow_run(sweep):
         assert t.data.tags[tags.PARENT_TAG] == parent.info.run_id
         assert t.data.params["dataset"] == "ring8" and "loss" in t.data.params
         assert t.data.tags[tags.TAG_NODE]
-        assert names.RUNNING_OBJECTIVE in t.data.metrics
+        assert names.RUNNING_OBJECTIVE in metrics_of(t)
     for s in seeds:
         parent_trial = [t for t in trials if t.info.run_id == s.data.tags[tags.PARENT_TAG]]
         assert len(parent_trial) == 1
         assert s.data.params["seed"] == s.data.tags[tags.TAG_SEED]
-        hist = c.get_metric_history(s.info.run_id, names.FID)
+        hist = history(c, s.info.run_id, names.FID)
         steps = [m.step for m in hist]
         assert steps == sorted(set(steps)) and steps[0] == 10  # a curve, no duplicate steps
         assert any(a.path.startswith("plots/samples_step")
@@ -119,13 +120,13 @@ def test_the_success_rule_comes_from_the_space_then_the_command_line(sweep):
     assert saved["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.2, "min_hq_ratio": 0.4}
     assert saved["objective"] == "quality"
     for s in kinds["seed"]:  # every seed carries the verdict and the score
-        m = s.data.metrics
+        m = metrics_of(s)
         assert m[names.SEED_SUCCESS] in (0.0, 1.0) and 0.0 <= m[names.SEED_SCORE] <= 1.0
         want = (m[names.MODES_HELD] >= 0.9 * m[names.NUM_MODES]
                 and m[names.HQ_FRACTION] >= 0.4 * REAL_HQ_2D and not m[names.DIVERGED])
         assert m[names.SEED_SUCCESS] == want
     for t in kinds["trial"]:
-        assert "seed_score_median" in t.data.metrics
+        assert "seed_score_median" in metrics_of(t)
 
 
 def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
@@ -142,13 +143,15 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_not_complete(sweep):
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(finished)
     complete_values = sorted(t.value for t in study.trials
                              if t.state == optuna.trial.TrialState.COMPLETE)
-    final_objectives = sorted(r.data.metrics[names.OBJECTIVE] for r in finished)
+    final_objectives = sorted(metrics_of(r)[names.OBJECTIVE] for r in finished)
     assert complete_values == pytest.approx(final_objectives)
     assert all(math.isfinite(v) for v in complete_values)
     for r in stopped:  # a truncated trial never logged a final objective
-        assert names.OBJECTIVE not in r.data.metrics
-        assert r.data.metrics[names.STEP] < SPACE["fixed"]["steps"]
-        assert r.info.status == "KILLED"
+        assert names.OBJECTIVE not in metrics_of(r)
+        assert metrics_of(r)[names.STEP] < SPACE["fixed"]["steps"]
+        # it did all the scheduler gave it: FINISHED, not KILLED (which reads as a crash)
+        assert r.info.status == "FINISHED"
+        assert r.data.tags[tags.TAG_STOPPED_AT] == str(int(metrics_of(r)[names.STEP]))
 
 
 def test_progress_is_a_line_per_trial_and_the_ui_opens_on_the_runs(sweep):
@@ -162,7 +165,11 @@ def test_progress_is_a_line_per_trial_and_the_ui_opens_on_the_runs(sweep):
     c = store.client(sweep["uri"])
     exp = c.get_experiment_by_name(sweep["name"])
     assert exp.tags[tags.TAG_EXPERIMENT_KIND] == tags.EXPERIMENT_KIND
-    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in out
+    # The link opens the sweep's comparison view, which the sweep saved on its experiment.
+    assert (f"#/experiments/{exp.experiment_id}/runs?viewStateShareKey=gan-sweeper&"
+            "compareRunsMode=CHART&workflowType=machine_learning") in out
+    view = mlflow_view.decode(exp.tags[mlflow_view.VIEW_TAG])
+    assert view["compareRunCharts"][0]["selectedParams"] == list(SPACE["params"])
     (parent,) = c.search_runs([exp.experiment_id],
                               filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
     note = parent.data.tags[tags.TAG_NOTE]

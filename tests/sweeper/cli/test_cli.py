@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from sweeper.cli import main
+from sweeper.track.metric_keys import history
 from trainers.config import make_config
 from trainers.data import build_dataset
 
@@ -43,7 +44,7 @@ def test_train_json_last_line_and_mlflow_run(tmp_path, capsys):
     (run,) = c.search_runs([exp.experiment_id])
     assert run.data.params["loss"] == "bce-ns" and run.data.params["hidden"] == "16"
     assert run.data.params["success.min_hq_ratio"] == "0.5"  # the rule it was judged by
-    hist = c.get_metric_history(run.info.run_id, "fid")
+    hist = history(c, run.info.run_id, "fid")
     assert [m.step for m in hist] == [20, 40]  # one value per evaluation, no duplicates
     assert [a.path for a in c.list_artifacts(run.info.run_id, "plots")] == [
         "plots/samples_step0000020.png", "plots/samples_step0000040.png"]
@@ -111,7 +112,7 @@ def test_train_seeds_is_one_population_with_a_run_per_seed(tmp_path, capsys):
     runs = c.search_runs([c.get_experiment_by_name("gan-sweeper-train").experiment_id])
     assert sorted(r.data.params["seed"] for r in runs) == ["5", "6", "7"]
     for r in runs:  # per-seed runs as before: curves without duplicates, plots, status
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "fid")] == [10, 20]
+        assert [m.step for m in history(c, r.info.run_id, "fid")] == [10, 20]
         assert len(c.list_artifacts(r.info.run_id, "plots")) == 2
         assert r.info.status == "FINISHED"
 

@@ -133,7 +133,9 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
     off), with (c) no staging copy to repair from if the driver's machine is gone. Before the
     fix, (a) failed the trial and (b) crashed the resume with a KeyError in OptunaSearch."""
     name, num = "worst-kill", 5
-    space = write_space(tmp_path, steps=120)
+    # Long enough that Tune snapshots a live checkpoint of trial 3, 4 or 5 before the sweep
+    # ends: at 120 steps the sweep once ended first (row 11's repeated runs, 2026-12-07).
+    space = write_space(tmp_path, steps=360)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = sweep_path(tmp_path / "sweeps", name)
     stash = tmp_path / "stash"

@@ -45,14 +45,10 @@ COLUMN_METRICS = (names.OBJECTIVE, names.SUCCESS_RATE, agg.HQ_FRACTION_MEAN,
 TRIALS_ONLY = f"tags.`{tags.TAG_KIND}` = 'trial'"
 
 
-def _metric(name: str, prefixed: bool) -> str:
-    return mlflow_key(name) if prefixed else name
-
-
 def view_state(swept: Sequence[str], *, prefixed: bool = True) -> dict:
     """The saved view's state, in MLflow 3.17's format. `prefixed`: the sweep logged its
     metrics under `metric_keys` prefixes (False for sweeps logged before them)."""
-    m = lambda name: _metric(name, prefixed)  # noqa: E731 - a short local alias
+    m = mlflow_key if prefixed else str  # the key a metric was logged under
     section = "gs-sweep"
     common = {"metricSectionId": section, "isGenerated": False, "deleted": False}
 

@@ -78,8 +78,9 @@ def ended_in_mlflow(uri: str, exp_id: str) -> dict[str, Any]:
     for r in client.search_runs([exp_id], max_results=5000,
                                 filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'"):
         tid, status = r.data.tags.get(tags.TAG_TRIAL), r.data.tags.get(tags.TAG_STATUS)
-        if status == "finished" and names.OBJECTIVE in metrics_of(r):
-            ended[tid] = metrics_of(r)[names.OBJECTIVE]
+        final = metrics_of(r)
+        if status == "finished" and names.OBJECTIVE in final:
+            ended[tid] = final[names.OBJECTIVE]
         elif status in ("stopped_early", "error"):
             ended[tid] = None if status == "stopped_early" else "error"
     return ended

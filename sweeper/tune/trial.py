@@ -138,14 +138,19 @@ def _finished_result(ctx: TrialContext, trial_id: str) -> dict[str, Any] | None:
     the logged result ends it the way it ended the first time."""
     try:
         run = store.find_run(store.client(ctx.tracking_uri), ctx.experiment_id,
-                             store.safe_key("trial", ctx.sweep_key, trial_id))
+                             _trial_key(ctx, trial_id))
     except Exception:  # noqa: BLE001 - MLflow unreachable: the trial trains again instead
         return None
     if (run is None or run.info.status != "FINISHED"
-            or run.data.tags.get(tags.TAG_STATUS) != "finished"
-            or names.OBJECTIVE not in metrics_of(run)):
+            or run.data.tags.get(tags.TAG_STATUS) != "finished"):
         return None
-    return {**metrics_of(run), RUN_ID: run.info.run_id}
+    final = metrics_of(run)
+    return {**final, RUN_ID: run.info.run_id} if names.OBJECTIVE in final else None
+
+
+def _trial_key(ctx: TrialContext, trial_id: str) -> str:
+    """The key that finds a trial's MLflow run again (its seed runs' keys extend it)."""
+    return store.safe_key("trial", ctx.sweep_key, trial_id)
 
 
 def _restore(checkpoint, seeds: int, device: str,
@@ -182,7 +187,7 @@ class _TrialLogs:
                  configs: list) -> None:
         self.client = store.client(ctx.tracking_uri)
         node_ip, node_id = _node()
-        key = store.safe_key("trial", ctx.sweep_key, trial_id)
+        key = _trial_key(ctx, trial_id)
         # Node and status tags are rewritten at every (re)start: a retry may run elsewhere.
         run_tags = {tags.TAG_SWEEP: ctx.sweep, tags.TAG_TRIAL: trial_id,
                 tags.TAG_NODE: node_ip, tags.TAG_NODE_ID: node_id,

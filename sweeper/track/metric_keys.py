@@ -26,7 +26,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     # One seed's samples against the data.
     "quality": (names.HQ_FRACTION, names.MODES_HELD, names.MODES_COVERED, names.NUM_MODES,
                 names.SEED_SCORE, names.SEED_SUCCESS, names.MODE_KL, names.FID, names.FID_N,
-                names.KID, names.CLASSIFIER_ACC, names.DIVERGED),
+                names.KID, names.PRECISION, names.RECALL, names.DENSITY, names.COVERAGE,
+                names.CLASSIFIER_ACC, names.DIVERGED),
     # What the theory says to watch: the W estimate and the critic's gradient norm.
     "critic": (names.W_DISTANCE, names.GRAD_NORM),
     "losses": (names.LOSS_D, names.LOSS_G),

@@ -166,6 +166,9 @@ def test_kid_matches_the_unbiased_formula_written_out() -> None:
     halves = [images.kid(big_x[s], big_y[s], block=10**9)
               for s in (slice(0, 1250), slice(1250, 2500))]
     assert images.kid(big_x, big_y, block=1000) == pytest.approx(np.mean(halves), rel=1e-12)
+    # A much larger set is cut to 2 blocks' worth of rows: 26,000 real features against a file
+    # of 10 samples must not build a 26,000^2 kernel (it crashed `sweeper eval` on 24 GiB).
+    assert images.kid(big_x, big_y[:10], block=100) == images.kid(big_x[:200], big_y[:10])
 
 
 def test_noise_and_blank_images_are_not_digits(digits) -> None:
@@ -251,12 +254,14 @@ def test_evaluate_rejects_wrong_shape_or_scale_in_one_line(digits, bad, words) -
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
-def test_inception_backend_without_local_weights_is_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub: the weights are not there
+def test_inception_backend_without_the_extra_is_one_clear_line(monkeypatch):
+    from trainers import inception
+
+    monkeypatch.setattr(inception, "PACKAGE", "no_such_weights_package")  # not installed
     with pytest.raises(ConfigError) as e:
         build_dataset(make_config({"dataset": "digits", "fid_backend": "inception"}), CPU)
     msg = str(e.value)
-    assert "fid_backend classifier" in msg and "\n" not in msg
+    assert "pip install 'gan-sweeper[inception]'" in msg and "\n" not in msg
 
 
 # ------------------------------------------------------------------------------ models

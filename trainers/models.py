@@ -57,33 +57,50 @@ def _points_models(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[nn.Module,
     return mlp(cfg.z_dim, dim, **shape), mlp(dim, 1, **shape)
 
 
+def conv_depth(shape: tuple[int, ...]) -> int:
+    """Stride-2 layers of the DCGAN nets for C x H x W images: two, then one more for as long as
+    both sides stay even and above 4, so 32 x 32 starts from 4 x 4 with three and 64 x 64 with
+    four (DCGAN's own 64 x 64 layout); 8 x 8 starts from 2 x 2 and 28 x 28 from 7 x 7 with two."""
+    _, h, w = _check_image_shape(shape)
+    depth = 2
+    while all(side >> depth > 4 and (side >> depth) % 2 == 0 for side in (h, w)):
+        depth += 1
+    return depth
+
+
 class ConvGenerator(nn.Module):
     """DCGAN-style generator (Radford et al. 2015, arXiv 1511.06434) for C x H x W images.
 
-    z is projected to a (2h, H/4, W/4) map, then two stride-2 transposed convolutions double the
-    size twice (2h -> h -> C channels), ending in tanh because the data lie in [-1, 1]. Batch
-    norm and ReLU follow every hidden layer, as in DCGAN. The trainer samples in eval mode, so
-    evaluation uses the running batch-norm statistics, not those of the evaluation batch.
+    z is projected to a (2^(d-1) h, H/2^d, W/2^d) map, then d = `conv_depth(shape)` stride-2
+    transposed convolutions double the size and halve the channels (... -> 2h -> h -> C),
+    ending in tanh because the data lie in [-1, 1]. Batch norm and ReLU follow every hidden
+    layer, as in DCGAN. The trainer samples in eval mode, so evaluation uses the running
+    batch-norm statistics, not those of the evaluation batch.
     """
 
     def __init__(self, z_dim: int, shape: tuple[int, int, int], hidden: int) -> None:
         super().__init__()
         c, h, w = _check_image_shape(shape)
-        self.start = (2 * hidden, h // 4, w // 4)
-        self.project = nn.Sequential(
-            nn.Linear(z_dim, 2 * hidden * (h // 4) * (w // 4), bias=False),
-            nn.BatchNorm1d(2 * hidden * (h // 4) * (w // 4)), nn.ReLU())
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * hidden, hidden, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU(),
-            nn.ConvTranspose2d(hidden, c, 4, stride=2, padding=1), nn.Tanh())
+        d = conv_depth(shape)
+        widths = [hidden << i for i in range(d - 1, -1, -1)]  # 2^(d-1) h, ..., 2h, h
+        self.start = (widths[0], h >> d, w >> d)
+        n_project = widths[0] * self.start[1] * self.start[2]
+        self.project = nn.Sequential(nn.Linear(z_dim, n_project, bias=False),
+                                     nn.BatchNorm1d(n_project), nn.ReLU())
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(w_out), nn.ReLU()]
+        self.up = nn.Sequential(*layers, nn.ConvTranspose2d(hidden, c, 4, stride=2, padding=1),
+                                nn.Tanh())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.up(self.project(z).view(len(z), *self.start))
 
 
 def conv_critic(shape: tuple[int, int, int], hidden: int) -> nn.Sequential:
-    """DCGAN-style critic: two stride-2 convolutions (C -> h -> 2h), LeakyReLU(0.2), linear.
+    """DCGAN-style critic: `conv_depth(shape)` stride-2 convolutions (C -> h -> 2h -> ...),
+    LeakyReLU(0.2), linear.
 
     No batch norm: it couples the samples of a batch, which breaks the per-sample gradient
     penalty; Gulrajani et al. 2017 (arXiv 1704.00028, sec. 4) recommend layer normalization
@@ -91,11 +108,13 @@ def conv_critic(shape: tuple[int, int, int], hidden: int) -> nn.Sequential:
     per-channel affine; as in DCGAN the first layer is not normalised.
     """
     c, h, w = _check_image_shape(shape)
-    return nn.Sequential(
-        nn.Conv2d(c, hidden, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.Conv2d(hidden, 2 * hidden, 4, stride=2, padding=1), nn.GroupNorm(1, 2 * hidden),
-        nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(2 * hidden * (h // 4) * (w // 4), 1))
+    d = conv_depth(shape)
+    layers: list[nn.Module] = [nn.Conv2d(c, hidden, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+    for i in range(1, d):
+        layers += [nn.Conv2d(hidden << (i - 1), hidden << i, 4, stride=2, padding=1),
+                   nn.GroupNorm(1, hidden << i), nn.LeakyReLU(0.2)]
+    n_flat = (hidden << (d - 1)) * (h >> d) * (w >> d)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(n_flat, 1))
 
 
 def _check_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -155,14 +174,18 @@ class ModelSpec:
     build: Builder
     kind: str  # the data it is for: "points" (D,) or "image" (C, H, W)
     stack: tuple[Stacker, Stacker] | None = None
+    # The shapes the hand-written form is written for (None: all); others use the generic one.
+    stacks_shape: Callable[[tuple[int, ...]], bool] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", "ReLU/tanh MLPs of `hidden` x `depth` (2D points; the WGAN-GP and "
                      "GDPP toy networks).", _mlp, "points", (_stack_mlp, _stack_mlp)),
     "dcgan": ModelSpec("dcgan", "DCGAN-style conv generator and critic (images; `hidden` base "
-                       "channels, height and width divisible by 4).", _dcgan, "image",
-                       (_stack_conv_generator, _stack_conv_critic)),
+                       "channels, height and width divisible by 4; 3 stride-2 layers at "
+                       "32x32, 4 at 64x64).", _dcgan, "image",
+                       (_stack_conv_generator, _stack_conv_critic),
+                       lambda shape: conv_depth(shape) == 2),
 }
 # The model `auto` picks for each data kind (as before models could be chosen).
 AUTO_MODEL = {"points": "mlp", "image": "dcgan"}
@@ -191,4 +214,6 @@ def build_models(cfg: TrialConfig, shape: tuple[int, ...] | Dataset) -> tuple[nn
 def stackers(cfg: TrialConfig, shape: tuple[int, ...]) -> tuple[Stacker, Stacker] | None:
     """The hand-written batched forms of `cfg.model`'s networks, if it has them."""
     spec = MODELS.get(model_name(cfg, shape))
-    return spec.stack if spec is not None else None
+    if spec is None or (spec.stacks_shape is not None and not spec.stacks_shape(shape)):
+        return None
+    return spec.stack

@@ -73,7 +73,8 @@ _CRITIC_EVAL_BATCH = 2048
 # What members must share (one batched computation) and what may differ between them.
 SHARED = ("loss", "penalty", "dataset", "steps", "batch_size", "n_critic", "optimizer",
           "lr_schedule", "z_dim", "hidden", "depth", "activation", "init", "model", "eval_every",
-          "eval_samples", "dataset_scale", "device", "data_root", "download", "fid_backend")
+          "eval_samples", "dataset_scale", "device", "data_root", "download", "fid_backend",
+          "image_size")
 PER_MEMBER = ("seed", "gp_lambda", "clip_value", "penalty_weight", "lr_g", "lr_d", "beta1",
               "beta2")
 

@@ -27,7 +27,7 @@ from sweeper.track.reader import SweepRecords, TrialRun
 from sweeper.track.tags import KIND_CONFIRM, TAG_CONFIRM_OF, TAG_SMOKE
 from trainers import names
 from trainers.config import make_config
-from trainers.data import DATASETS
+from trainers.data import dataset_shape
 from trainers.loop import set_threads
 from trainers.members import make_members, share_groups
 from trainers.memory import check_run_fits
@@ -75,9 +75,9 @@ def confirm_settings(records: SweepRecords, trial_run_ids: Sequence[str], n_seed
     groups = share_groups([cfg for _, _, cfg in jobs])
     for group in groups:
         cfg = jobs[group[0]][2]
-        check_run_fits(cfg, DATASETS[cfg.dataset].shape, members=len(group))
+        check_run_fits(cfg, dataset_shape(cfg), members=len(group))
     for cfg in {cfg.model: cfg for _, _, cfg in jobs}.values():
-        check_model(cfg, DATASETS[cfg.dataset].shape)
+        check_model(cfg, dataset_shape(cfg))
     run_ids = {}
     for g, group in enumerate(groups, 1):
         run_ids.update(_train_group(client, records, [(i, *jobs[i]) for i in group],

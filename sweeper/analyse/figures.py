@@ -13,10 +13,24 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def points_figure(data, samples: np.ndarray, title: str = "") -> Figure:
-    """Scatter of 2D samples over the mixture's mode centres, with 3-sigma HQ circles."""
+    """Scatter of 2D samples over the mixture's mode centres, with 3-sigma HQ circles; for
+    points without known modes (`npy:`), over real samples, first two coordinates."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     x = np.asarray(samples, dtype=np.float64)
     x = x[np.isfinite(x).all(1)]
+    if not hasattr(data, "centres_np"):
+        real = data.data[:len(x)].double().cpu().numpy()
+        ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.35, color="tab:grey", label="real")
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, color="tab:blue", label="generated")
+        lo, hi = real[:, :2].min(0), real[:, :2].max(0)
+        pad = 0.1 * (hi - lo).max() + 1e-6
+        ax.set_xlim(lo[0] - pad, hi[0] + pad)
+        ax.set_ylim(lo[1] - pad, hi[1] + pad)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", fontsize=7)
+        ax.set_title(title + ("" if real.shape[1] == 2 else " (first 2 coordinates)"), fontsize=9)
+        fig.tight_layout()
+        return fig
     ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, color="tab:blue", label="generated")
     c = data.centres_np
     ax.scatter(c[:, 0], c[:, 1], s=30, marker="x", color="tab:red", label="mode centres")

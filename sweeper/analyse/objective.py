@@ -49,6 +49,8 @@ MODE_KL_MEDIAN = "mode_kl_median"
 MODES_COVERED_MEAN = "modes_covered_mean"
 MODES_HELD_MEAN = "modes_held_mean"
 HQ_FRACTION_MEAN = "hq_fraction_mean"
+COVERAGE_MEAN = "coverage_mean"  # precision/coverage: every dataset, the verdict of those
+PRECISION_MEAN = "precision_mean"  # without labelled modes (trainers/quality.py)
 DIVERGED_SEEDS = "diverged_seeds"
 
 
@@ -124,6 +126,8 @@ class SeedColumns:
     covered: list[float]
     held: list[float]
     hq: list[float]
+    coverage: list[float]  # empty when no seed reports it (runs logged before it existed)
+    precision: list[float]
     diverged: int
 
     @classmethod
@@ -135,6 +139,9 @@ class SeedColumns:
                    covered=[m.get(names.MODES_COVERED, 0.0) for m in per_seed],
                    held=[m.get(names.MODES_HELD, 0.0) for m in per_seed],
                    hq=[m.get(names.HQ_FRACTION, 0.0) for m in per_seed],
+                   **{key: [m.get(name, 0.0) for m in per_seed] if any(name in m for m in per_seed)
+                      else [] for key, name in (("coverage", names.COVERAGE),
+                                                ("precision", names.PRECISION))},
                    diverged=sum(m.get(names.DIVERGED, 0.0) >= 1 for m in per_seed))
 
 
@@ -167,4 +174,6 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]],
         out[FID_MEDIAN] = fid_med
     if c.kls:
         out[MODE_KL_MEDIAN] = statistics.median(c.kls)
+    if c.coverage:
+        out[COVERAGE_MEAN], out[PRECISION_MEAN] = mean(c.coverage), mean(c.precision)
     return out

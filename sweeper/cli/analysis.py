@@ -57,10 +57,19 @@ class Analysis:
         tie = "median FID" if self.objective == "fid" else "median seed_score"
         return f"success-rate Wilson 95% lower bound desc, then {tie} asc"
 
+    def rule_text(self) -> str:
+        """The recorded rule as it applies to the sweep's data (modes, or coverage and the
+        features it was measured on)."""
+        from trainers.data import describe_rule
+
+        first = self.settings[0].params if self.settings else {}
+        return describe_rule(self.records.rule, first.get("dataset"),
+                             str(first.get("fid_backend", "auto")))
+
     def preamble(self) -> list[str]:
         """What a reader must know before the table: the rule, the objective, old seeds."""
         r = self.records
-        lines = [f"A seed succeeds with {r.rule.describe()} (the rule the sweep recorded)."]
+        lines = [f"A seed succeeds with {self.rule_text()} (the rule the sweep recorded)."]
         models = sorted({str(s.params.get("model", "auto")) for s in self.settings})
         if models != ["auto"]:
             lines.append(f"Networks (model): {', '.join(models)}.")
@@ -226,7 +235,7 @@ def write_export(a: Analysis, path: Path) -> None:
     confirmed = ("confirmed on fresh seeds" if best.source == "confirm" else
                  "on the sweep's own seeds, not confirmed (`sweeper stable --confirm 10`)")
     header = (f"# sweeper stable --export: sweep {a.records.experiment!r}, setting {best.label}"
-              f", ranked by {a.objective}\n# rule: {a.records.rule.describe()}\n"
+              f", ranked by {a.objective}\n# rule: {a.rule_text()}\n"
               f"# budget: {values.get('steps', '?')} generator steps, batch "
               f"{values.get('batch_size', '?')}\n# success {best.successes}/{best.n_seeds} "
               f"{confirmed} (Wilson 95% lower bound {best.success_lower:.2f}), mean HQ "

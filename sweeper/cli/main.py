@@ -180,10 +180,12 @@ def eval_cmd(dataset, samples_path, dataset_scale, data_root, fid_backend, as_js
 @click.command()
 def datasets() -> None:
     """List the datasets the trainer knows."""
-    from trainers.data import DATASETS
+    from trainers.data import DATASETS, USER_DATASETS
 
     for spec in DATASETS.values():
         click.echo(f"{spec.name:<16} {spec.doc}")
+    for name, doc in USER_DATASETS.items():
+        click.echo(f"{name:<16} {doc}")
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -281,10 +283,14 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
                               command=driver.command_line(), rule=rule, objective=objective,
                               **options)
     if not resume:  # a resume prints the options it restored instead
+        from trainers.data import describe_rule
+
+        fixed = space_obj.fixed
+        rule_text = describe_rule(rule, fixed.get("dataset"), fixed.get("fid_backend", "auto"))
         click.echo(f"sweep {experiment!r}: space {space_obj.name}, {opts.num_samples} "
                    f"settings x {opts.seeds} seeds, {opts.search} search (sampler seed "
                    f"{opts.sampler_seed}), objective {objective}; a seed succeeds with "
-                   f"{rule.describe()}", err=True)
+                   f"{rule_text}", err=True)
     if resume:
         note_ignored_options(click.get_current_context(), opts)
     try:

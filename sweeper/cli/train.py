@@ -19,7 +19,7 @@ from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from trainers import names
 from trainers.config import TrialConfig, make_config
-from trainers.data import DATASETS, build_dataset
+from trainers.data import build_dataset, dataset_shape
 from trainers.files import available_memory, check_input_file
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members, save_members_file
@@ -47,8 +47,8 @@ def run_single(cfg: TrialConfig, *, tracking_uri: str | None, experiment: str,
     if tracking_uri:
         tracking_uri = store.check_tracking_uri(tracking_uri)
     # What cannot fit in memory, then a bad model: one line each, before anything is built.
-    check_run_fits(cfg, DATASETS[cfg.dataset].shape, members=seeds)
-    check_model(cfg, DATASETS[cfg.dataset].shape)
+    check_run_fits(cfg, dataset_shape(cfg), members=seeds)
+    check_model(cfg, dataset_shape(cfg))
     set_threads()
     if resume and checkpoint and Path(checkpoint).exists():
         members = load_members_file(checkpoint, device=cfg.device, rule=rule)

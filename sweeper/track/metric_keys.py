@@ -22,7 +22,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "sweep": (names.OBJECTIVE, names.RUNNING_OBJECTIVE, names.SUCCESS_RATE,
               names.FAILED_SEEDS, agg.DIVERGED_SEEDS, agg.HQ_FRACTION_MEAN,
               agg.MODES_HELD_MEAN, agg.MODES_COVERED_MEAN, agg.SCORE_MEDIAN, agg.FID_MEDIAN,
-              agg.MODE_KL_MEDIAN),
+              agg.MODE_KL_MEDIAN, agg.COVERAGE_MEAN, agg.PRECISION_MEAN),
     # One seed's samples against the data.
     "quality": (names.HQ_FRACTION, names.MODES_HELD, names.MODES_COVERED, names.NUM_MODES,
                 names.SEED_SCORE, names.SEED_SUCCESS, names.MODE_KL, names.FID, names.FID_N,

@@ -58,7 +58,7 @@ from sweeper.tune.sizes import check_sweep_memory
 from sweeper.tune.spaces import SearchSpace
 from trainers import names
 from trainers.config import ConfigError
-from trainers.data import DATASETS
+from trainers.data import dataset_shape
 from trainers.model_check import check_model
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 from trainers.user_models import is_user_spec, source_digest
@@ -660,7 +660,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     # What cannot fit in memory is refused before the probe builds one member for real.
     check_sweep_memory(opts)
     for cfg in opts.space.model_configs():
-        check_model(cfg, DATASETS[cfg.dataset].shape)
+        check_model(cfg, dataset_shape(cfg))
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
     # GPU share without GPUs, trials that cannot fit in memory) leaves no folder behind, so
     # its name stays free.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sweeper.tune.spaces import SIZE_FIELDS, largest_configs
-from trainers.data import DATASETS
+from trainers.data import dataset_shape
 from trainers.files import available_memory
 from trainers.memory import PROCESS_BYTES, check_fits, estimate, gib
 from trainers.models import model_name
@@ -31,7 +31,7 @@ def check_sweep_memory(opts: SweepOptions, concurrent: int = 0, *, local: bool =
         fix += ", --seeds or --max-concurrent"
     for cfg in largest_configs(opts.space):
         sizes = ", ".join(f"{k}={getattr(cfg, k)}" for k in ("hidden", "depth", "batch_size"))
-        shape = DATASETS[cfg.dataset].shape
+        shape = dataset_shape(cfg)
         model = model_name(cfg, shape)
         if not concurrent:
             check_fits(estimate(cfg, shape, 1), available_memory(), "available RAM",

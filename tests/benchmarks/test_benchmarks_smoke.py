@@ -152,3 +152,16 @@ def test_memory_estimate_smoke_prints_the_ratio() -> None:
     (row,) = [x for x in out.splitlines() if x.startswith("| hidden=1024")]
     ratio = float(row.rsplit("|", 2)[-2])
     assert 0.2 < ratio < 5, row  # near, not exact: the estimate is for refusing what cannot fit
+
+
+def test_eval_cost_smoke_prints_both_tables() -> None:
+    # --no-inception: the Inception rows cost ~10 s per image on a busy CPU; they run in the
+    # real benchmark (and test_inception.py covers the backend).
+    out = subprocess.run([sys.executable, "-m", "benchmarks.eval_cost", "--smoke-test",
+                          "--no-inception"], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and "---" not in r]
+    assert any(r.startswith("| digits | classifier |") for r in rows)
+    assert any(r.startswith("| rgb 32x32 (npy:) | pixels |") for r in rows)
+    assert any(r.startswith("| stacked-digits-wgan-gp | 3,000 | 3 |") for r in rows)

@@ -379,6 +379,19 @@ def is_user_dataset(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
+def resolve_dataset(name: str, base: Path | None = None) -> str:
+    """folder:/npy: with a relative path made absolute (against `base`, default the current
+    folder), like a model file: trials run in folders of their own, and `stable --confirm`
+    or an exported setting must still find the data. Other names are returned as they are."""
+    if not is_user_dataset(name):
+        return name
+    prefix, _, where = name.partition(":")
+    path = Path(where).expanduser()
+    if where and not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return f"{prefix}:{path.resolve()}" if where else name
+
+
 def check_user_dataset_name(name: str) -> None:
     prefix, _, path = name.partition(":")
     if not path.strip():

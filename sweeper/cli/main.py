@@ -86,6 +86,10 @@ def config_from_options(config_file: str | None, options: dict[str, Any],
         values.update(SMOKE)
     if isinstance(values.get("model"), str):  # a relative model file is the caller's
         values["model"] = resolve_spec(values["model"])
+    if isinstance(values.get("dataset"), str):  # so is a relative folder: or npy: path
+        from trainers.user_data import resolve_dataset
+
+        values["dataset"] = resolve_dataset(values["dataset"])
     return make_config(values)
 
 
@@ -167,10 +171,11 @@ def eval_cmd(dataset, samples_path, dataset_scale, data_root, fid_backend, as_js
              **options) -> None:
     """Metrics for any array of samples, against the dataset's real distribution."""
     from sweeper.cli.train import evaluate_file
+    from trainers.user_data import resolve_dataset
 
     rule = rule_from_options(options)
-    values = {"dataset": dataset, "dataset_scale": dataset_scale, "data_root": data_root,
-              "fid_backend": fid_backend}
+    values = {"dataset": resolve_dataset(dataset), "dataset_scale": dataset_scale,
+              "data_root": data_root, "fid_backend": fid_backend}
     metrics = evaluate_file(samples_path, {k: v for k, v in values.items() if v is not None},
                             rule)
     click.echo(json.dumps(metrics, sort_keys=True) if as_json else format_metrics(metrics))

@@ -40,6 +40,7 @@ from trainers.config import (
 )
 from trainers.files import TEXT_LIMIT, check_input_file
 from trainers.quality import rule_from_mapping
+from trainers.user_data import resolve_dataset
 from trainers.user_models import resolve_spec
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -184,6 +185,8 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
     fixed = {_field_name(k, "fixed"): coerce(k, v) for k, v in fixed_raw.items()}
     if isinstance(fixed.get("model"), str):
         fixed["model"] = resolve_spec(fixed["model"], base)
+    if isinstance(fixed.get("dataset"), str):
+        fixed["dataset"] = resolve_dataset(fixed["dataset"], base)
     for k in ("seed",):
         if k in params_raw:
             raise UserError(f"{k!r} cannot be sampled; seeds come from --seeds")
@@ -196,6 +199,9 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
         if key == "model" and param.kind == "choice":
             param = Param(key, "choice", tuple(resolve_spec(str(v), base) for v in param.values),
                           param.when)
+        if key == "dataset" and param.kind == "choice":
+            param = Param(key, "choice", tuple(resolve_dataset(str(v), base)
+                                               for v in param.values), param.when)
         params.append(param)
     _check_values(fixed, params)
     success = doc.get("success") or {}

@@ -213,3 +213,9 @@ def test_a_diverged_seed_without_modes_is_a_failure_with_no_mode_metrics():
     m = failed_metrics(0)
     assert m[names.SEED_SUCCESS] == 0 and m[names.SEED_SCORE] == 1 and m[names.COVERAGE] == 0
     assert names.MODES_HELD not in m
+
+
+def test_relative_paths_resolve_against_the_callers_folder(tmp_path):
+    assert user_data.resolve_dataset("npy:a/b.npy", tmp_path) == f"npy:{tmp_path.resolve()}/a/b.npy"
+    assert user_data.resolve_dataset("folder:/x/y", tmp_path) == "folder:/x/y"
+    assert user_data.resolve_dataset("ring8", tmp_path) == "ring8"

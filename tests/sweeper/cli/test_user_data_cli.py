@@ -50,6 +50,10 @@ def test_train_on_your_images_logs_fid_and_coverage(tmp_path, kind):
                 names.COVERAGE, names.SEED_SCORE, names.SEED_SUCCESS):
         assert np.isfinite(final[key]) and got[key] == pytest.approx(final[key]), key
     assert final[names.STEP] == 6 and names.HQ_FRACTION not in final
+    if kind == "folder":  # recorded absolute: `stable --confirm` may run from elsewhere
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert run.data.params["dataset"] == f"folder:{tmp_path.resolve()}/imgs"
 
 
 def test_eval_scores_an_array_against_an_npy_set(tmp_path):

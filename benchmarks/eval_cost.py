@@ -28,8 +28,6 @@ from trainers.config import make_config
 from trainers.data import build_dataset
 from trainers.loop import Trainer
 
-CPU = torch.device("cpu")
-
 
 def _best_of(fn, repeats: int) -> float:
     best = float("inf")
@@ -40,7 +38,7 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
-def backend_rows(smoke: bool, repeats: int, inception: bool, tmp: str
+def backend_rows(smoke: bool, repeats: int, inception: bool, tmp: str, device: str = "cpu"
                  ) -> list[tuple[str, str, int, float, float]]:
     """(dataset, backend, N, evaluate seconds, PRDC seconds) per row."""
     n_2d, n_img, n_stacked, n_inc = (300, 300, 600, 16) if smoke else (2500, 2500, 26000, 500)
@@ -55,8 +53,9 @@ def backend_rows(smoke: bool, repeats: int, inception: bool, tmp: str
     rows = []
     for dataset, backend, n in cases:
         data = build_dataset(make_config({"dataset": dataset, "eval_samples": n,
-                                          "fid_backend": backend}), CPU)
-        fake = data.sample(n, torch.Generator().manual_seed(99))
+                                          "fid_backend": backend, "device": device}),
+                             torch.device(device))
+        fake = data.sample(n, torch.Generator(device).manual_seed(99))
         data.evaluate(fake)  # the real side, once, as the first evaluation of a trial does
         seconds = _best_of(lambda d=data, f=fake: d.evaluate(f), repeats)
         feats = np.asarray(rng.standard_normal((n, _feature_dim(data, backend))))
@@ -78,7 +77,7 @@ def _feature_dim(data, backend: str) -> int:
     return data.classifier.feature_dim
 
 
-def share_rows(smoke: bool, table: list[tuple[str, str, int, float, float]]
+def share_rows(smoke: bool, table: list[tuple[str, str, int, float, float]], device: str = "cpu"
                ) -> list[tuple[str, int, int, float, float, str]]:
     """(space, steps, evals, seconds per step, eval share with its backend, backends) rows."""
     per_1000 = {(d, b): s / n * 1000 for d, b, n, s, _ in table}
@@ -89,7 +88,7 @@ def share_rows(smoke: bool, table: list[tuple[str, str, int, float, float]]
         steps, every, n = fixed["steps"], fixed["eval_every"], fixed["eval_samples"]
         probe = 3 if smoke else 30
         cfg = make_config({**fixed, "steps": probe, "eval_every": probe, "n_critic": 1,
-                           "eval_samples": 64})
+                           "eval_samples": 64, "device": device})
         trainer = Trainer(cfg)
         trainer.run()
         step_s = trainer.train_seconds / probe
@@ -112,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke-test", action="store_true", help="Tiny sizes, for the tests.")
     p.add_argument("--repeats", type=int, default=3, help="Timings per row (best of).")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (evaluation on that device).")
     p.add_argument("--no-inception", action="store_true",
                    help="Skip the Inception rows (they need gan-sweeper[inception]).")
     args = p.parse_args(argv)
@@ -123,9 +123,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         table = backend_rows(args.smoke_test, 1 if args.smoke_test else args.repeats,
-                             inception, tmp)
+                             inception, tmp, args.device)
     print("## Evaluation cost per feature backend\n")
-    print(machine_header(f"torch threads {torch.get_num_threads()}") + "\n")
+    print(machine_header(f"torch threads {torch.get_num_threads()}, device {args.device}")
+          + "\n")
     print("| data | features | N | evaluate s | s per 1,000 samples | PRDC s (same N) |")
     print("|---|---|---|---|---|---|")
     for d, b, n, s, ps in table:
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\n## Evaluation share of a trial (shipped image spaces, n_critic 1)\n")
     print("| space | steps | evaluations | s per step | features | evaluation share |")
     print("|---|---|---|---|---|---|")
-    for space, steps, evals, step_s, share, backend in share_rows(args.smoke_test, table):
+    for space, steps, evals, step_s, share, backend in share_rows(args.smoke_test, table,
+                                                                  args.device):
         print(f"| {space} | {steps:,} | {evals} | {step_s:.3f} | {backend} | {share:.1%} |")
 
 

@@ -127,18 +127,19 @@ def test_gpu_session_script_runs_every_step_then_skips_them_on_a_rerun(tmp_path)
 
     first = run("--smoke-test")
     assert first.returncode == 0, first.stdout + first.stderr
-    for name in ("gpu_tests", "scan", "ops", "rows", "fresh30", "curves"):
+    for name in ("gpu_tests", "scan", "ops", "eval_cost", "rows", "fresh30", "curves"):
         assert f"{name}: exit 0" in first.stdout
     for name in ("rows", "fresh30", "curves"):
         assert "PacGAN's data, metrics and N" in (tmp_path / f"{name}.md").read_text()
     assert "skipped" in (tmp_path / "gpu_tests.md").read_text()  # no GPU here
     assert "largest K with a population step" in (tmp_path / "scan.md").read_text()
     assert "ops per generator step" in (tmp_path / "ops.md").read_text()
+    assert "s per 1,000 samples" in (tmp_path / "eval_cost.md").read_text()
     assert "| wgan-gp, sweep-recommended (grid25-wgan-gp) |" in (tmp_path / "fresh30.md"
                                                                  ).read_text()
     assert (tmp_path / "budget_curves_gdpp.png").stat().st_size > 0
     again = run("--smoke-test")
-    assert again.returncode == 0 and again.stdout.count("finished earlier") == 6, again.stdout
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 7, again.stdout
     (tmp_path / "fresh30.md").unlink()
     (tmp_path / "curves.md").unlink()
     bad = run("--smoke-test", DEVICE="nosuch")

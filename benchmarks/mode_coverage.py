@@ -62,6 +62,7 @@ from sweeper.analyse.stability import wilson_interval
 from sweeper.bars import Progress
 from trainers import names
 from trainers.config import ConfigError, load_config_file, make_config
+from trainers.data import build_dataset
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members
 from trainers.quality import DEFAULT_RULE
@@ -144,7 +145,8 @@ def recommended_row(path: Path, *, everywhere: bool = False) -> Row:
 
 
 def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str, Any],
-                checkpoint: Path | None = None, every: int = 0, version: str = "") -> list[Run]:
+                checkpoint: Path | None = None, every: int = 0, version: str = "",
+                inception_n: int = 0) -> list[Run]:
     """Train a row's seeds as one population (trainers.members); runs in a worker process with
     one torch thread. Each run is charged its share of the population's CPU time.
 
@@ -175,10 +177,27 @@ def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str
                   f"({meta['cpu_seconds']:,.0f} CPU s so far)", file=sys.stderr)
     finals = members.evaluate()
     share = (spent + time.process_time() - t0) / len(cfgs)
+    if inception_n:  # after the CPU count: a metric of the result, not a cost of training
+        add_inception(finals, members.sample(), cfgs[0], inception_n)
     if checkpoint:
         checkpoint.unlink(missing_ok=True)
         checkpoint.with_suffix(".json").unlink(missing_ok=True)
     return [Run(row.label, s, m, share) for s, m in zip(seeds, finals, strict=True)]
+
+
+INCEPTION_KEYS = (names.FID, names.KID, names.PRECISION, names.RECALL, names.DENSITY,
+                  names.COVERAGE)
+
+
+def add_inception(finals: list[dict[str, float]], samples: Any, cfg: Any, n: int) -> None:
+    """`inception_<metric>` for each member that did not diverge: its first n final samples
+    against n real ones, on Inception-v3 features (FID is biased at small n; KID is not)."""
+    data = build_dataset(cfg.replace(eval_samples=n, fid_backend="inception"),
+                         samples.device)
+    for m, x in zip(finals, samples, strict=True):
+        if not m.get(names.DIVERGED):
+            got = data.evaluate(x[:n])
+            m.update({f"inception_{k}": got[k] for k in INCEPTION_KEYS if k in got})
 
 
 def _resume(checkpoint: Path, cfgs: list, version: str) -> tuple[Any, float]:
@@ -199,22 +218,28 @@ def _resume(checkpoint: Path, cfgs: list, version: str) -> tuple[Any, float]:
     return members, float(meta["cpu_seconds"])
 
 
-def _digest(dataset: str, row: Row, protocol: dict[str, Any], seeds: Any) -> str:
-    key = json.dumps([dataset, row.values, row.recommended, protocol, seeds], sort_keys=True)
+def _digest(dataset: str, row: Row, protocol: dict[str, Any], seeds: Any,
+            inception_n: int = 0) -> str:
+    # inception_n joins the key only when asked for: earlier results keep their keys.
+    parts = [dataset, row.values, row.recommended, protocol, seeds] + (
+        [{"inception_n": inception_n}] if inception_n else [])
+    key = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cache_path(cache: Path, dataset: str, row: Row, seed: int,
-               protocol: dict[str, Any]) -> Path:
-    """Where one run's result is kept: keyed by everything that decides its training."""
-    return cache / dataset / f"{_digest(dataset, row, protocol, seed)}-seed{seed}.json"
+               protocol: dict[str, Any], inception_n: int = 0) -> Path:
+    """Where one run's result is kept: keyed by everything that decides its training (and
+    the Inception evaluation asked for)."""
+    return cache / dataset / f"{_digest(dataset, row, protocol, seed, inception_n)}-seed{seed}.json"
 
 
 def checkpoint_path(cache: Path, dataset: str, row: Row, seeds: Sequence[int],
-                    protocol: dict[str, Any]) -> Path:
+                    protocol: dict[str, Any], inception_n: int = 0) -> Path:
     """Where a population still training keeps its state: keyed by the row, the protocol and
     the exact seeds it trains."""
-    return cache / dataset / f"{_digest(dataset, row, protocol, list(seeds))}-population.pt"
+    digest = _digest(dataset, row, protocol, list(seeds), inception_n)
+    return cache / dataset / f"{digest}-population.pt"
 
 
 def trainer_version() -> str:
@@ -228,8 +253,8 @@ def trainer_version() -> str:
 
 def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]],
                       protocol: dict[str, Any], cache: Path | None, *, version: str,
-                      retrain_stale: bool = False,
-                      checkpoint_every: int = 0) -> tuple[list[Run], int, int]:
+                      retrain_stale: bool = False, checkpoint_every: int = 0,
+                      inception_n: int = 0) -> tuple[list[Run], int, int]:
     """Train every job not already in `cache` (runs are deterministic per seed on CPU, so a
     cached result is the result); an interrupted table resumes where it stopped.
 
@@ -241,7 +266,7 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
     futures = {}
     stale = 0
     for i, (d, row, s) in enumerate(jobs):
-        path = cache and cache_path(cache, d, row, s, protocol)
+        path = cache and cache_path(cache, d, row, s, protocol, inception_n)
         saved = json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else None
         if saved is not None and saved.get("trainer") != version:
             if retrain_stale:
@@ -256,18 +281,18 @@ def cached_or_trained(pool: ProcessPoolExecutor, jobs: list[tuple[str, Row, int]
     for idx in missing.values():
         d, row, _ = jobs[idx[0]]
         seeds = [jobs[i][2] for i in idx]
-        ckpt = cache and checkpoint_path(cache, d, row, seeds, protocol)
+        ckpt = cache and checkpoint_path(cache, d, row, seeds, protocol, inception_n)
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
         futures[tuple(idx)] = pool.submit(train_seeds, d, row, seeds, protocol, ckpt or None,
-                                          checkpoint_every, version)
+                                          checkpoint_every, version, inception_n)
     bar = Progress(sum(len(i) for i in futures), "mode_coverage", "runs")
     for idx, fut in futures.items():
         for i, run in zip(idx, fut.result(), strict=True):
             d, row, s = jobs[i]
             runs[i] = run
             if cache:
-                path = cache_path(cache, d, row, s, protocol)
+                path = cache_path(cache, d, row, s, protocol, inception_n)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"metrics": run.metrics,
                                             "cpu_seconds": run.cpu_seconds,
@@ -291,7 +316,20 @@ def succeeded(runs: Sequence[Run]) -> str:
     return f"{ok}/{len(judged)} [{lo:.2f}, {hi:.2f}]"
 
 
-def row_cells(runs: list[Run]) -> list[str]:
+def extra_columns(runs: Sequence[Run], n_inception: int) -> list[tuple[str, str, str]]:
+    """(header, metric, format) of the columns some runs have: precision/recall/density/
+    coverage on the dataset's own features, and the Inception metrics where asked for."""
+    cols = [(names.PRECISION, "precision"), (names.RECALL, "recall"),
+            (names.DENSITY, "density"), (names.COVERAGE, "coverage")]
+    out = [(label, key, "{:.3f}") for key, label in cols
+           if any(key in r.metrics for r in runs)]
+    inc = [(f"Inception FID (N={n_inception})", "inception_fid", "{:.1f}"),
+           (f"Inception KID (N={n_inception})", "inception_kid", "{:.4f}"),
+           ("Inception coverage", "inception_coverage", "{:.3f}")]
+    return out + [c for c in inc if any(c[1] in r.metrics for r in runs)]
+
+
+def row_cells(runs: list[Run], extra: Sequence[tuple[str, str, str]] = ()) -> list[str]:
     ms = [r.metrics for r in runs]
     fids = [m[names.FID] for m in ms if names.FID in m]  # absent for diverged runs
     fid = mean_se(fids, "{:.3g}") + ("" if len(fids) == len(ms) else
@@ -304,24 +342,26 @@ def row_cells(runs: list[Run]) -> list[str]:
             mean_se([100 * m[names.HQ_FRACTION] for m in ms], "{:.1f}"),
             mean_se([m[names.SEED_SCORE] for m in ms if names.SEED_SCORE in m], "{:.3f}"),
             mean_se([m[names.MODE_KL] for m in ms], "{:.3f}"), fid,
+            *[mean_se([m[key] for m in ms if key in m], fmt) for _, key, fmt in extra],
             f"{sum(r.diverged for r in runs)}/{n}", failed, succeeded(runs),
             f"{statistics.fmean(r.cpu_seconds for r in runs):.0f}"]
 
 
 def dataset_table(dataset: str, runs: list[Run], rows: Sequence[Row],
-                  protocol: dict[str, Any], name: str) -> str:
+                  protocol: dict[str, Any], name: str, inception_n: int = 0) -> str:
     k = int(runs[0].metrics[names.NUM_MODES])
     n_eval = protocol["eval_samples"]
+    extra = extra_columns(runs, inception_n)
     lines = [f"### {dataset} (K = {k} modes; failed = diverged, or not a success: "
              f"{DEFAULT_RULE.describe()}; {protocols.label(name, protocol, dataset)})", "",
              f"| row | modes captured (of {k}) | modes held | HQ % | score | reverse KL "
-             f"| FID (N={n_eval}) | diverged | failed | succeeded [Wilson 95%] "
-             "| CPU s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| FID (N={n_eval}) | " + "".join(f"{h} | " for h, _, _ in extra)
+             + "diverged | failed | succeeded [Wilson 95%] | CPU s / run |",
+             "|---" * (11 + len(extra)) + "|"]
     for row in rows:
         rs = [r for r in runs if r.row == row.label]
         if rs:
-            lines.append(f"| {row.label} | " + " | ".join(row_cells(rs)) + " |")
+            lines.append(f"| {row.label} | " + " | ".join(row_cells(rs, extra)) + " |")
     lines += target_lines(dataset, runs, rows, k)
     if dataset in PUBLISHED:
         lines += ["", f"Quoted from the papers, not run here ({PUBLISHED_NOTE[dataset]}; "
@@ -415,6 +455,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retrain-stale", action="store_true",
                    help="retrain cached runs that another version of trainers/ produced "
                    "(by default they are reused and counted in the table's last line)")
+    p.add_argument("--inception-n", type=int, default=0,
+                   help="also score each seed's first N final samples on Inception-v3 "
+                   "features (needs gan-sweeper[inception]; part of the cache key)")
     p.add_argument("--out", type=Path, help="also write the markdown to this file")
     return p.parse_args(argv)
 
@@ -453,13 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         done, fresh, stale = cached_or_trained(pool, jobs, protocol, args.cache,
                                                version=version,
                                                retrain_stale=args.retrain_stale,
-                                               checkpoint_every=args.checkpoint_every)
+                                               checkpoint_every=args.checkpoint_every,
+                                               inception_n=args.inception_n)
     runs: dict[str, list[Run]] = {d: [] for d in datasets}
     for (d, _, _), run in zip(jobs, done, strict=True):
         runs[d].append(run)
     sections = [protocol_text(protocol, seeds, rows, args.workers, args.protocol)]
-    sections += [dataset_table(d, runs[d], rows, protocol, args.protocol) for d in datasets
-                 if runs[d]]
+    sections += [dataset_table(d, runs[d], rows, protocol, args.protocol, args.inception_n)
+                 for d in datasets if runs[d]]
     cpu = sum(r.cpu_seconds for rs in runs.values() for r in rs)
     sections.append(f"total wall time: {time.perf_counter() - t0:.0f} s ({len(jobs)} runs, "
                     f"{fresh} trained now, {len(jobs) - fresh} from --cache; "

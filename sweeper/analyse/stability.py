@@ -128,6 +128,15 @@ class SettingStats:
     flags: tuple[str, ...] = ()
     seed_ids: tuple[int, ...] = field(default=())
     objective: str = DEFAULT_OBJECTIVE  # which median breaks ties: quality (score) or fid
+    # Means over the seeds (NaN for seeds logged before they existed); the verdict of data
+    # without labelled modes, where num_modes is NaN.
+    coverage_mean: float = math.nan
+    precision_mean: float = math.nan
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the data had modes to count (else coverage and precision judge)."""
+        return not math.isnan(self.num_modes)
 
     @property
     def ranked(self) -> bool:
@@ -248,7 +257,9 @@ def setting_stats(s: Setting, *, min_seeds: int = MIN_SEEDS,
         modes_held_mean=mean(c.held), modes_held_min=min(c.held, default=0.0),
         num_modes=k_modes, hq_fraction_mean=mean(c.hq),
         complete=s.complete, flags=tuple(flags), seed_ids=tuple(s.seed_ids),
-        objective=objective)
+        objective=objective,
+        coverage_mean=mean(c.coverage) if c.coverage else math.nan,
+        precision_mean=mean(c.precision) if c.precision else math.nan)
 
 
 def _median_ci_range(values: Sequence[float], worst: float

@@ -9,8 +9,9 @@ can choose what a first visit shows, so each sweep's experiment gets one such vi
 - only the trial runs (one per setting), as a flat list sorted by the final objective, best
   first (a sort other than start time flattens MLflow's nesting by itself; ASHA-stopped
   trials have no objective and come last);
-- columns: the objective, success rate, mean HQ fraction and modes held, the median seed
-  score, the step reached, the status, and every swept param;
+- columns: the objective, success rate, mean HQ fraction and modes held, mean coverage and
+  precision (the verdict of data without labelled modes), the median seed score, the step
+  reached, the status, and every swept param;
 - charts, first: a parallel-coordinates chart of the swept params against the running
   objective (every trial has one, also those ASHA stopped, at the step they reached), the
   objective and the success rate per trial, and the mean-HQ and modes-held curves. MLflow
@@ -41,7 +42,8 @@ VIEW_NAME = "gan-sweeper: trials, best first"
 MAX_TAG = 20_000
 
 COLUMN_METRICS = (names.OBJECTIVE, names.SUCCESS_RATE, agg.HQ_FRACTION_MEAN,
-                  agg.MODES_HELD_MEAN, agg.SCORE_MEDIAN, names.STEP)
+                  agg.MODES_HELD_MEAN, agg.COVERAGE_MEAN, agg.PRECISION_MEAN, agg.SCORE_MEDIAN,
+                  names.STEP)
 TRIALS_ONLY = f"tags.`{tags.TAG_KIND}` = 'trial'"
 
 

@@ -879,7 +879,8 @@ def table_row(trial_id: str, status: str, params: dict[str, Any], m: dict[str, A
             "objective": m.get(names.OBJECTIVE), "success_rate": m.get(names.SUCCESS_RATE),
             "fid_median": m.get(objective.FID_MEDIAN), "score": m.get(objective.SCORE_MEDIAN),
             "modes": m.get(objective.MODES_HELD_MEAN), "hq": m.get(objective.HQ_FRACTION_MEAN),
-            "run_id": run_id, "error": error}
+            "coverage": m.get(objective.COVERAGE_MEAN),
+            "precision": m.get(objective.PRECISION_MEAN), "run_id": run_id, "error": error}
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -903,14 +904,20 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| # | trial | status | objective | success | HQ | median score | median FID "
-             "| modes held | params | MLflow run |", "|---" * 11 + "|"]
+    # Data without labelled modes: precision and coverage take the HQ and modes columns.
+    modes = any(r.get("hq") is not None for r in rows) or \
+        not any(r.get("coverage") is not None for r in rows)
+    hq, held = ("hq", "modes") if modes else ("precision", "coverage")
+    lines = [f"| # | trial | status | objective | success | {'HQ' if modes else 'precision'} "
+             f"| median score | median FID | {'modes held' if modes else 'coverage'} | params "
+             "| MLflow run |", "|---" * 11 + "|"]
     for i, r in enumerate(rows[:top] if top else rows, 1):
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
         lines.append(f"| {i} | {r['trial_id']} | {r['status']} | {f(r['objective'], '.4f')} | "
-                     f"{f(r['success_rate'], '.2f')} | {f(r['hq'], '.2f')} | "
+                     f"{f(r['success_rate'], '.2f')} | {f(r.get(hq), '.2f')} | "
                      f"{f(r['score'], '.3f')} | {f(r['fid_median'], '.4g')} | "
-                     f"{f(r['modes'], '.1f')} | {params} | {r['run_id'][:12]} |")
+                     f"{f(r.get(held), '.1f' if modes else '.2f')} | {params} | "
+                     f"{r['run_id'][:12]} |")
     return "\n".join(lines)
 
 

@@ -66,9 +66,14 @@ def describe(result: dict[str, Any], seeds: int) -> str:
     failed = result.get(names.FAILED_SEEDS)
     ok = "-" if failed is None else f"{seeds - int(failed)}/{seeds}"
     value = result.get(names.OBJECTIVE, result.get(names.RUNNING_OBJECTIVE))
-    return (f"objective {_fmt(value, '.4f')}, seeds ok {ok}, "
-            f"HQ {_fmt(result.get(objective.HQ_FRACTION_MEAN), '.2f')}, "
-            f"modes {_fmt(result.get(objective.MODES_HELD_MEAN), '.1f')}, "
+    # Data without labelled modes hold no modes: coverage and precision judge them.
+    quality = (f"HQ {_fmt(result.get(objective.HQ_FRACTION_MEAN), '.2f')}, "
+               f"modes {_fmt(result.get(objective.MODES_HELD_MEAN), '.1f')}"
+               if objective.HQ_FRACTION_MEAN in result or objective.COVERAGE_MEAN not in result
+               else
+               f"precision {_fmt(result.get(objective.PRECISION_MEAN), '.2f')}, "
+               f"coverage {_fmt(result.get(objective.COVERAGE_MEAN), '.2f')}")
+    return (f"objective {_fmt(value, '.4f')}, seeds ok {ok}, {quality}, "
             f"score {_fmt(result.get(objective.SCORE_MEDIAN), '.3f')}")
 
 

@@ -120,3 +120,5 @@ def test_a_sweep_on_an_npy_set_is_judged_by_coverage_and_stable_says_so(tmp_path
     assert p.returncode == 0, p.stderr[-3000:]
     assert "coverage >= 0.6 x and precision >= 0.5 x the real data's own (real half against " \
            "half), on raw coordinates" in p.stdout
+    header = next(line for line in p.stdout.splitlines() if line.startswith("| flag |"))
+    assert "| precision | score | FID | coverage |" in header and "HQ" not in header

@@ -102,9 +102,23 @@ def npy_shape(name: str) -> tuple[int, ...]:
     return tuple(int(d) for d in a.shape[1:])
 
 
+def check_fits(name: str, elements: int, bytes_per_element: int) -> None:
+    """One line, before anything is read, when the decoded data cannot fit in memory."""
+    from trainers.files import available_memory
+
+    need, room = elements * bytes_per_element, available_memory()
+    if need > room:
+        raise ConfigError(f"dataset {name} needs {need / 2**30:.1f} GiB in memory to load, "
+                          f"more than the {room / 2**30:.1f} GiB available; use fewer or "
+                          "smaller images (--image-size)")
+
+
 def load_npy(name: str) -> Loaded:
     """N x D points (any scale) or N x C x H x W images: floats in [-1, 1] or uint8 0..255."""
-    npy_shape(name)
+    npy_shape(name)  # a file that is no plain array is one line here, before any read
+    header = np.load(_npy_path(name), mmap_mode="r", allow_pickle=False)
+    # the array itself, then the float32 copy the trainer holds
+    check_fits(name, header.size, header.dtype.itemsize + 4)
     a = np.load(_npy_path(name), allow_pickle=False)
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise ConfigError(f"dataset {name}: the array holds NaN or inf values; remove those "
@@ -184,6 +198,7 @@ def load_folder(name: str, image_size: int = 0) -> Loaded:
     c, h, w = folder_shape(name, image_size)
     root = Path(name[len("folder:"):]).expanduser()
     files, _, _ = _folder_probe(name, root.stat().st_mtime)
+    check_fits(name, len(files) * c * h * w, 1 + 4)  # uint8 pixels, then their float32 copy
     out = np.empty((len(files), h, w, c), dtype=np.uint8)
     for i, path in enumerate(files):
         with _open(path) as im:

@@ -15,7 +15,8 @@ def format_metrics(m: dict[str, float]) -> str:
     if names.MODES_HELD in m:
         parts.append(f"held {int(m[names.MODES_HELD])}")
     for key, fmt in ((names.HQ_FRACTION, ".3f"), (names.SEED_SCORE, ".3f"),
-                     (names.MODE_KL, ".3f"), (names.FID, ".4g"),
+                     (names.MODE_KL, ".3f"), (names.PRECISION, ".3f"), (names.COVERAGE, ".3f"),
+                     (names.FID, ".4g"),
                      (names.KID, ".4g"), (names.W_DISTANCE, ".4g"), (names.GRAD_NORM, ".3g")):
         if key in m:
             parts.append(f"{key} {m[key]:{fmt}}")

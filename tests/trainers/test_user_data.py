@@ -219,3 +219,13 @@ def test_relative_paths_resolve_against_the_callers_folder(tmp_path):
     assert user_data.resolve_dataset("npy:a/b.npy", tmp_path) == f"npy:{tmp_path.resolve()}/a/b.npy"
     assert user_data.resolve_dataset("folder:/x/y", tmp_path) == "folder:/x/y"
     assert user_data.resolve_dataset("ring8", tmp_path) == "ring8"
+
+
+def test_data_that_cannot_fit_in_memory_is_one_line_before_it_is_read(tmp_path, monkeypatch):
+    import trainers.files
+
+    np.save(tmp_path / "r.npy", ring8(5000, 0))
+    write_images(tmp_path / "d", 4, classes=0)
+    monkeypatch.setattr(trainers.files, "available_memory", lambda: 1000)
+    one_line_error(lambda: build(f"npy:{tmp_path}/r.npy"), "GiB in memory", "available")
+    one_line_error(lambda: build(f"folder:{tmp_path}/d", eval_samples=4), "GiB in memory")

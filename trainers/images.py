@@ -336,17 +336,7 @@ class ImageDataset:
         return classifier_feats.cpu().double().numpy()  # cpu first: MPS has no float64
 
     def _check(self, fake: Tensor) -> Tensor:
-        if tuple(fake.shape[1:]) != self.shape or len(fake) < 2:
-            raise ConfigError(f"{self.name} samples must have shape (N >= 2, "
-                              f"{', '.join(map(str, self.shape))}), got {tuple(fake.shape)}")
-        x = fake.detach().to(self.device, torch.float32)
-        if not torch.isfinite(x).all():
-            raise ConfigError("generated images contain NaN or inf values")
-        lo, hi = x.min().item(), x.max().item()
-        if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
-            raise ConfigError(f"generated images must lie in [-1, 1] (like the data), got "
-                              f"values in [{lo:.3g}, {hi:.3g}]")
-        return x
+        return check_samples(self.name, self.shape, self.device, fake)
 
     def _inception_features(self, x: Tensor, *, real: bool = False) -> np.ndarray:
         """Inception pool features; those of the real evaluation set are cached on disk (they
@@ -354,10 +344,36 @@ class ImageDataset:
         if not real:
             return inception.features(x).numpy()
         s = self.source
-        path = clf.cache_dir() / (f"inception-{s.key}-{s.digest}-c{self.channels}-n{len(x)}-"
-                                  f"seed{REAL_EVAL_SEED}-{self.device.type}.npy")
-        return cached_array(path, (len(x), inception.FEATURE_DIM),
-                            lambda: inception.features(x).numpy())
+        return real_inception_features(x, f"{s.key}-{s.digest}-c{self.channels}")
+
+
+def real_inception_features(x: Tensor, key: str) -> np.ndarray:
+    """Inception features of a real evaluation set, cached on disk: they cost minutes on a
+    CPU and are the same for every trial of the dataset at this N and on this device type
+    (`key` names the data, the file name adds N, the real-set seed and the device)."""
+    path = clf.cache_dir() / (f"inception-{key}-n{len(x)}-seed{REAL_EVAL_SEED}-"
+                              f"{x.device.type}.npy")
+    return cached_array(path, (len(x), inception.FEATURE_DIM),
+                        lambda: inception.features(x).numpy())
+
+
+def check_samples(name: str, shape: tuple[int, ...], device: torch.device, fake: Tensor
+                  ) -> Tensor:
+    """Generated samples as float32 on `device`, or a one-line ConfigError: the wrong shape,
+    NaN or inf, or (images) values outside [-1, 1]."""
+    if tuple(fake.shape[1:]) != tuple(shape) or len(fake) < 2:
+        raise ConfigError(f"{name} samples must have shape (N >= 2, "
+                          f"{', '.join(map(str, shape))}), got {tuple(fake.shape)}")
+    x = fake.detach().to(device, torch.float32)
+    if not torch.isfinite(x).all():
+        raise ConfigError(f"generated {'images' if len(shape) == 3 else 'samples'} contain "
+                          "NaN or inf values")
+    if len(shape) == 3:
+        lo, hi = x.min().item(), x.max().item()
+        if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+            raise ConfigError(f"generated images must lie in [-1, 1] (like the data), got "
+                              f"values in [{lo:.3g}, {hi:.3g}]")
+    return x
 
 
 def cached_array(path: Path, shape: tuple[int, ...], compute: Callable[[], np.ndarray]

@@ -37,7 +37,14 @@ from torch import Tensor
 
 from trainers import inception, metrics, names, prdc
 from trainers.errors import ConfigError
-from trainers.images import _RANGE_TOLERANCE, cached_array, data_root, kid, pixel_features
+from trainers.images import (
+    _RANGE_TOLERANCE,
+    check_samples,
+    data_root,
+    kid,
+    pixel_features,
+    real_inception_features,
+)
 from trainers.quality import DEFAULT_RULE, SuccessRule, prdc_quality
 from trainers.seeds import REAL_EVAL_SEED
 
@@ -359,26 +366,10 @@ class SampleSet:
             return pixel_features(x).double().cpu().numpy()
         if not real:
             return inception.features(x).numpy()
-        from trainers.classifier import cache_dir
-
-        path = cache_dir() / (f"inception-{self.source.digest}-n{len(x)}-seed{REAL_EVAL_SEED}"
-                              ".npy")
-        return cached_array(path, (len(x), inception.FEATURE_DIM),
-                            lambda: inception.features(x).numpy())
+        return real_inception_features(x, self.source.digest)
 
     def _check(self, fake: Tensor) -> Tensor:
-        if tuple(fake.shape[1:]) != self.shape or len(fake) < 2:
-            raise ConfigError(f"{self.name} samples must have shape (N >= 2, "
-                              f"{', '.join(map(str, self.shape))}), got {tuple(fake.shape)}")
-        x = fake.detach().to(self.device, torch.float32)
-        if not torch.isfinite(x).all():
-            raise ConfigError("generated samples contain NaN or inf values")
-        if self.kind == "image":
-            lo, hi = x.min().item(), x.max().item()
-            if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
-                raise ConfigError(f"generated images must lie in [-1, 1] (like the data), got "
-                                  f"values in [{lo:.3g}, {hi:.3g}]")
-        return x
+        return check_samples(self.name, self.shape, self.device, fake)
 
 
 @dataclass(frozen=True)

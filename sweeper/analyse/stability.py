@@ -437,7 +437,8 @@ def definitions_markdown(min_seeds: int = MIN_SEEDS, rule: SuccessRule | None = 
     return f"""\
 - **Seed success**: the seed did not diverge and, at its last evaluation, passed the success \
 rule: {rule.describe()}. A mode is *held* when it has at least one HQ sample and at least \
-{rule.min_mode_share:g} of its expected share of the HQ samples. None of modes_covered, \
+{rule.min_mode_share:g} of its expected share of the HQ samples. On data without labelled \
+modes (cifar10, folder:, npy:) the rule is {rule.describe_unlabelled()}. None of modes_covered, \
 num_modes, mode_kl, fid, seed_score may be NaN/inf. Diverged seeds, NaNs and missing seed \
 runs are failures.
 - **Score** (`seed_score`, in [0, 1], lower is better): the total-variation distance between \

@@ -9,7 +9,8 @@ k-NN radii are built once before timing, as in a trial), best of `--repeats`, an
 precision/recall/density/coverage pass alone on the same features. Section 2 trains the
 shipped spaces' reference setting for a few steps to get seconds per step, and combines it
 with section 1: share = evals x eval_s / (steps x step_s + evals x eval_s), at n_critic 1
-(the cheapest training, so the largest share the space can see).
+and 5, the ends of the range the spaces sample (n_critic 1 trains cheapest, so its share is
+the largest a trial of the space can see).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def _feature_dim(data, backend: str) -> int:
 
 
 def share_rows(smoke: bool, table: list[tuple[str, str, int, float, float]], device: str = "cpu"
-               ) -> list[tuple[str, int, int, float, float, str]]:
-    """(space, steps, evals, seconds per step, eval share with its backend, backends) rows."""
+               ) -> list[tuple[str, int, int, int, float, float, str]]:
+    """(space, n_critic, steps, evals, seconds per step, evaluation share, backend) rows."""
     per_1000 = {(d, b): s / n * 1000 for d, b, n, s, _ in table}
     rows = []
     for space in ("digits", "stacked-digits-wgan-gp"):
@@ -87,23 +88,25 @@ def share_rows(smoke: bool, table: list[tuple[str, str, int, float, float]], dev
             fixed = yaml.safe_load(f)["fixed"]
         steps, every, n = fixed["steps"], fixed["eval_every"], fixed["eval_samples"]
         probe = 3 if smoke else 30
-        cfg = make_config({**fixed, "steps": probe, "eval_every": probe, "n_critic": 1,
-                           "eval_samples": 64, "device": device})
-        trainer = Trainer(cfg)
-        trainer.run()
-        step_s = trainer.train_seconds / probe
-        evals = steps // every
-        train_total = steps * step_s
-        # Inception's cost does not depend on the image (every image is resized to 299 x 299):
-        # the digits row stands for the stacked set too.
-        costs = {"classifier": per_1000.get((fixed["dataset"], "classifier")),
-                 "inception": per_1000.get(("digits", "inception"))}
-        for backend, cost in costs.items():
-            if cost is None:
-                continue
-            eval_total = evals * cost * n / 1000
-            rows.append((space, steps, evals, step_s, eval_total / (train_total + eval_total),
-                         backend))
+        # The spaces sample n_critic in [1, 5]: the share lies between these two.
+        for n_critic in (1, 5):
+            cfg = make_config({**fixed, "steps": probe, "eval_every": probe,
+                               "n_critic": n_critic, "eval_samples": 64, "device": device})
+            trainer = Trainer(cfg)
+            trainer.run()
+            step_s = trainer.train_seconds / probe
+            evals = steps // every
+            train_total = steps * step_s
+            # Inception's cost does not depend on the image (each is resized to 299 x 299):
+            # the digits row stands for the stacked set too.
+            costs = {"classifier": per_1000.get((fixed["dataset"], "classifier")),
+                     "inception": per_1000.get(("digits", "inception"))}
+            for backend, cost in costs.items():
+                if cost is None:
+                    continue
+                eval_total = evals * cost * n / 1000
+                rows.append((space, n_critic, steps, evals, step_s,
+                             eval_total / (train_total + eval_total), backend))
     return rows
 
 
@@ -133,12 +136,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"| {d} | {b} | {n:,} | {s:.3f} | {s / n * 1000:.3f} | {ps:.3f} |")
     if not inception:
         print("\nInception rows skipped: pip install 'gan-sweeper[inception]'.")
-    print("\n## Evaluation share of a trial (shipped image spaces, n_critic 1)\n")
-    print("| space | steps | evaluations | s per step | features | evaluation share |")
-    print("|---|---|---|---|---|---|")
-    for space, steps, evals, step_s, share, backend in share_rows(args.smoke_test, table,
-                                                                  args.device):
-        print(f"| {space} | {steps:,} | {evals} | {step_s:.3f} | {backend} | {share:.1%} |")
+    print("\n## Evaluation share of a trial (shipped image spaces, their eval_every)\n")
+    print("| space | n_critic | steps | evaluations | s per step | features | evaluation share |")
+    print("|---|---|---|---|---|---|---|")
+    for space, n_critic, steps, evals, step_s, share, backend in share_rows(
+            args.smoke_test, table, args.device):
+        print(f"| {space} | {n_critic} | {steps:,} | {evals} | {step_s:.3f} | {backend} | "
+              f"{share:.1%} |")
 
 
 if __name__ == "__main__":

@@ -165,4 +165,4 @@ def test_eval_cost_smoke_prints_both_tables() -> None:
     rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and "---" not in r]
     assert any(r.startswith("| digits | classifier |") for r in rows)
     assert any(r.startswith("| rgb 32x32 (npy:) | pixels |") for r in rows)
-    assert any(r.startswith("| stacked-digits-wgan-gp | 3,000 | 3 |") for r in rows)
+    assert any(r.startswith("| stacked-digits-wgan-gp | 5 | 3,000 | 3 |") for r in rows)

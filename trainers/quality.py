@@ -64,13 +64,15 @@ MIN_MODE_SHARE = 0.25
 # Half the real HQ fraction: at least half as many samples as good as real ones. The published
 # WGAN-GP row (GDPP tab. 1) passes it on ring8 (59.6% HQ) and fails it on grid25 (28.7%).
 MIN_HQ_RATIO = 0.5
-# Data without modes, calibrated on ring8 saved as an unlabelled `npy:` set (N = 2,500):
-# the recommended WGAN-GP setting's 4 seeds at 1,500 steps (8/8 modes held, HQ 0.87-0.91)
-# reach 0.79-0.86 of the real coverage; perfect samples of 6 of the 8 modes reach about 0.75,
-# of 5 modes 0.63, of 4 modes 0.51. At 0.7 the good seeds pass and a generator that drops
-# 3 of 8 modes fails; coverage cannot tell one or two dropped modes from blur, which the
-# mode rule can where modes are labelled. Precision at half the real data's mirrors
-# MIN_HQ_RATIO: at least half as many samples as realistic as real ones.
+# Data without modes, calibrated on ring8 saved as an unlabelled `npy:` set of 5,000 points
+# (N = 2,500): the recommended WGAN-GP setting (benchmarks/recommended) trained 1,500 steps,
+# seeds 0-3, reaches coverage 0.71-0.80 against the real data's 0.97, i.e. 0.73-0.82 of it
+# (the same seeds on `ring8` hold 8/8 modes at HQ 0.87-0.91); perfect samples of m of the 8
+# modes reach about m/8 of it (7: 0.87 and 4: 0.51 measured). At 0.7 the good seeds pass,
+# and a generator that drops 3 of 8 modes fails (tests/trainers/test_user_data.py); coverage
+# cannot tell one or two dropped modes from blur, which the mode rule can where modes are
+# labelled. Precision at half the real data's mirrors MIN_HQ_RATIO: at least half as many
+# samples as realistic as real ones.
 MIN_COVERAGE_RATIO = 0.7
 MIN_PRECISION_RATIO = 0.5
 

@@ -53,6 +53,12 @@ def test_npy_points_score_on_their_coordinates_and_collapse_fails(tmp_path):
     assert half[names.SEED_SUCCESS] == 0  # coverage ~0.5 of the real data's
     assert half[names.PRECISION] > 0.95 and 0.4 < half[names.SEED_SCORE] < 0.6
     assert names.HQ_FRACTION not in good  # no made-up mode metrics
+    # The default rule's calibration (trainers/quality.py): one dropped mode of eight passes,
+    # three fail.
+    assert data.evaluate(torch.from_numpy(ring8(2500, 3, modes=range(7))))[
+        names.SEED_SUCCESS] == 1
+    assert data.evaluate(torch.from_numpy(ring8(2500, 4, modes=range(5))))[
+        names.SEED_SUCCESS] == 0
 
 
 def test_npy_images_in_uint8_or_float_and_the_shape_from_the_header(tmp_path):

@@ -157,7 +157,8 @@ def test_table_numbers_match_a_direct_computation_from_mlflow(sweeps, capsys):
     assert keys == sorted(keys)
     assert data["params"] == ["gp_lambda", "n_critic", "lr_d"]  # the sampled ones only
     assert data["objective"] == data["sweep_objective"] == "quality"
-    assert data["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.25, "min_hq_ratio": 0.5}
+    assert data["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.25, "min_hq_ratio": 0.5,
+                            "min_coverage_ratio": 0.7, "min_precision_ratio": 0.5}
     # The parent run records the rule and the objective the sweep ran with.
     (parent,) = kinds["sweep"]
     assert parent.data.params["objective"] == "quality"

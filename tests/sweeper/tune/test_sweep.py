@@ -117,7 +117,8 @@ def test_the_success_rule_comes_from_the_space_then_the_command_line(sweep):
             params["success.min_coverage"]) == ("0.4", "0.2", "0.9")
     saved = json.loads((sweep_path(sweep["root"] / "sweeps", sweep["name"]) / OPTIONS_FILE)
                        .read_text())
-    assert saved["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.2, "min_hq_ratio": 0.4}
+    assert saved["rule"] == {"min_coverage": 0.9, "min_mode_share": 0.2, "min_hq_ratio": 0.4,
+                             "min_coverage_ratio": 0.7, "min_precision_ratio": 0.5}
     assert saved["objective"] == "quality"
     for s in kinds["seed"]:  # every seed carries the verdict and the score
         m = metrics_of(s)

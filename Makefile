@@ -32,7 +32,7 @@ browser:
 	  { $$S apt-get update -q >/dev/null && $$S apt-get install -y -q chromium chromium-driver >/dev/null; }; }
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -rs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trainers sweeper tests benchmarks examples

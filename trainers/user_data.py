@@ -23,7 +23,6 @@ CIFAR-10's pickled batches with an unpickler that admits only the numpy array it
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import pickle
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 
 from trainers import inception, metrics, names, prdc
+from trainers.classifier import data_digest
 from trainers.errors import ConfigError
 from trainers.images import (
     _RANGE_TOLERANCE,
@@ -66,12 +66,9 @@ class Loaded:
     digest: str
 
 
-def digest(*arrays: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=6)
-    for a in arrays:
-        h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+def digest(a: np.ndarray) -> str:
+    """The content hash the evaluation classifier's cache uses, of a numpy array."""
+    return data_digest(torch.from_numpy(np.ascontiguousarray(a)))
 
 
 # ---------------------------------------------------------------------------- .npy

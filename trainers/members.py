@@ -86,6 +86,18 @@ class Populations:
     def sample(self) -> torch.Tensor:
         return torch.cat([r.sample() for r in self.runs])
 
+    def keep(self, indices: Sequence[int]) -> Populations:
+        """Only these members (each population keeps its kept members, where it was)."""
+        starts = [0]
+        for r in self.runs:
+            starts.append(starts[-1] + r.k)
+        runs = []
+        for n, r in enumerate(self.runs):
+            mine = [i - starts[n] for i in indices if starts[n] <= i < starts[n + 1]]
+            if mine:
+                runs.append(r if len(mine) == r.k else r.keep(mine))
+        return Populations([self.configs[i] for i in indices], runs=runs)
+
     def state_dict(self) -> dict:
         return {"populations": [r.state_dict() for r in self.runs]}
 

@@ -297,6 +297,35 @@ class Population:
                                          - self.D(fake).flatten(1).mean(1)).tolist()
         return out
 
+    # ------------------------------------------------------------------ dropping members
+    def keep(self, indices: Sequence[int]) -> Population:
+        """A population of only these members, each exactly where it was (weights,
+        optimiser state, divergence, step): successive halving drops the settings it stops,
+        so the steps that follow cost less. Every stacked tensor's first dimension is the
+        member, so the saved state is sliced and loaded into a population of the kept
+        configs; each member's random stream depends on its own seed only, so the kept
+        members train on as they would have."""
+        idx = [int(i) for i in indices]
+        if not idx or len(set(idx)) != len(idx) or not all(0 <= i < self.k for i in idx):
+            raise ValueError(f"keep needs distinct member indices in [0, {self.k}), got {idx}")
+        at = torch.tensor(idx)
+
+        def rows(x: Any) -> Any:
+            if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == self.k:
+                return x.index_select(0, at.to(x.device))
+            if isinstance(x, dict):
+                return {key: rows(v) for key, v in x.items()}
+            if isinstance(x, list):
+                return [rows(v) for v in x]
+            return x
+
+        state = self.state_dict()
+        kept = {**rows({k: v for k, v in state.items() if k != "configs"}),
+                "configs": [state["configs"][i] for i in idx]}
+        pop = type(self)._new([self.configs[i] for i in idx], self.rule)
+        pop.load_state_dict(kept)
+        return pop
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs, as tensors and plain values (loadable with

@@ -214,6 +214,10 @@ def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if not 0 < o["grace_fraction"] <= 1:
         raise UserError(f"--grace must be in (0, 1], got {o['grace_fraction']}")
+    if o.get("fuse") is not None:
+        from sweeper.tune.spaces import parse_fuse
+
+        parse_fuse(o["fuse"])
     if o["search"] not in SEARCHES:
         raise UserError(f"--search must be one of {', '.join(SEARCHES)}, got {o['search']!r}")
 

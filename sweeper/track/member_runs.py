@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
+
 from sweeper.track.store import RunLogger
 from trainers import names
 from trainers.config import TrialConfig
@@ -46,18 +48,22 @@ class MemberRuns:
     def log_samples(self, members: Members, latest: Sequence[Metrics], *,
                     title: Callable[[TrialConfig, Metrics], str],
                     artifact: Callable[[Metrics], str],
-                    moved: Sequence[bool] | None = None) -> None:
-        """A sample figure per member (~0.1 s each): collapse is visible at a glance."""
+                    moved: Sequence[bool] | None = None, first: int = 0,
+                    samples: np.ndarray | None = None) -> None:
+        """A sample figure per member (~0.1 s each): collapse is visible at a glance. These
+        runs' members start at member `first` of `members`; `samples` are all members'
+        (`members.sample()`), when the caller has them already."""
         if not self:
             return
         from sweeper.analyse.figures import sample_figure  # matplotlib only when plotting
 
-        samples = members.sample().cpu().numpy()
-        for j, (cfg, m, logger) in enumerate(zip(members.configs, latest, self.loggers,
-                                                 strict=True)):
+        if samples is None:
+            samples = members.sample().cpu().numpy()
+        for j, (m, logger) in enumerate(zip(latest, self.loggers, strict=True)):
             if moved is None or moved[j]:
-                logger.log_figure(sample_figure(members.data, samples[j], title(cfg, m)),
-                                  artifact(m))
+                cfg = members.configs[first + j]
+                logger.log_figure(sample_figure(members.data, samples[first + j],
+                                                title(cfg, m)), artifact(m))
 
     def flush(self) -> None:
         for logger in self.loggers:

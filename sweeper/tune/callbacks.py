@@ -3,6 +3,9 @@
 A stopped trial's runs end FINISHED, tagged `stopped_early` with the step it reached: it did
 all the scheduler gave it. KILLED is kept for interruptions and FAILED for errors.
 
+A fused trial ends the settings that halving stops itself; the driver marks those that
+were still training when the trial stopped or failed.
+
 A stopped trial's actor may be torn down before its own code can say so, so the driver does
 it. The callback only tags runs that already exist (found by id), so replaying it on
 `Tuner.restore` cannot create or duplicate anything.
@@ -13,7 +16,13 @@ from __future__ import annotations
 from ray.tune import Callback
 
 from sweeper.track import store, tags
+from sweeper.tune.trial_ids import RUN_ID, fused_settings
 from trainers import names
+
+
+def _running(settings: list[dict]) -> list[str]:
+    """The MLflow run ids of a fused trial's settings that had not ended."""
+    return [e["run_id"] for e in settings if e["status"] == "running" and e.get("run_id")]
 
 
 class TrialStatusCallback(Callback):
@@ -23,17 +32,22 @@ class TrialStatusCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
-        if names.OBJECTIVE not in last:
-            stopped_at = {tags.TAG_STOPPED_AT: int(last[names.STEP])} if names.STEP in last else {}
-            self._mark(trial, "stopped_early", "FINISHED", stopped_at)
+        stopped_at = {tags.TAG_STOPPED_AT: int(last[names.STEP])} if names.STEP in last else {}
+        settings = fused_settings(last)
+        if settings is not None:  # a fused trial's settings that were still training
+            for run_id in _running(settings):
+                self._mark(run_id, "stopped_early", "FINISHED", stopped_at)
+        elif names.OBJECTIVE not in last:
+            self._mark(last.get(RUN_ID), "stopped_early", "FINISHED", stopped_at)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._mark(trial, "error", "FAILED")
+        last = trial.last_result or {}
+        settings = fused_settings(last)
+        for run_id in _running(settings) if settings is not None else [last.get(RUN_ID)]:
+            self._mark(run_id, "error", "FAILED")
 
-    def _mark(self, trial, status: str, state: str, extra: dict | None = None) -> None:
-        from sweeper.tune.trial import RUN_ID
-
-        run_id = (trial.last_result or {}).get(RUN_ID)
+    def _mark(self, run_id: str | None, status: str, state: str,
+              extra: dict | None = None) -> None:
         if not run_id:
             return
         try:

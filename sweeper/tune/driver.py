@@ -55,11 +55,13 @@ from sweeper.tune.recovery import (
     snapshot_statuses,
 )
 from sweeper.tune.sizes import check_sweep_memory
-from sweeper.tune.spaces import SearchSpace
+from sweeper.tune.spaces import SearchSpace, parse_fuse
+from sweeper.tune.trial_ids import tune_trial_of
 from trainers import names
 from trainers.config import ConfigError
 from trainers.data import dataset_shape
 from trainers.model_check import check_model
+from trainers.population import SHARED
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 from trainers.user_models import is_user_spec, source_digest
 
@@ -132,6 +134,12 @@ class SweepOptions:
     batch_seeds: bool = _o(True, "Train a trial's seeds as one batched population, or one "
                            "after another (where batching does not pay: "
                            "benchmarks/population.py).", flag="--batch-seeds/--separate-seeds")
+    # Settings per Tune trial (sweeper/tune/trial.py): "auto" sizes it to the device
+    # (`fuse_size`); None takes the space file's `fuse:`, else 1.
+    fuse: str | None = _o(None, "Settings trained together per trial, as one population with "
+                          "successive halving inside it (ASHA's rungs): a number, or auto "
+                          "(sized to the device); default: the space's fuse:, else 1.",
+                          metavar="[N|auto]")
     # Ray Tune's own boxed per-trial panels instead of sweeper/tune/progress.py's lines (this
     # driver session only: not saved).
     verbose: bool = _o(False, "Ray Tune's own per-trial panels instead of one line per ended "
@@ -150,13 +158,13 @@ SEARCHES = ("tpe", "random")
 SAVED_FIELDS = ("name", "num_samples", "budget_steps", "max_concurrent", "seeds",
                 "cpus_per_trial", "gpus_per_trial", "tracking_uri", "early_stop", "grace_fraction",
                 "reduction_factor", "max_failures", "reuse_actors", "sampler_seed", "search",
-                "objective", "batch_seeds", "tpe_startup", "tpe_multivariate")
+                "objective", "batch_seeds", "tpe_startup", "tpe_multivariate", "fuse")
 # Saved options added after sweeps were already saved without them: the value those older
 # sweeps actually ran with, so they still resume as they started (before the quality rule,
 # seeds succeeded on coverage alone and FID broke ties).
 _SAVED_DEFAULTS = {"search": "tpe", "objective": "fid", "rule": LEGACY_RULE.to_dict(),
                    "batch_seeds": True, "tpe_startup": 10, "tpe_multivariate": False,
-                   "budget_steps": 0}
+                   "budget_steps": 0, "fuse": "1"}
 OPTIONS_FILE = "sweep_options.json"
 
 
@@ -417,6 +425,32 @@ def concurrency(opts: SweepOptions, fit: int, *, say: bool = True) -> int:
     return min(opts.max_concurrent or fit, fit)
 
 
+# `--fuse auto` on a CPU: enough settings per trial that the population step amortises
+# (trainers/members.py: one population pays at every size on a CPU), few enough that the
+# sweep still runs in about this many waves of trials, so TPE learns between them.
+AUTO_WAVES = 3
+AUTO_CPU_MAX = 16
+# `--fuse auto` on a GPU: settings x seeds members may take up to this share of the trial's
+# GPU memory (trainers/memory.py's estimate; the rest is headroom for the allocator).
+AUTO_GPU_SHARE = 0.5
+AUTO_GPU_MAX = 256
+
+
+def fuse_size(opts: SweepOptions, at_once: int) -> int:
+    """Settings per trial for this sweep: --fuse, or the space's `fuse:`, resolved for the
+    device where it says auto (see AUTO_*), never more than --num-samples."""
+    want = parse_fuse(opts.fuse if opts.fuse is not None else opts.space.fuse)
+    if want != "auto":
+        return max(1, min(int(want), opts.num_samples))
+    if opts.gpus_per_trial:
+        from sweeper.tune.sizes import members_that_fit
+
+        fit = members_that_fit(opts, AUTO_GPU_SHARE) // max(1, opts.seeds)
+        return max(1, min(opts.num_samples, AUTO_GPU_MAX, fit))
+    waves = max(1, at_once) * AUTO_WAVES
+    return max(1, min(AUTO_CPU_MAX, -(-opts.num_samples // waves)))
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -445,7 +479,7 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
                            "gpus_per_trial": opts.gpus_per_trial,
                            "early_stop": opts.early_stop, "search": opts.search,
                            "sampler_seed": opts.sampler_seed, "objective": opts.objective,
-                           "batch_seeds": opts.batch_seeds,
+                           "batch_seeds": opts.batch_seeds, "fuse": opts.fuse,
                            **objective.rule_params(opts.rule), **{
                                f"fixed.{k}": v for k, v in opts.space.fixed.items()}})
         logger.log_text(opts.space.text, "space.yaml")
@@ -458,25 +492,101 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
     return exp_id, run_id, sweep_key
 
 
-def _optuna_search(opts: SweepOptions, path: Path):
+def _optuna_search(opts: SweepOptions, path: Path, fuse: int = 1, settings: int = 0):
     import optuna
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.utils.util import unflatten_dict
+
+    from sweeper.tune.trial_ids import FUSED, SETTINGS, setting_ids
+
+    shape_names = [n for n in opts.space.sampled_names() if n in SHARED]
 
     class FinalOnlyOptunaSearch(OptunaSearch):
         """Optuna hears only final objectives. A trial stopped early by ASHA never reports
         `objective`, so Ray tells Optuna it was PRUNED (not COMPLETE with a truncated value)
-        and TPE fits its model to finished trials only."""
+        and TPE fits its model to finished trials only.
+
+        With `fuse` > 1 a Tune trial trains several settings (`sweeper run --fuse`): each is
+        its own Optuna trial, asked here and told its own outcome when the Tune trial ends
+        (PRUNED for one that successive halving stopped). Settings of one trial must share a
+        shape (the sampled params in trainers.population.SHARED, e.g. loss and n_critic), so
+        the first is sampled freely and the others with those params pinned to its values
+        (an enqueued partial trial: TPE samples the rest). Pinning, not grouping free draws
+        by shape: in the default space's 15 shapes free draws would rarely share one."""
+
+        def __init__(self, *args, fuse: int = 1, settings: int = 0, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.fuse, self.settings_left = fuse, settings
+            # Settings asked but of another shape than their trial's (a rebuild re-enqueues
+            # cut-off settings): they open the next trial.
+            self.held: list = []
+            self._fused: dict[str, list] = {}  # Tune trial id -> its settings' params
+            self._latest: dict[str, str] = {}  # Tune trial id -> its latest summaries
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
+            if self.fuse > 1 and SETTINGS in result:  # an error's completion has no result
+                self._latest[trial_id] = result[SETTINGS]
 
         def suggest(self, trial_id: str):
-            suggestion = super().suggest(trial_id)
-            if trial_id in self._ot_trials:  # lets a resume find the study trial again
-                self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
-            return suggestion
+            if self.fuse == 1:
+                suggestion = super().suggest(trial_id)
+                if trial_id in self._ot_trials:  # lets a resume find the study trial again
+                    self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+                return suggestion
+            if trial_id in self._fused:  # asked again after a restore
+                return {FUSED: self._fused[trial_id]}
+            picked = self._pick_settings()
+            if not picked:
+                return Searcher.FINISHED
+            params = [unflatten_dict(p) for _, p in picked]
+            ids = setting_ids(trial_id, {FUSED: params})
+            for sid, (ot_trial, _) in zip(ids, picked, strict=True):
+                self._ot_trials[sid] = ot_trial
+                ot_trial.set_user_attr(TUNE_TRIAL_ATTR, sid)
+            self._fused[trial_id] = params
+            return {FUSED: params}
+
+        def _pick_settings(self) -> list:
+            waiting = optuna.trial.TrialState.WAITING
+            picked = [self.held.pop(0)] if self.held else []
+            while len(picked) < self.fuse:
+                if picked:
+                    same = [h for h in self.held if _shape(h[1]) == _shape(picked[0][1])]
+                    if same:
+                        self.held.remove(same[0])
+                        picked.append(same[0])
+                        continue
+                if self.settings_left <= 0:
+                    break
+                if picked and not self._ot_study.get_trials(deepcopy=False, states=(waiting,)):
+                    self._ot_study.enqueue_trial(
+                        {n: picked[0][1][n] for n in shape_names if n in picked[0][1]},
+                        skip_if_exists=False)
+                ot_trial = self._ot_study.ask()
+                params = self._suggest_from_define_by_run_func(self._space, ot_trial)
+                self.settings_left -= 1
+                if picked and _shape(params) != _shape(picked[0][1]):
+                    self.held.append((ot_trial, params))
+                else:
+                    picked.append((ot_trial, params))
+            return picked
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            fused = self._fused.get(trial_id) if self.fuse > 1 else None
+            if fused is not None:
+                from sweeper.tune.trial_ids import fused_settings
+
+                last = result or {SETTINGS: self._latest.get(trial_id)}
+                ended = {e["id"]: e for e in fused_settings(last) or []}
+                for sid in setting_ids(trial_id, {FUSED: fused}):
+                    e = ended.get(sid, {})
+                    final = e.get("metrics", {}) if e.get("status") == "finished" else {}
+                    self._tell(sid, final, error and e.get("status") != "stopped_early")
+                return
+            self._tell(trial_id, result, error)
+
+        def _tell(self, trial_id: str, result, error: bool) -> None:
             # A searcher state one snapshot older than the experiment state (driver killed
             # mid-copy) does not know a restored trial: find it in the study instead of
             # crashing the sweep with a KeyError. `reconcile_study` covers the rest.
@@ -487,19 +597,25 @@ def _optuna_search(opts: SweepOptions, path: Path):
                 self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, t._trial_id)
             super().on_trial_complete(trial_id, result=result, error=error)
 
+    def _shape(params: dict) -> tuple:
+        return tuple(params.get(n) for n in shape_names)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
     sampler = make_sampler(opts.search, opts.sampler_seed, startup=opts.tpe_startup,
-                           multivariate=opts.tpe_multivariate)
+                           multivariate=opts.tpe_multivariate, constant_liar=fuse > 1)
     return FinalOnlyOptunaSearch(space=opts.space, metric=names.OBJECTIVE, mode="min",
-                                 sampler=sampler, study_name=opts.name, storage=storage)
+                                 sampler=sampler, study_name=opts.name, storage=storage,
+                                 fuse=fuse, settings=settings)
 
 
 def make_sampler(search: str, seed: int | None, *, startup: int = 10,
-                 multivariate: bool = False):
+                 multivariate: bool = False, constant_liar: bool = False):
     """The Optuna sampler behind `--search`. TPE's first `startup` suggestions come from its
     own RandomSampler(seed), so with equal seeds they are exactly random search's first ones:
-    the two differ only after TPE's start-up."""
+    the two differ only after TPE's start-up. `constant_liar` (fused sweeps, which ask
+    several settings before any ends) makes TPE count the running ones as bad results, so
+    it spreads them instead of proposing the same region P times."""
     import warnings
 
     import optuna
@@ -508,7 +624,8 @@ def make_sampler(search: str, seed: int | None, *, startup: int = 10,
         with warnings.catch_warnings():  # multivariate and group are "experimental" options
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                              multivariate=multivariate, group=multivariate)
+                                              multivariate=multivariate, group=multivariate,
+                                              constant_liar=constant_liar)
     if search == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
@@ -538,17 +655,21 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
     A trial that starts after Tune's last experiment snapshot and is cut off by a driver
     crash is unknown to the restored experiment; Tune asks for a fresh setting in its place.
     Its partial MLflow run stays for the record, marked so analyses leave it out.
+    `known_trials` holds Tune trial ids and setting ids (a fused trial's settings).
     """
-    return _mark_trial_runs(uri, exp_id, lambda t: t.get(tags.TAG_TRIAL)
-                            not in known_trials, "abandoned", "KILLED")
+    def unknown(t: dict) -> bool:
+        sid = t.get(tags.TAG_TRIAL) or ""
+        return sid not in known_trials and tune_trial_of(sid) not in known_trials
+
+    return _mark_trial_runs(uri, exp_id, unknown, "abandoned", "KILLED")
 
 
 def mark_interrupted_runs(uri: str, exp_id: str, unfinished: set) -> int:
     """Tag `interrupted` (state KILLED) the runs of the trials a stop signal cut off, and
     any trial run still marked running (a forced stop may beat Tune's last snapshot); the
     resume reopens them and logs on from the trial's last checkpoint."""
-    return _mark_trial_runs(uri, exp_id, lambda t: t.get(tags.TAG_TRIAL) in
-                            unfinished or t.get(tags.TAG_STATUS) == "running",
+    return _mark_trial_runs(uri, exp_id, lambda t: tune_trial_of(t.get(tags.TAG_TRIAL) or "")
+                            in unfinished or t.get(tags.TAG_STATUS) == "running",
                             "interrupted", "KILLED")
 
 
@@ -572,15 +693,29 @@ def _mark_trial_runs(uri: str, exp_id: str, select, status: str, state: str) -> 
     return count
 
 
+def _budget(opts: SweepOptions) -> int:
+    """The steps a trial trains to: the space's, else the config's own default."""
+    from trainers.config import TrialConfig
+
+    return int(opts.space.fixed.get("steps", TrialConfig.steps))
+
+
+def _rungs(opts: SweepOptions) -> tuple[int, ...]:
+    """Where a fused trial halves its settings: ASHA's rungs for this sweep (none without
+    early stopping)."""
+    from sweeper.tune.halving import rungs
+
+    if not opts.early_stop:
+        return ()
+    return rungs(_budget(opts), opts.grace_fraction, opts.reduction_factor)
+
+
 def _scheduler(opts: SweepOptions):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if not opts.early_stop:
         return FIFOScheduler()
-    from trainers.config import TrialConfig
-
-    # The budget a trial trains to: the space's, else the config's own default.
-    steps = int(opts.space.fixed.get("steps", TrialConfig.steps))
+    steps = _budget(opts)
     return ASHAScheduler(time_attr=names.STEP, metric=names.RUNNING_OBJECTIVE, mode="min",
                          max_t=steps, grace_period=max(1, int(steps * opts.grace_fraction)),
                          reduction_factor=opts.reduction_factor)
@@ -667,8 +802,10 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     fit = connect_ray(opts.address, opts)
     # A resume keeps the limit its saved searcher state holds: nothing to say about it.
     at_once = concurrency(opts, fit, say=not resume)
+    fuse = fuse_size(opts, at_once)
+    opts = dataclasses.replace(opts, fuse=str(fuse))  # saved: a resume fuses the same way
     try:
-        check_sweep_memory(opts, at_once, local=opts.address in (None, "local"))
+        check_sweep_memory(opts, at_once, local=opts.address in (None, "local"), fuse=fuse)
     except ConfigError:
         import ray
 
@@ -693,7 +830,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                        tracking_uri=opts.tracking_uri, experiment_id=exp_id,
                        parent_run_id=parent_id, cpus_per_trial=opts.cpus_per_trial,
                        spool_dir=str(path / "unsent"), rule=opts.rule,
-                       objective=opts.objective, batch_seeds=opts.batch_seeds)
+                       objective=opts.objective, batch_seeds=opts.batch_seeds,
+                       rungs=_rungs(opts) if fuse > 1 else (),
+                       reduction_factor=opts.reduction_factor)
     resources = {"cpu": opts.cpus_per_trial}
     if opts.gpus_per_trial:
         resources["gpu"] = opts.gpus_per_trial
@@ -732,7 +871,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         tuner = Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=_optuna_search(opts, path), scheduler=_scheduler(opts),
+                search_alg=_optuna_search(opts, path, fuse, to_run),
+                # A fused trial halves its settings itself (halving.py): no trial-level ASHA.
+                scheduler=_scheduler(opts) if fuse == 1 else None,
                 num_samples=to_run,
                 max_concurrent_trials=at_once,
                 reuse_actors=opts.reuse_actors),
@@ -778,7 +919,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     statuses = snapshot_statuses(path)
     unfinished = {t for t, s in statuses.items() if s not in ENDED}
     results = list(grid) if grid is not None else []
-    reported = {trial_metrics(r).get("trial_id") for r in results} - {None}
+    reported = set(trial_outcomes(results))  # setting ids
     before = kept_trial_ids(path) - reported - set(statuses)
     earlier = [table_row(*t) for t in (
         _while_store_works(recorded_trials, opts.tracking_uri, exp_id, sorted(before),
@@ -795,8 +936,7 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     if interrupted:
         _while_store_works(mark_interrupted_runs, opts.tracking_uri, exp_id, unfinished)
     if grid is not None:
-        outcomes = {m["trial_id"]: "error" if r.error else m.get(names.OBJECTIVE)
-                    for r, m in ((r, trial_metrics(r)) for r in results) if "trial_id" in m}
+        outcomes = trial_outcomes(results)
         told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
         if told and not spent:  # a budget stop leaves its cut-off trials to be told (pruned)
             print(f"told Optuna the outcome of {told} trial(s) whose completion the "
@@ -858,17 +998,52 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
     in `unfinished` were cut off by an interruption (a resume continues them)."""
     from sweeper.tune.progress import last_line
     from sweeper.tune.trial import RUN_ID
+    from sweeper.tune.trial_ids import FUSED, fused_settings
 
     rows = []
     for r in grid:
         m = trial_metrics(r)
-        cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
         cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
+        error = last_line(r.error) if r.error else ""
+        settings = fused_settings(m)
+        if settings is not None:  # a fused trial: a row per setting
+            for e, params in zip(settings, (r.config or {}).get(FUSED, []), strict=True):
+                sm, how = e.get("metrics", {}), e["status"]
+                status = ("finished" if how == "finished" and names.OBJECTIVE in sm
+                          else "error" if r.error and how == "running"
+                          else f"stopped@{e['step']}" if how == "stopped_early"
+                          else f"{cut}@{int(sm.get(names.STEP, 0))}")
+                rows.append(table_row(e["id"], status,
+                                      {k: v for k, v in params.items() if k in sampled}, sm,
+                                      e.get("run_id") or "", error if how == "running" else ""))
+            continue
+        cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
         status = ("error" if r.error else "finished" if names.OBJECTIVE in m
                   else f"{cut}@{int(m.get(names.STEP, 0))}" if m else "not started")
-        rows.append(table_row(m.get("trial_id", ""), status, cfg, m, m.get(RUN_ID, ""),
-                              last_line(r.error) if r.error else ""))
+        rows.append(table_row(m.get("trial_id", ""), status, cfg, m, m.get(RUN_ID, ""), error))
     return rank(rows)
+
+
+def trial_outcomes(results) -> dict[str, Any]:
+    """Setting id -> how it ended, for `reconcile_study`: its final objective, None (stopped
+    early) or "error"; a fused trial's settings each have their own."""
+    from sweeper.tune.trial_ids import fused_settings
+
+    out: dict[str, Any] = {}
+    for r in results:
+        m = trial_metrics(r)
+        if "trial_id" not in m:
+            continue
+        settings = fused_settings(m)
+        if settings is None:
+            out[m["trial_id"]] = "error" if r.error else m.get(names.OBJECTIVE)
+            continue
+        for e in settings:
+            ended = e["status"] in ("finished", "stopped_early")
+            out[e["id"]] = ("error" if r.error and not ended
+                            else e.get("metrics", {}).get(names.OBJECTIVE)
+                            if e["status"] == "finished" else None)
+    return out
 
 
 def table_row(trial_id: str, status: str, params: dict[str, Any], m: dict[str, Any],

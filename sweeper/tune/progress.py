@@ -18,6 +18,7 @@ from ray.tune import Callback
 
 from sweeper.analyse import objective
 from sweeper.tune.budget import read_counts
+from sweeper.tune.trial_ids import FUSED, fused_settings
 from trainers import names
 
 
@@ -91,12 +92,17 @@ class ProgressCallback(Callback):
         self._ended: set[str] = set()
         self._last = 0.0
 
-    def _params(self, trial) -> str:
-        cfg = trial.config or {}
+    def _params(self, cfg: dict[str, Any]) -> str:
         return ", ".join(f"{k}={short_value(cfg[k])}" for k in self.sampled if k in cfg)
 
     def _line(self, text: str) -> None:
         print(text, file=sys.stdout, flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        # A fused trial's settings that halving stopped: said as they stop, not at its end.
+        for e, params in _settings(trial, result):
+            if e["status"] == "stopped_early":
+                self._say(e["id"], "stopped early (halving)", e, params)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._end(trial, "finished" if names.OBJECTIVE in (trial.last_result or {})
@@ -106,13 +112,22 @@ class ProgressCallback(Callback):
         self._end(trial, "error")
 
     def _end(self, trial, how: str) -> None:
-        if trial.trial_id in self._ended:
-            return
-        self._ended.add(trial.trial_id)
         r = trial.last_result or {}
-        step = int(r.get(names.STEP, 0))
-        self._line(f"[{len(self._ended)}/{self.num_samples}] {trial.trial_id} {how} at step "
-                   f"{step}: {describe(r, self.seeds)} | {self._params(trial)}")
+        fused = _settings(trial, r)
+        if not fused:
+            self._say(trial.trial_id, how, {"step": int(r.get(names.STEP, 0)), "metrics": r},
+                      trial.config or {})
+        for e, params in fused:
+            ended = {"finished": "finished", "stopped_early": "stopped early (halving)"}
+            self._say(e["id"], ended.get(e["status"], how), e, params)
+
+    def _say(self, setting: str, how: str, e: dict[str, Any], params: dict[str, Any]) -> None:
+        if setting in self._ended:
+            return
+        self._ended.add(setting)
+        self._line(f"[{len(self._ended)}/{self.num_samples}] {setting} {how} at step "
+                   f"{e['step']}: {describe(e['metrics'], self.seeds)} | "
+                   f"{self._params(params)}")
 
     def on_step_end(self, iteration, trials, **info) -> None:
         now = time.monotonic()
@@ -122,8 +137,9 @@ class ProgressCallback(Callback):
         running = [t for t in trials if t.status == "RUNNING"]
         if not running:
             return
-        pending = sum(t.status == "PENDING" for t in trials)
-        to_go = max(0, self.num_samples - len(trials)) + pending
+        started = sum(len((t.config or {}).get(FUSED, [None])) for t in trials
+                      if t.status != "PENDING")
+        to_go = max(0, self.num_samples - started)
         spent = ""
         if self.budget:
             steps = sum(read_counts(self.budget[1]).values())
@@ -134,8 +150,14 @@ class ProgressCallback(Callback):
         for t in running:
             r = t.last_result or {}
             at = f"step {int(r[names.STEP])}" if names.STEP in r else "starting"
-            self._line(f"   {t.trial_id} {at}: {describe(r, self.seeds) if r else '-'} | "
-                       f"{self._params(t)}")
+            fused = _settings(t, r)
+            if not fused:
+                self._line(f"   {t.trial_id} {at}: {describe(r, self.seeds) if r else '-'} | "
+                           f"{self._params(t.config or {})}")
+            for e, params in fused:
+                if e["status"] == "running":
+                    self._line(f"   {e['id']} {at}: {describe(e['metrics'], self.seeds)} | "
+                               f"{self._params(params)}")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_ended": set(), "_last": 0.0}
@@ -144,6 +166,15 @@ class ProgressCallback(Callback):
         # Tune restores the callback pickled when the sweep started, so a sweep started by an
         # older version resumes under this code: attributes added since take their defaults.
         self.__dict__.update({"budget": None, **state})
+
+
+def _settings(trial, result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A fused trial's (setting summary, its params) from one of its results; [] for an
+    unfused trial."""
+    summaries = fused_settings(result or {})
+    if summaries is None:
+        return []
+    return list(zip(summaries, (trial.config or {}).get(FUSED, []), strict=False))
 
 
 def short_value(v: Any) -> str:  # as sweep.format_table shows params

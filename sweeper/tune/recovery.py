@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import UserError
+from sweeper.tune.trial_ids import tune_trial_of
 
 STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
 # Optuna user attribute linking a study trial to the Tune trial that owns it.
@@ -201,7 +202,8 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
                     unfinished: set[str] = frozenset()) -> tuple[int, int]:
     """Bring the Optuna study in line with how Tune's trials ended, after `fit` returns.
 
-    `outcomes` maps each Tune trial id to its final objective, None if it stopped early, or
+    `outcomes` maps each setting (a Tune trial id, or a fused trial's setting id) to its
+    final objective, None if it stopped early, or
     the string "error". A completion that a crash kept from Optuna (its searcher or
     concurrency-limiter state was one snapshot old) is told now, so TPE learns from every
     finished trial. Trials still RUNNING after that were suggested but never owned by a
@@ -219,7 +221,7 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
     told = 0
     for t in study.get_trials(deepcopy=False, states=(running,)):
         tid = t.user_attrs.get(TUNE_TRIAL_ATTR)
-        if tid not in outcomes or tid in unfinished:
+        if tid not in outcomes or tune_trial_of(tid) in unfinished:
             continue
         value = outcomes[tid]
         if value == "error":
@@ -230,7 +232,7 @@ def reconcile_study(path: Path, name: str, outcomes: dict[str, Any],
             study.tell(t.number, float(value))
         told += 1
     orphans = [t for t in study.get_trials(deepcopy=False, states=(running,))
-               if t.user_attrs.get(TUNE_TRIAL_ATTR) not in unfinished]
+               if tune_trial_of(t.user_attrs.get(TUNE_TRIAL_ATTR) or "") not in unfinished]
     for t in orphans:
         study._storage.set_trial_system_attr(t._trial_id, ORPHANED, True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)

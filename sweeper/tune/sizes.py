@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 _FIX = "lower the space's sizes ({})"
 
 
-def check_sweep_memory(opts: SweepOptions, concurrent: int = 0, *, local: bool = True) -> None:
+def check_sweep_memory(opts: SweepOptions, concurrent: int = 0, *, local: bool = True,
+                       fuse: int = 1) -> None:
     """`concurrent` = 0: one member on this machine (before the model probe); otherwise
-    `concurrent` trials of `opts.seeds` members each, where the trials will run."""
+    `concurrent` trials of `opts.seeds` x `fuse` members each, where the trials will run."""
     fix = _FIX.format(", ".join(SIZE_FIELDS))
     if concurrent:
-        fix += ", --seeds or --max-concurrent"
+        fix += ", --seeds, --fuse or --max-concurrent"
     for cfg in largest_configs(opts.space):
         sizes = ", ".join(f"{k}={getattr(cfg, k)}" for k in ("hidden", "depth", "batch_size"))
         shape = dataset_shape(cfg)
@@ -37,8 +38,9 @@ def check_sweep_memory(opts: SweepOptions, concurrent: int = 0, *, local: bool =
             check_fits(estimate(cfg, shape, 1), available_memory(), "available RAM",
                        what=f"one member of model {model} ({sizes})", fix=fix)
             continue
-        est = estimate(cfg, shape, opts.seeds)
-        what = f"a trial of {opts.seeds} seeds, model {model} ({sizes})"
+        est = estimate(cfg, shape, opts.seeds * fuse)
+        what = (f"a trial of {opts.seeds} seeds" + (f" x {fuse} settings" if fuse > 1 else "")
+                + f", model {model} ({sizes})")
         if opts.gpus_per_trial:
             total = _gpu_memory()
             if total:  # a GPU share is checked where the driver can see the GPU
@@ -52,6 +54,19 @@ def check_sweep_memory(opts: SweepOptions, concurrent: int = 0, *, local: bool =
         else:
             check_fits(est, _largest_node_memory(), "memory of the cluster's largest node",
                        overhead=PROCESS_BYTES, what=what, fix=fix)
+
+
+def members_that_fit(opts: SweepOptions, share: float) -> int:
+    """How many members of the space's largest trial fit in `share` of a trial's GPU share
+    (by the estimate; 1 when no GPU is visible from the driver)."""
+    total = _gpu_memory() * opts.gpus_per_trial * share
+    if not total:
+        return 1
+    per = 0
+    for cfg in largest_configs(opts.space):
+        est = estimate(cfg, dataset_shape(cfg), 1)
+        per = max(per, est.per_member if est is not None else 0)
+    return max(1, int(total // per)) if per else 1
 
 
 def _gpu_memory() -> int:

@@ -12,6 +12,7 @@
       n_critic: {int: [1, 10]}
     success:                               # optional: overrides of the success rule
       min_hq_ratio: 0.6                    # (trainers/quality.py SuccessRule fields)
+    fuse: auto                             # optional: settings per trial (`--fuse`)
 
 Kinds: choice, uniform, log_uniform, int, log_int. `when` makes a parameter conditional on
 an earlier categorical one: it is suggested only when that parameter takes one of the values
@@ -45,7 +46,7 @@ from trainers.user_models import resolve_spec
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("choice", "uniform", "log_uniform", "int", "log_int")
-_TOP_KEYS = ("description", "fixed", "params", "success")
+_TOP_KEYS = ("description", "fixed", "params", "success", "fuse")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class SearchSpace:
     # The folder relative model files (`model: nets.py:build`) were resolved against: the
     # folder the sweep started in, saved so that a resume from elsewhere finds the same file.
     base: str = ""
+    # Settings per trial (`sweeper run --fuse`): a count or "auto"; None = not said (1).
+    fuse: int | str | None = None
 
     def __call__(self, trial) -> dict[str, Any]:
         """Only suggest_* calls, as OptunaSearch requires; returns the fixed values."""
@@ -209,9 +212,24 @@ def parse_space(doc: Any, *, name: str = "space", source: str = "<memory>",
         rule_from_mapping(success, where="'success'")  # validates keys and values
     except ConfigError as e:
         raise UserError(str(e)) from None
+    fuse = parse_fuse(doc["fuse"], where="'fuse'") if doc.get("fuse") is not None else None
     return SearchSpace(name=name, source=source, text=text, description=description,
                        fixed=fixed, params=tuple(params),
-                       success={str(k): float(v) for k, v in success.items()}, base=str(base))
+                       success={str(k): float(v) for k, v in success.items()}, base=str(base),
+                       fuse=fuse)
+
+
+def parse_fuse(value: Any, where: str = "--fuse") -> int | str:
+    """Settings per trial: a positive count, or "auto"; one line otherwise."""
+    if value is None:
+        return 1
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    n = int(text) if text.isdigit() else 0
+    if n < 1:
+        raise UserError(f"{where} must be a positive number of settings or auto, got {value!r}")
+    return n
 
 
 def _field_name(k: Any, where: str) -> str:

@@ -14,6 +14,7 @@ were already logged are skipped, so a retried or resumed trial never duplicates 
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import tempfile
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
 
 from sweeper.analyse import objective
@@ -29,6 +31,8 @@ from sweeper.analyse.objective import DEFAULT_OBJECTIVE
 from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from sweeper.track.metric_keys import metrics_of
+from sweeper.tune import halving
+from sweeper.tune.trial_ids import FUSED, RUN_ID, SETTINGS, setting_ids
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
@@ -40,8 +44,6 @@ from trainers.quality import DEFAULT_RULE, SuccessRule
 # every evaluation (collapse shows at a glance); a 2D scatter costs ~0.15 s per seed, which
 # would be 10-20% of a toy trial's evaluation interval, so those come every 4th.
 PLOT_EVERY_EVALS = {"image": 1, "points": 4}
-# The result key carrying the trial's MLflow run id to the driver.
-RUN_ID = "mlflow_run_id"
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,63 @@ class TrialContext:
     rule: SuccessRule = DEFAULT_RULE  # judges each seed's seed_success
     objective: str = DEFAULT_OBJECTIVE  # the objective's tie-breaker: quality or fid
     batch_seeds: bool = True  # the seeds as one population (False: one after another)
+    # Successive halving inside a fused trial (sweeper/tune/halving.py): the rung steps
+    # (none without early stopping) and the fraction 1/reduction_factor kept at each.
+    rungs: tuple[int, ...] = ()
+    reduction_factor: int = 3
+
+
+# Beside the population in a fused trial's checkpoint: which settings are still training.
+_SETTINGS_FILE = "settings.json"
+
+
+class _Setting:
+    """One setting of a trial: its k seeds' configs and runs, and how it stands."""
+
+    def __init__(self, ctx: TrialContext, sid: str, params: dict[str, Any],
+                 device: str) -> None:
+        self.sid, self.params = sid, params
+        values = {**ctx.fixed, **params, "device": device}
+        self.configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
+        self.latest: list[dict[str, float]] = [{} for _ in self.configs]
+        self.finished = [False] * len(self.configs)  # seeds whose last metrics are logged
+        self.agg: dict[str, float] = {}
+        self.log: _TrialLogs | None = None
+        self.summary: dict[str, Any] | None = None  # once it has ended
+
+    def measured(self, latest: list[dict[str, float]], step: int, objective_name: str,
+                 done: bool) -> list[bool]:
+        """Take this evaluation's per-seed metrics; returns which seeds moved since the
+        last one (a seed that finished or diverged is logged once)."""
+        moved = [not f for f in self.finished]
+        self.latest = latest
+        self.finished = [f or member_done(m, c)
+                         for f, m, c in zip(self.finished, latest, self.configs, strict=True)]
+        self.agg = {**objective.aggregate(latest, objective_name), names.STEP: float(step),
+                    # The compute spent: a diverged seed stops counting where it stopped.
+                    names.STEPS_TRAINED: float(sum(m.get(names.STEP, 0) for m in latest))}
+        if done:
+            self.agg[names.OBJECTIVE] = self.agg[names.RUNNING_OBJECTIVE]
+        return moved
+
+    def end(self, status: str, step: int) -> None:
+        """Close the runs (`finished`, or `stopped_early` at a rung) and keep a summary."""
+        if status == "stopped_early" and self.log is not None:
+            self.log.stopped_at(step)
+        if self.log is not None:
+            self.log.close(self.latest, status=status)
+        self.summary = {"id": self.sid, "status": status, "step": step,
+                        "run_id": self.log.trial_run_id if self.log else None,
+                        "metrics": self.agg}
+
+    def state(self) -> dict[str, Any]:
+        return {"id": self.sid, "status": "running",
+                "run_id": self.log.trial_run_id if self.log else None, "metrics": self.agg}
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
-    """The Tune function trainable."""
+    """The Tune function trainable: one setting, or with `--fuse` several of one shape,
+    their seeds trained as one population."""
     store.quiet_http_retries()
     store.quiet_store_errors(ctx.spool_dir)
     # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that drowns
@@ -71,103 +126,178 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     set_threads(max(1, int(ctx.cpus_per_trial)))
     trial_id = tune.get_context().get_trial_id()
-    values = {**ctx.fixed, **params}
-    if "device" not in values:
-        # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
-        values["device"] = "cuda" if _ray_gpu_ids() else "cpu"
-    configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
-    latest: list[dict[str, float]] = [{} for _ in configs]
-    finished = [False] * len(configs)  # members whose last metrics are logged
-    evals = 0
+    fused = FUSED in params
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
+    device = ctx.fixed.get("device") or ("cuda" if _ray_gpu_ids() else "cpu")
+    settings = [_Setting(ctx, sid, p, device) for sid, p in zip(
+        setting_ids(trial_id, params), params[FUSED] if fused else [params], strict=True)]
+    k = len(ctx.seeds)
     checkpoint = tune.get_checkpoint()
-    log = None
+    alive = list(settings)  # the settings still training (halving removes some)
     try:
-        members = _restore(checkpoint, len(configs), values["device"], ctx.rule)
+        members, state = _restore(checkpoint, settings, k, device, ctx.rule)
         if members is None and checkpoint is not None:
-            final = _finished_result(ctx, trial_id)
+            final = _finished_result(ctx, settings, fused)
             if final is not None:
                 tune.report(final)
                 return
+        cuts, trained_before = state.get("cuts", 0), state.get("removed_steps", 0.0)
+        ended = {e["id"]: e for e in state.get("ended", [])}
+        for s in settings:
+            s.summary = ended.get(s.sid)
+        alive = [s for s in settings if s.summary is None]
         # Opening the runs marks them running again, so only once the trial really trains.
-        log = _TrialLogs(ctx, trial_id, params, configs)
+        for s in alive:
+            s.log = _TrialLogs(ctx, trial_id, s.sid, s.params, s.configs)
         if members is None:
-            members = make_members(configs, ctx.rule, batched=ctx.batch_seeds)
+            members = make_members([c for s in alive for c in s.configs], ctx.rule,
+                                   batched=ctx.batch_seeds)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
-            log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(members.step)})
+            for s in alive:
+                s.log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(members.step)})
+        evals = 0
         while True:
             members.train_until(members.next_eval_step())
-            latest = members.evaluate()
-            moved = [not f for f in finished]  # members with new metrics at this evaluation
-            # A member that finished or diverged is logged once; steps logged before a
-            # restart are skipped by the logger.
-            log.seeds.log_metrics(latest, moved)
-            finished = [f or member_done(m, c)
-                        for f, m, c in zip(finished, latest, configs, strict=True)]
-            evals += 1
-            done = members.done
-            agg = {**objective.aggregate(latest, ctx.objective), names.STEP: float(members.step),
-                   # The compute spent: a diverged seed stops counting where it stopped.
-                   names.STEPS_TRAINED: float(sum(m.get(names.STEP, 0) for m in latest))}
-            if done:
-                agg[names.OBJECTIVE] = agg[names.RUNNING_OBJECTIVE]
+            per_member = members.evaluate()
+            done, step = members.done, members.step
             every = PLOT_EVERY_EVALS.get(members.data.kind, 1)
-            log.trial_metrics(members.step, agg, plots=done or (evals - 1) % every == 0,
-                              members=members, latest=latest, moved=moved)
+            plots = done or evals % every == 0
+            evals += 1
+            samples = members.sample().cpu().numpy() if plots else None
+            for i, s in enumerate(alive):
+                moved = s.measured(per_member[i * k:(i + 1) * k], step, ctx.objective, done)
+                s.log.seeds.log_metrics(s.latest, moved)
+                s.log.trial_metrics(step, s.agg, plots=plots, members=members, first=i * k,
+                                    samples=samples, latest=s.latest, moved=moved)
+            if not done and fused and halving.passed(ctx.rungs, step) > cuts:
+                cuts = halving.passed(ctx.rungs, step)
+                keep = halving.survivors([s.agg[names.RUNNING_OBJECTIVE] for s in alive],
+                                         ctx.reduction_factor)
+                for i, s in enumerate(alive):
+                    if i not in keep:
+                        trained_before += s.agg[names.STEPS_TRAINED]
+                        s.end("stopped_early", step)
+                members = members.keep([i * k + j for i in keep for j in range(k)])
+                alive = [alive[i] for i in keep]
             if done:
                 # Close the runs before the final report: once Tune has the last result it
                 # may end this actor at once (ASHA stops trials that reach max_t).
-                log.close(latest, status="finished")
+                for s in alive:
+                    s.end("finished", step)
+            report = (_fused_result(settings, alive, step, trained_before) if fused
+                      else {**settings[0].agg, RUN_ID: settings[0].log.trial_run_id or ""})
             with tempfile.TemporaryDirectory() as d:
                 save_members(members, d)
-                tune.report({**agg, RUN_ID: log.trial_run_id or ""},
-                            checkpoint=tune.Checkpoint.from_directory(d))
+                if fused:
+                    _write_json(Path(d) / _SETTINGS_FILE, {
+                        "alive": [s.sid for s in alive], "cuts": cuts,
+                        "removed_steps": trained_before,
+                        "ended": [s.summary for s in settings if s.summary is not None]})
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
             if done:
                 return
     except Exception as e:
-        log = log or _TrialLogs(ctx, trial_id, params, configs)
-        log.close(latest, status="error", error=e)
+        for s in alive:
+            if s.summary is None:
+                s.log = s.log or _TrialLogs(ctx, trial_id, s.sid, s.params, s.configs)
+                s.log.close(s.latest, status="error", error=e)
         raise
 
 
-def _finished_result(ctx: TrialContext, trial_id: str) -> dict[str, Any] | None:
-    """The final result of a trial whose MLflow run already finished with its objective, or
-    None. A setting can finish its budget (runs closed, objective logged) just before a stop
-    lands, while Tune's snapshot still has it running; if its checkpoint is then lost or
-    damaged, retraining from step 0 would be cut short by Tune at the budget it already
-    reached, and Optuna would record a PRUNED setting that MLflow shows finished. Reporting
-    the logged result ends it the way it ended the first time."""
+def _fused_result(settings: list[_Setting], alive: list[_Setting], step: int,
+                  removed_steps: float) -> dict[str, Any]:
+    """A fused trial's report: the population's step and compute, the best running (and,
+    at the end, final) objective, and every setting's own summary for the driver."""
+    out: dict[str, Any] = {
+        names.STEP: float(step),
+        names.STEPS_TRAINED: removed_steps + sum(s.agg[names.STEPS_TRAINED] for s in alive),
+        names.RUNNING_OBJECTIVE: min(s.agg[names.RUNNING_OBJECTIVE] for s in alive),
+        SETTINGS: json.dumps([s.summary or s.state() for s in settings]),
+    }
+    finals = [s.agg[names.OBJECTIVE] for s in alive if names.OBJECTIVE in s.agg]
+    if finals:
+        out[names.OBJECTIVE] = min(finals)
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _finished_result(ctx: TrialContext, settings: list[_Setting],
+                     fused: bool) -> dict[str, Any] | None:
+    """The final result of a trial whose MLflow runs already ended, or None. A setting can
+    finish its budget (runs closed, objective logged) just before a stop lands, while
+    Tune's snapshot still has it running; if its checkpoint is then lost or damaged,
+    retraining from step 0 would be cut short by Tune at the budget it already reached, and
+    Optuna would record a PRUNED setting that MLflow shows finished. Reporting the logged
+    result ends it the way it ended the first time. A fused trial has ended when every
+    setting's run has (finished, or stopped at a rung)."""
     try:
-        run = store.find_run(store.client(ctx.tracking_uri), ctx.experiment_id,
-                             _trial_key(ctx, trial_id))
+        client = store.client(ctx.tracking_uri)
+        runs = [store.find_run(client, ctx.experiment_id, _trial_key(ctx, s.sid))
+                for s in settings]
     except Exception:  # noqa: BLE001 - MLflow unreachable: the trial trains again instead
         return None
-    if (run is None or run.info.status != "FINISHED"
-            or run.data.tags.get(tags.TAG_STATUS) != "finished"):
+    ended = ("finished", "stopped_early") if fused else ("finished",)
+    if any(r is None or r.info.status != "FINISHED"
+           or r.data.tags.get(tags.TAG_STATUS) not in ended for r in runs):
         return None
-    final = metrics_of(run)
-    return {**final, RUN_ID: run.info.run_id} if names.OBJECTIVE in final else None
+    finals = [metrics_of(r) for r in runs]
+    if not fused:
+        final = finals[0]
+        return {**final, RUN_ID: runs[0].info.run_id} if names.OBJECTIVE in final else None
+    for s, r, m in zip(settings, runs, finals, strict=True):
+        status = r.data.tags[tags.TAG_STATUS]
+        s.agg = m
+        s.summary = {"id": s.sid, "status": status, "step": int(m.get(names.STEP, 0)),
+                     "run_id": r.info.run_id, "metrics": m}
+    done = [s for s in settings if s.summary["status"] == "finished"]
+    if not done:
+        return None
+    return _fused_result(settings, done, int(done[0].agg.get(names.STEP, 0)), sum(
+        s.agg.get(names.STEPS_TRAINED, 0.0) for s in settings if s not in done))
 
 
-def _trial_key(ctx: TrialContext, trial_id: str) -> str:
-    """The key that finds a trial's MLflow run again (its seed runs' keys extend it)."""
-    return store.safe_key("trial", ctx.sweep_key, trial_id)
+def _trial_key(ctx: TrialContext, setting_id: str) -> str:
+    """The key that finds a setting's MLflow trial run again (its seed runs' keys extend
+    it)."""
+    return store.safe_key("trial", ctx.sweep_key, setting_id)
 
 
-def _restore(checkpoint, seeds: int, device: str,
-             rule: SuccessRule = DEFAULT_RULE) -> Members | None:
-    """The seeds' members from a Tune checkpoint; None to start over. An empty checkpoint
-    is how a resume marks a trial whose checkpoint was lost (see recovery.py); a damaged one
-    (cut off, overwritten, not ours) is treated the same, with a warning, instead of failing
-    the trial on every retry: training is deterministic given the seeds, and steps already
-    logged are not logged again."""
+def _restore(checkpoint, settings: list[_Setting], k: int, device: str,
+             rule: SuccessRule = DEFAULT_RULE) -> tuple[Members | None, dict[str, Any]]:
+    """The members from a Tune checkpoint and, for a fused trial, which settings still
+    train; (None, {}) to start over. An empty checkpoint is how a resume marks a trial whose
+    checkpoint was lost (see recovery.py); a damaged one (cut off, overwritten, not ours) is
+    treated the same, with a warning, instead of failing the trial on every retry: training
+    is deterministic given the seeds, and steps already logged are not logged again."""
     if checkpoint is None:
-        return None
+        return None, {}
     with checkpoint.as_directory() as d:
         try:
-            return load_members(d, seeds, device=device, rule=rule)
+            state = _read_settings_state(Path(d) / _SETTINGS_FILE, settings)
+            alive = len(state["alive"]) if state else len(settings)
+            members = load_members(d, alive * k, device=device, rule=rule)
+            return members, (state or {}) if members is not None else {}
         except ConfigError as e:
             logging.getLogger(__name__).warning("%s; the trial starts over from step 0", e)
-            return None
+            return None, {}
+
+
+def _read_settings_state(path: Path, settings: list[_Setting]) -> dict[str, Any] | None:
+    """A fused checkpoint's record of its settings, checked against the trial's own."""
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        ids = {s.sid for s in settings}
+        if (not set(state["alive"]) <= ids or not state["alive"]
+                or not {e["id"] for e in state["ended"]} <= ids):
+            raise ValueError("names settings this trial does not have")
+        return state
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"checkpoint {path.parent} has a damaged {path.name} ({e})") from None
 
 
 def _ray_gpu_ids() -> list:
@@ -183,19 +313,19 @@ class _TrialLogs:
     """The trial's MLflow runs (setting + one per seed), found by key or created on first
     contact with the server. During an outage everything stays buffered (see RunLogger)."""
 
-    def __init__(self, ctx: TrialContext, trial_id: str, params: dict[str, Any],
-                 configs: list) -> None:
+    def __init__(self, ctx: TrialContext, trial_id: str, setting_id: str,
+                 params: dict[str, Any], configs: list) -> None:
         self.client = store.client(ctx.tracking_uri)
         node_ip, node_id = _node()
-        key = _trial_key(ctx, trial_id)
+        key = _trial_key(ctx, setting_id)
         # Node and status tags are rewritten at every (re)start: a retry may run elsewhere.
-        run_tags = {tags.TAG_SWEEP: ctx.sweep, tags.TAG_TRIAL: trial_id,
+        run_tags = {tags.TAG_SWEEP: ctx.sweep, tags.TAG_TRIAL: setting_id,
                 tags.TAG_NODE: node_ip, tags.TAG_NODE_ID: node_id,
                 tags.TAG_STATUS: "running"}
         spool = Path(ctx.spool_dir) / f"{trial_id}.jsonl"
         self.trial_logger = store.RunLogger(
             self.client, spec=store.RunSpec(
-                ctx.experiment_id, key, _run_name(params, trial_id),
+                ctx.experiment_id, key, _run_name(params, setting_id),
                 {**run_tags, tags.TAG_KIND: "trial"}, parent_run_id=ctx.parent_run_id),
             params={**config_params(configs[0]), "seeds": len(configs)}, tags=run_tags,
             spool=spool)
@@ -203,7 +333,7 @@ class _TrialLogs:
             store.RunLogger(
                 self.client, spec=store.RunSpec(
                     ctx.experiment_id, store.safe_key(key, "seed", cfg.seed),
-                    f"{trial_id}-seed{cfg.seed}",
+                    f"{setting_id}-seed{cfg.seed}",
                     {**run_tags, tags.TAG_KIND: "seed", tags.TAG_SEED: str(cfg.seed)},
                     parent_key=key),
                 params=config_params(cfg), tags={**run_tags, tags.TAG_SEED: str(cfg.seed)},
@@ -216,8 +346,8 @@ class _TrialLogs:
         return self.trial_logger.run_id
 
     def trial_metrics(self, step: int, metrics: dict[str, float], *, plots: bool,
-                      members: Members, latest: list[dict[str, float]],
-                      moved: list[bool]) -> None:
+                      members: Members, first: int, samples: np.ndarray | None,
+                      latest: list[dict[str, float]], moved: list[bool]) -> None:
         """Send this evaluation's metrics (one log_batch per run) and, every few evaluations,
         a sample plot per seed (~0.1 s each) that shows how collapse develops.
 
@@ -227,10 +357,17 @@ class _TrialLogs:
         self.trial_logger.log_metrics(step, metrics)
         if plots:
             self.seeds.log_samples(members, latest, moved=moved, artifact=step_artifact,
+                                   first=first, samples=samples,
                                    title=lambda cfg, m: f"{cfg.loss}, seed {cfg.seed}, "
                                                         f"step {int(m[names.STEP])}")
         self.seeds.flush()
         self.trial_logger.flush()
+
+    def stopped_at(self, step: int) -> None:
+        """Tag the setting's runs with the rung step that stopped it (as the driver tags
+        a trial ASHA stops)."""
+        for logger in (self.trial_logger, *self.seeds.loggers):
+            logger.set_tags({tags.TAG_STOPPED_AT: str(step)})
 
     def close(self, latest: list[dict[str, float]], *, status: str,
               error: Exception | None = None) -> None:

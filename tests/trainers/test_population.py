@@ -225,3 +225,48 @@ def test_dataset_specs_know_their_sample_shape(classifier_cache):
         data = build_dataset(make_config({"dataset": name, "eval_samples": 100}),
                              torch.device("cpu"))
         assert tuple(data.shape) == DATASETS[name].shape and data.kind == DATASETS[name].kind
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_kept_members_train_on_as_if_none_had_been_dropped(conv, classifier_cache):
+    # Successive halving drops members mid-run: the kept ones must not notice.
+    cfgs = member_configs("wgan-clip", seeds=(0, 1, 2, 3), lr_schedule="linear",
+                          **({**DIGITS, "steps": 8, "eval_every": 4} if conv else {}))
+    half = cfgs[0].steps // 2
+    full, halved = Population(cfgs), Population(cfgs)
+    full.train_until(half)
+    halved.train_until(half)
+    halved.evaluate()
+    halved = halved.keep([3, 1])
+    assert halved.k == 2 and [c.seed for c in halved.configs] == [3, 1]
+    assert halved.step == half and halved.opt_d.t == full.opt_d.t
+    full.run()
+    halved.run()
+    for mine, theirs in ((0, 3), (1, 1)):
+        for a, b in zip(weights(halved, mine), weights(full, theirs), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="distinct member indices"):
+        halved.keep([0, 0])
+
+
+def test_a_diverged_member_stays_diverged_when_kept():
+    cfgs = member_configs("wgan-gp", seeds=(0, 1, 2))
+    pop = Population(cfgs)
+    pop.train_until(10)
+    with torch.no_grad():
+        pop.D.weights[0][2].fill_(math.nan)
+    pop.evaluate()
+    kept = pop.keep([2, 0])
+    assert kept._dead == [True, False]
+    assert kept.evaluate()[0][names.DIVERGED] == 1.0
+
+
+def test_populations_in_turn_keep_their_members():
+    from trainers.members import Populations
+
+    cfgs = member_configs("wgan-gp")
+    apart = Populations(cfgs, chunk=2)
+    apart.train_until(10)
+    kept = apart.keep([0, 2])
+    assert [c.seed for c in kept.configs] == [0, 2] and [r.k for r in kept.runs] == [1, 1]
+    assert kept.step == 10

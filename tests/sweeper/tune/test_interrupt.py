@@ -75,13 +75,16 @@ def _lose_tune_state(tmp_path, name) -> None:
             f.unlink()
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "ctrl-c-twice", "ctrl-c-damaged",
-                                 "ctrl-c-state-lost"])
-def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how):
+@pytest.mark.parametrize("how, fuse", [
+    ("ctrl-c", 1), ("sigterm", 1), ("ctrl-c-twice", 1), ("ctrl-c-damaged", 1),
+    ("ctrl-c-state-lost", 1),
+    # Fused: 4 settings in one trial halved inside it, one alone in another.
+    ("ctrl-c", 4), ("ctrl-c-damaged", 4), ("ctrl-c-state-lost", 4)])
+def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how, fuse):
     name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"
     space = write_space(tmp_path, steps=60)
     args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds",
-            str(SEEDS), "--max-concurrent", "2", "--sampler-seed", "1"]
+            str(SEEDS), "--max-concurrent", "2", "--sampler-seed", "1", "--fuse", str(fuse)]
     log = tmp_path / "first.log"
     with log.open("w") as out:
         proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV, stdout=out,

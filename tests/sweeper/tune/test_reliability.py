@@ -79,12 +79,14 @@ def assert_no_duplicates(uri: str, name: str, trials: int, seeds: int) -> None:
 
 
 # ------------------------------------------------------------------ 1. driver killed
-def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path):
+@pytest.mark.parametrize("fuse", [1, 4])  # 4: five settings as trials of 4 and 1
+def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path, fuse):
     name, num = "killed-driver", 5
     space = write_space(tmp_path, steps=60)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--space", space, "--experiment", name, "--num-samples", str(num), "--seeds", "1",
-            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1"]
+            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1", "--fuse",
+            str(fuse)]
     proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -1005,7 +1005,7 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
         m = trial_metrics(r)
         cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
         error = last_line(r.error) if r.error else ""
-        settings = fused_settings(m)
+        settings = fused_settings(m) or _unreported_settings(r)
         if settings is not None:  # a fused trial: a row per setting
             for e, params in zip(settings, (r.config or {}).get(FUSED, []), strict=True):
                 sm, how = e.get("metrics", {}), e["status"]
@@ -1024,6 +1024,19 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
     return rank(rows)
 
 
+def _unreported_settings(result) -> list[dict[str, Any]] | None:
+    """Summaries of a fused trial that never reported (it failed first): every setting
+    still "running", so the caller says how it ended. None for an unfused trial."""
+    from sweeper.tune.trial_ids import FUSED, setting_ids
+
+    config = result.config or {}
+    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
+    if FUSED not in config or found is None:
+        return None
+    return [{"id": sid, "status": "running", "step": 0, "metrics": {}, "run_id": None}
+            for sid in setting_ids(found.group(1), config)]
+
+
 def trial_outcomes(results) -> dict[str, Any]:
     """Setting id -> how it ended, for `reconcile_study`: its final objective, None (stopped
     early) or "error"; a fused trial's settings each have their own."""
@@ -1032,9 +1045,9 @@ def trial_outcomes(results) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in results:
         m = trial_metrics(r)
-        if "trial_id" not in m:
+        settings = fused_settings(m) or _unreported_settings(r)
+        if "trial_id" not in m and settings is None:
             continue
-        settings = fused_settings(m)
         if settings is None:
             out[m["trial_id"]] = "error" if r.error else m.get(names.OBJECTIVE)
             continue

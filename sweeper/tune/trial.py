@@ -76,9 +76,10 @@ class _Setting:
     """One setting of a trial: its k seeds' configs and runs, and how it stands."""
 
     def __init__(self, ctx: TrialContext, sid: str, params: dict[str, Any],
-                 device: str) -> None:
+                 default_device: str) -> None:
         self.sid, self.params = sid, params
-        values = {**ctx.fixed, **params, "device": device}
+        values = {**ctx.fixed, **params}
+        values.setdefault("device", default_device)
         self.configs = [make_config({**values, "seed": s}) for s in ctx.seeds]
         self.latest: list[dict[str, float]] = [{} for _ in self.configs]
         self.finished = [False] * len(self.configs)  # seeds whose last metrics are logged
@@ -127,10 +128,11 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     set_threads(max(1, int(ctx.cpus_per_trial)))
     trial_id = tune.get_context().get_trial_id()
     fused = FUSED in params
-    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share; no share means CPU.
-    device = ctx.fixed.get("device") or ("cuda" if _ray_gpu_ids() else "cpu")
-    settings = [_Setting(ctx, sid, p, device) for sid, p in zip(
+    # Where the space sets no device: Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
+    # share, and no share means CPU.
+    settings = [_Setting(ctx, sid, p, "cuda" if _ray_gpu_ids() else "cpu") for sid, p in zip(
         setting_ids(trial_id, params), params[FUSED] if fused else [params], strict=True)]
+    device = settings[0].configs[0].device
     k = len(ctx.seeds)
     checkpoint = tune.get_checkpoint()
     alive = list(settings)  # the settings still training (halving removes some)

@@ -237,8 +237,10 @@ def test_kept_members_train_on_as_if_none_had_been_dropped(conv, classifier_cach
     full.train_until(half)
     halved.train_until(half)
     halved.evaluate()
+    seconds = halved.train_seconds
     halved = halved.keep([3, 1])
     assert halved.k == 2 and [c.seed for c in halved.configs] == [3, 1]
+    assert halved.train_seconds == pytest.approx(seconds / 2)  # two members' share of four
     assert halved.step == half and halved.opt_d.t == full.opt_d.t
     full.run()
     halved.run()

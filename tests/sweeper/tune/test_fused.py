@@ -153,3 +153,29 @@ def test_fuse_must_be_a_count_or_auto(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**SPACE, "fuse": 0}))
     p = sweeper("run", "--space", "bad.yaml", cwd=tmp_path)
     assert p.returncode == 2 and "'fuse' must be a positive number" in p.stderr
+
+
+@pytest.mark.slow
+def test_a_fused_trial_that_raises_fails_each_of_its_settings(tmp_path):
+    # device=cuda on this GPU-less machine makes the trainer raise inside the trial (the
+    # driver cannot foresee it: a real cluster's workers may have GPUs). Device is a field
+    # members share, so every setting of the trial is on it.
+    space = {**SPACE, "params": {**SPACE["params"], "device": {"choice": ["cuda"]}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    p = sweeper("run", "--space", "space.yaml", "--experiment", "raising", "--num-samples",
+                "4", "--seeds", "1", "--fuse", "2", "--max-failures", "0", "--no-early-stop",
+                "--sampler-seed", "1", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    c = store.client(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = c.get_experiment_by_name("raising")
+    trial_runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tags.TAG_KIND}` = "
+                               "'trial'")
+    assert len(trial_runs) == 4
+    assert {(r.data.tags[tags.TAG_STATUS], r.info.status) for r in trial_runs} == {
+        ("error", "FAILED")}
+    study = optuna.load_study(study_name="raising", storage="sqlite:///" + str(
+        sweep_path(tmp_path / "sweeps", "raising") / "optuna.db"))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 4
+    assert "4 of 4 settings failed" in p.stderr
+    assert len([x for x in p.stdout.splitlines() if x.startswith("| ") and "| error |" in x]) == 4

@@ -232,8 +232,9 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
 
 
 # ------------------------------------------------------------------ 2. worker node lost
-def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
-    name = "lost-node"
+@pytest.mark.parametrize("fuse", [1, 2])  # 2: two trials of two settings
+def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path, fuse):
+    name = f"lost-node-{fuse}"
     # A long tail after the first checkpoint (step 40 of 600): the kill must land while the
     # victim still trains. With 240 steps it sometimes finished before the poll saw step 80.
     space = write_space(tmp_path, steps=600, eval_every=40)
@@ -241,9 +242,10 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
         head = cluster.head_node_id()
         uri = f"sqlite:///{tmp_path}/mlflow.db"
         proc = subprocess.Popen(
-            [SWEEPER, "run", "--space", space, "--experiment", name, "--num-samples", "2",
-             "--seeds", "1", "--max-concurrent", "2", "--no-early-stop", "--max-failures", "3",
-             "--address", cluster.address, "--sweep-dir", str(tmp_path / "sweeps")],
+            [SWEEPER, "run", "--space", space, "--experiment", name, "--num-samples",
+             str(2 * fuse), "--seeds", "1", "--max-concurrent", "2", "--no-early-stop",
+             "--max-failures", "3", "--address", cluster.address, "--sweep-dir",
+             str(tmp_path / "sweeps"), "--fuse", str(fuse)],
             cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
         killed: dict[str, str] = {}
@@ -270,18 +272,19 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path):
     assert trial.data.tags[tags.TAG_NODE_ID] == head  # retried on the survivor
     assert int(trial.data.tags[TAG_RESTORED_FROM]) >= 80  # from its checkpoint, not step 0
     assert trial.data.tags[tags.TAG_STATUS] == "finished"
-    assert_no_duplicates(uri, name, 2, 1)
+    assert_no_duplicates(uri, name, 2 * fuse, 1)
 
 
 # ------------------------------------------------------------------ 3. MLflow outage
-def test_tracking_server_outage_is_buffered_and_delivered(tmp_path):
+@pytest.mark.parametrize("fuse", [1, 3])  # 3: two trials of three settings
+def test_tracking_server_outage_is_buffered_and_delivered(tmp_path, fuse):
     name, num = "outage", 6
     space = write_space(tmp_path, steps=120)
     with mlflow_server(tmp_path) as server:
         proc = subprocess.Popen(
             [SWEEPER, "run", "--space", space, "--experiment", name, "--num-samples", str(num),
              "--seeds", "1", "--max-concurrent", "1", "--no-early-stop", "--tracking-uri",
-             server.uri], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+             server.uri, "--fuse", str(fuse)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             wait_for(lambda: any(r.data.tags.get(tags.TAG_STATUS) == "finished"

@@ -322,6 +322,10 @@ class Population:
         state = self.state_dict()
         kept = {**rows({k: v for k, v in state.items() if k != "configs"}),
                 "configs": [state["configs"][i] for i in idx]}
+        # The time so far is shared by the K members; the kept ones carry their share of it,
+        # so summing every member's seconds still gives what the population cost.
+        for key in ("train_seconds", "eval_seconds"):
+            kept[key] = state[key] * len(idx) / self.k
         pop = type(self)._new([self.configs[i] for i in idx], self.rule)
         pop.load_state_dict(kept)
         return pop

@@ -137,9 +137,10 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     checkpoint = tune.get_checkpoint()
     alive = list(settings)  # the settings still training (halving removes some)
     try:
-        members, state = _restore(checkpoint, settings, k, device, ctx.rule)
+        ids = [st.sid for st in settings]
+        members, state = _restore(checkpoint, ids, k, device, ctx.rule)
         if members is None and checkpoint is not None:
-            final = _finished_result(ctx, settings, fused)
+            final = _finished_result(ctx, ids, fused)
             if final is not None:
                 tune.report(final)
                 return
@@ -186,7 +187,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
                 # may end this actor at once (ASHA stops trials that reach max_t).
                 for s in alive:
                     s.end("finished", step)
-            report = (_fused_result(settings, alive, step, trained_before) if fused
+            report = (_fused_result([st.summary or st.state() for st in settings],
+                                    [st.agg for st in alive], step, trained_before) if fused
                       else {**settings[0].agg, RUN_ID: settings[0].log.trial_run_id or ""})
             with tempfile.TemporaryDirectory() as d:
                 save_members(members, d)
@@ -206,17 +208,18 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         raise
 
 
-def _fused_result(settings: list[_Setting], alive: list[_Setting], step: int,
+def _fused_result(summaries: list[dict[str, Any]], alive: list[dict[str, float]], step: int,
                   removed_steps: float) -> dict[str, Any]:
-    """A fused trial's report: the population's step and compute, the best running (and,
-    at the end, final) objective, and every setting's own summary for the driver."""
+    """A fused trial's report: the population's step and compute (`alive`: the aggregates
+    of the settings still in it), the best running (and, at the end, final) objective, and
+    every setting's own summary for the driver."""
     out: dict[str, Any] = {
         names.STEP: float(step),
-        names.STEPS_TRAINED: removed_steps + sum(s.agg[names.STEPS_TRAINED] for s in alive),
-        names.RUNNING_OBJECTIVE: min(s.agg[names.RUNNING_OBJECTIVE] for s in alive),
-        SETTINGS: json.dumps([s.summary or s.state() for s in settings]),
+        names.STEPS_TRAINED: removed_steps + sum(m[names.STEPS_TRAINED] for m in alive),
+        names.RUNNING_OBJECTIVE: min(m[names.RUNNING_OBJECTIVE] for m in alive),
+        SETTINGS: json.dumps(summaries),
     }
-    finals = [s.agg[names.OBJECTIVE] for s in alive if names.OBJECTIVE in s.agg]
+    finals = [m[names.OBJECTIVE] for m in alive if names.OBJECTIVE in m]
     if finals:
         out[names.OBJECTIVE] = min(finals)
     return out
@@ -226,19 +229,17 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def _finished_result(ctx: TrialContext, settings: list[_Setting],
-                     fused: bool) -> dict[str, Any] | None:
+def _finished_result(ctx: TrialContext, ids: list[str], fused: bool) -> dict[str, Any] | None:
     """The final result of a trial whose MLflow runs already ended, or None. A setting can
     finish its budget (runs closed, objective logged) just before a stop lands, while
     Tune's snapshot still has it running; if its checkpoint is then lost or damaged,
     retraining from step 0 would be cut short by Tune at the budget it already reached, and
     Optuna would record a PRUNED setting that MLflow shows finished. Reporting the logged
     result ends it the way it ended the first time. A fused trial has ended when every
-    setting's run has (finished, or stopped at a rung)."""
+    setting's run has (finished, or stopped at a rung) and one finished."""
     try:
         client = store.client(ctx.tracking_uri)
-        runs = [store.find_run(client, ctx.experiment_id, _trial_key(ctx, s.sid))
-                for s in settings]
+        runs = [store.find_run(client, ctx.experiment_id, _trial_key(ctx, sid)) for sid in ids]
     except Exception:  # noqa: BLE001 - MLflow unreachable: the trial trains again instead
         return None
     ended = ("finished", "stopped_early") if fused else ("finished",)
@@ -249,16 +250,16 @@ def _finished_result(ctx: TrialContext, settings: list[_Setting],
     if not fused:
         final = finals[0]
         return {**final, RUN_ID: runs[0].info.run_id} if names.OBJECTIVE in final else None
-    for s, r, m in zip(settings, runs, finals, strict=True):
-        status = r.data.tags[tags.TAG_STATUS]
-        s.agg = m
-        s.summary = {"id": s.sid, "status": status, "step": int(m.get(names.STEP, 0)),
-                     "run_id": r.info.run_id, "metrics": m}
-    done = [s for s in settings if s.summary["status"] == "finished"]
+    summaries = [{"id": sid, "status": r.data.tags[tags.TAG_STATUS],
+                  "step": int(m.get(names.STEP, 0)), "run_id": r.info.run_id, "metrics": m}
+                 for sid, r, m in zip(ids, runs, finals, strict=True)]
+    done = [e["metrics"] for e in summaries
+            if e["status"] == "finished" and names.OBJECTIVE in e["metrics"]]
     if not done:
         return None
-    return _fused_result(settings, done, int(done[0].agg.get(names.STEP, 0)), sum(
-        s.agg.get(names.STEPS_TRAINED, 0.0) for s in settings if s not in done))
+    removed = sum(e["metrics"].get(names.STEPS_TRAINED, 0.0) for e in summaries
+                  if e["status"] != "finished")
+    return _fused_result(summaries, done, int(done[0].get(names.STEP, 0)), removed)
 
 
 def _trial_key(ctx: TrialContext, setting_id: str) -> str:
@@ -267,19 +268,20 @@ def _trial_key(ctx: TrialContext, setting_id: str) -> str:
     return store.safe_key("trial", ctx.sweep_key, setting_id)
 
 
-def _restore(checkpoint, settings: list[_Setting], k: int, device: str,
+def _restore(checkpoint, ids: list[str], k: int, device: str,
              rule: SuccessRule = DEFAULT_RULE) -> tuple[Members | None, dict[str, Any]]:
-    """The members from a Tune checkpoint and, for a fused trial, which settings still
-    train; (None, {}) to start over. An empty checkpoint is how a resume marks a trial whose
-    checkpoint was lost (see recovery.py); a damaged one (cut off, overwritten, not ours) is
+    """The members (`ids`: the trial's settings, k seeds each) from a Tune checkpoint and,
+    for a fused trial, which settings still train; (None, {}) to start over. An empty
+    checkpoint is how a resume marks a trial whose checkpoint was lost (see recovery.py); a
+    damaged one (cut off, overwritten, not ours) is
     treated the same, with a warning, instead of failing the trial on every retry: training
     is deterministic given the seeds, and steps already logged are not logged again."""
     if checkpoint is None:
         return None, {}
     with checkpoint.as_directory() as d:
         try:
-            state = _read_settings_state(Path(d) / _SETTINGS_FILE, settings)
-            alive = len(state["alive"]) if state else len(settings)
+            state = _read_settings_state(Path(d) / _SETTINGS_FILE, ids)
+            alive = len(state["alive"]) if state else len(ids)
             members = load_members(d, alive * k, device=device, rule=rule)
             return members, (state or {}) if members is not None else {}
         except ConfigError as e:
@@ -287,15 +289,14 @@ def _restore(checkpoint, settings: list[_Setting], k: int, device: str,
             return None, {}
 
 
-def _read_settings_state(path: Path, settings: list[_Setting]) -> dict[str, Any] | None:
+def _read_settings_state(path: Path, ids: list[str]) -> dict[str, Any] | None:
     """A fused checkpoint's record of its settings, checked against the trial's own."""
     if not path.exists():
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        ids = {s.sid for s in settings}
-        if (not set(state["alive"]) <= ids or not state["alive"]
-                or not {e["id"] for e in state["ended"]} <= ids):
+        if (not set(state["alive"]) <= set(ids) or not state["alive"]
+                or not {e["id"] for e in state["ended"]} <= set(ids)):
             raise ValueError("names settings this trial does not have")
         return state
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -144,19 +144,20 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
 
     empty = tmp_path / "checkpoint_000003"
     empty.mkdir()
-    assert _restore(tune.Checkpoint.from_directory(str(empty)), 1, "cpu") is None
+    assert _restore(tune.Checkpoint.from_directory(str(empty)), ["a"], 1, "cpu")[0] is None
     t = Trainer(make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
                              "depth": 1, "batch_size": 8, "eval_every": 2}))
     t.train_until(2)
     full = tmp_path / "checkpoint_000004"
     full.mkdir()
     save_members(t, full)  # a single run is a population of one
-    restored = _restore(tune.Checkpoint.from_directory(str(full)), 1, "cpu")
+    restored = _restore(tune.Checkpoint.from_directory(str(full)), ["a"], 1, "cpu")[0]
     assert restored.step == 2 and restored.k == 1
     old = tmp_path / "checkpoint_000005"
     old.mkdir()
     (old / "seed0.pt").write_bytes(b"a checkpoint from before population training")
-    assert _restore(tune.Checkpoint.from_directory(str(old)), 1, "cpu") is None  # starts over
+    # An old checkpoint starts over.
+    assert _restore(tune.Checkpoint.from_directory(str(old)), ["a"], 1, "cpu")[0] is None
 
 
 def test_a_population_checkpoint_continues_every_member(tmp_path):
@@ -175,7 +176,7 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     assert isinstance(members, Population)
     members.train_until(2)
     save_members(members, tmp_path)
-    restored = _restore(tune.Checkpoint.from_directory(str(tmp_path)), 2, "cpu")
+    restored = _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 2, "cpu")[0]
     assert isinstance(restored, Population) and restored.step == 2 and restored.k == 2
     import pyarrow.fs as pafs
 
@@ -201,7 +202,7 @@ def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_p
     f = tmp_path / POPULATION_FILE
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with caplog.at_level("WARNING"):
-        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), 2, "cpu") is None
+        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 2, "cpu")[0] is None
     assert "the trial starts over from step 0" in caplog.text
 
 
@@ -231,16 +232,16 @@ def test_a_setting_mlflow_saw_finish_ends_with_its_logged_result(tmp_path, monke
 
     done = {names.OBJECTIVE: 0.7, names.RUNNING_OBJECTIVE: 0.7, names.STEP: 600.0}
     run_id = trial_run("a", "finished", done)
-    assert _finished_result(ctx, "a") == {**done, RUN_ID: run_id}
+    assert _finished_result(ctx, ["a"], fused=False) == {**done, RUN_ID: run_id}
     trial_run("b", "interrupted", done)  # cut off by the stop: it trains again
     trial_run("c", "finished", {names.RUNNING_OBJECTIVE: 0.7, names.STEP: 300.0})
-    assert _finished_result(ctx, "b") is None
-    assert _finished_result(ctx, "c") is None
-    assert _finished_result(ctx, "never-seen") is None
+    assert _finished_result(ctx, ["b"], fused=False) is None
+    assert _finished_result(ctx, ["c"], fused=False) is None
+    assert _finished_result(ctx, ["never-seen"], fused=False) is None
     assert client.get_run(run_id).data.tags[tags.TAG_STATUS] == "finished"
     # MLflow unreachable: the trial trains again rather than fail (one quick try, as in a
     # trial, which sets these through store.quiet_http_retries).
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     gone = TrialContext(**{**ctx.__dict__, "tracking_uri": "http://127.0.0.1:9"})
-    assert _finished_result(gone, "a") is None
+    assert _finished_result(gone, ["a"], fused=False) is None

@@ -38,8 +38,11 @@ from sweeper.track.metric_keys import history
 from sweeper.track.mlflow_view import write_view
 from sweeper.tune.interrupt import StopSignals
 from sweeper.tune.rebuild import (
+    SESSION_FILE,
+    close_session,
     ended_in_mlflow,
     kept_trial_ids,
+    open_session,
     prepare_rebuild,
     recorded_trials,
     suggested_params,
@@ -50,8 +53,6 @@ from sweeper.tune.recovery import (
     TUNE_TRIAL_ATTR,
     find_trial,
     reconcile_study,
-    repair_tune_state,
-    restore_missing_checkpoints,
     snapshot_statuses,
 )
 from sweeper.tune.sizes import check_sweep_memory
@@ -257,7 +258,7 @@ def latest_sweep(sweep_dir: Path) -> str | None:
 
 # What a start leaves before Tune's first snapshot; anything more means trials ran.
 _START_FILES = {OPTIONS_FILE, "optuna.db", "driver.lock", ".write-test", "tuner.pkl",
-                ".validate_storage_marker"}
+                ".validate_storage_marker", SESSION_FILE}
 
 
 def _never_started(path: Path) -> bool:
@@ -772,11 +773,6 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         # Read-only checks first: unpickling the searcher state opens the study.
         check_study(path, opts.name)
         rebuild = tune_state_problem(path)
-        # Before Tune looks: a search generator one snapshot behind the experiment state is
-        # aligned with it.
-        for name in [] if rebuild else repair_tune_state(path):
-            print(f"aligned {name} with the experiment state (a driver died between writing "
-                  "the two)", file=sys.stderr)
     can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
     if resume and never_started:
         raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
@@ -804,6 +800,11 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     at_once = concurrency(opts, fit, say=not resume)
     fuse = fuse_size(opts, at_once)
     opts = dataclasses.replace(opts, fuse=str(fuse))  # saved: a resume fuses the same way
+    if fuse > 1 and not resume:
+        cuts = _rungs(opts)
+        print(f"{fuse} settings per trial, each trial one population of {fuse} x {opts.seeds} "
+              "members" + (f", halved at steps {', '.join(map(str, cuts))}" if cuts else ""),
+              file=sys.stderr)
     try:
         check_sweep_memory(opts, at_once, local=opts.address in (None, "local"), fuse=fuse)
     except ConfigError:
@@ -859,9 +860,6 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
               f"{len(kept.finished)} settings ended and are kept, {len(kept.cut)} cut off "
               f"train again from step 0, {to_run} to run", file=sys.stderr)
     if resume and not rebuild:
-        for tid in restore_missing_checkpoints(path):
-            print(f"trial {tid}: its snapshot names a checkpoint deleted just before the "
-                  "driver died; resuming it from its newer one", file=sys.stderr)
         print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "
               f"{opts.space.name}, {opts.num_samples} settings x {opts.seeds} seeds",
               file=sys.stderr)
@@ -886,6 +884,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                 verbose=1 if opts.verbose else 0),
         )
     grid = [] if not to_run else None  # a rebuilt sweep may have nothing left to run
+    open_session(path)  # until Tune stops cleanly (see rebuild.py)
     try:
         with signals.fitting():
             if to_run:
@@ -912,6 +911,8 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     kept (rebuild.py) are known to the study, not to Tune: their rows come from MLflow."""
     from sweeper.tune.budget import ComputeBudget
 
+    if grid is not None:  # Tune returned: its last snapshot is written and can be restored
+        close_session(path)
     deliver_spool(opts.tracking_uri, path / "unsent")
     # A sweep that spent its compute budget ran what it was asked to.
     spent = bool(opts.budget_steps) and ComputeBudget(opts.budget_steps, opts.seeds,

@@ -1,11 +1,14 @@
-"""Resuming a sweep whose Tune state is missing or damaged, from our own records.
+"""Resuming a sweep from our own records when Tune's state cannot be trusted.
 
 Tune's snapshot (tuner.pkl, experiment_state-*.json, the searcher and search-generator
 states) is a cache of what the Optuna study and MLflow already hold: every finished setting,
-its value and its runs. Ray keeps a newer copy in its temp folder, but that folder is shared
-by every user of the machine (a pickle planted there would run as whoever resumes) and may be
-newer than the folder the user restored, so it is never read. When the sweep folder's own
-snapshot is gone or cut off, the sweep is rebuilt instead:
+its value and its runs. It is restored only after a driver that stopped cleanly (its last
+snapshot written: a finished sweep, Ctrl-C, SIGTERM). After a driver that was killed or lost
+its machine (`SESSION_FILE` left behind), or when the snapshot is gone or cut off, nothing
+in it is edited or trusted: the sweep is rebuilt from the study and MLflow. Ray keeps a
+newer copy in its temp folder, but that folder is shared by every user of the machine (a
+pickle planted there would run as whoever resumes) and may be newer than the folder the user
+restored, so it is never read. A rebuild:
 
 - finished settings (COMPLETE, PRUNED or FAIL in Optuna) stay as they are: their Tune ids
   go to `kept_trials.json`, and their MLflow trial runs are their rows of the results table
@@ -15,8 +18,12 @@ snapshot is gone or cut off, the sweep is rebuilt instead:
   and the same settings are enqueued in the study, so they train again from step 0 under
   new Tune trials (training is deterministic given the seeds);
 - Tune starts a fresh experiment in the same folder for the settings still to run, with the
-  same study, so TPE learns from every finished one. The unreadable Tune files are moved
-  into a `replaced-<time>` folder beside them, for the record.
+  same study, so TPE learns from every finished one. The old Tune files are moved into a
+  `replaced-<time>` folder beside them, for the record.
+
+The price of never editing Tune's files: the settings a killed driver left mid-training start
+again from step 0 instead of from their last checkpoint (the same result, as training is
+deterministic; their partial runs stay in MLflow, tagged abandoned, which analyses skip).
 """
 
 from __future__ import annotations
@@ -36,10 +43,29 @@ from sweeper.tune.recovery import (
     load_sweep_study,
 )
 
+# Written by a driver before Tune starts training and removed once Tune has stopped the way
+# it means to (its last snapshot written): found by a resume, it says the driver before was
+# killed, or its machine lost, at a moment Tune's files may disagree (a snapshot naming a
+# checkpoint already deleted, a searcher state one snapshot older than the experiment's).
+SESSION_FILE = "driver-session.open"
+
+
+def open_session(path: Path) -> None:
+    """Mark a driver session as running (see SESSION_FILE)."""
+    (path / SESSION_FILE).write_text(f"pid {os.getpid()}\n", encoding="utf-8")
+
+
+def close_session(path: Path) -> None:
+    """Tune stopped cleanly: its files agree, and a resume may restore them."""
+    (path / SESSION_FILE).unlink(missing_ok=True)
+
 
 def tune_state_problem(path: Path) -> str | None:
     """What is wrong with the sweep folder's Tune state ("tuner.pkl is missing", ...), or
-    None when a Tune restore can use it."""
+    None when a Tune restore can use it. Nothing is unpickled here (`_state_file_ok`)."""
+    if (path / SESSION_FILE).exists():
+        return ("the driver before this one stopped without closing Tune's state (killed, "
+                "or its machine lost)")
     if not (path / "tuner.pkl").is_file():
         return "tuner.pkl is missing"
     if not any(path.glob("experiment_state-*.json")):

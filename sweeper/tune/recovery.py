@@ -1,33 +1,28 @@
-"""Making a crashed driver's Tune state restorable, and the Optuna study agree with it.
+"""The sweep folder's own Tune files, read without running anything, and the Optuna study
+made to agree with how Tune's trials ended.
 
 Ray Tune snapshots a sweep as three files per driver session (suffix = the session's start):
     experiment_state-<s>.json   trials, their statuses and latest checkpoints
     searcher-state-<s>.pkl      the OptunaSearch (which Optuna trial each Tune trial is)
     search_gen_state-<s>.json   trials created so far, and the concurrency limiter
-The driver writes them into a staging folder in Ray's temp folder, then a background thread
-copies them into the sweep directory. A driver killed at the wrong moment leaves the sweep
-directory with a mix of old and new files, and can leave the snapshot naming a trial
-checkpoint that Tune has already replaced and deleted. Each of these made `Tuner.restore`
-crash with a KeyError or fail a trial; the functions here undo them before the restore, and
-`reconcile_study` closes the books after it.
+Nothing here writes them: a driver killed mid-snapshot can leave them disagreeing, and a
+resume then rebuilds the sweep from the study and MLflow instead (rebuild.py).
+`reconcile_study` closes the study's books after a sweep that Tune ran to its end.
 
 Trust: only the sweep directory the user named is ever read. Ray's temp folder is shared by
-every user of the machine (a planted pickle there would run as whoever resumes), and a newer
-snapshot there would silently override the folder the user restored; so its staging copies
-are never looked at. Checking a pickle here walks its opcodes (`pickletools`), which runs no
-code; only Tune's own restore unpickles the sweep directory's files.
+every user of the machine (a planted pickle there would run as whoever resumes), so its
+staging copies are never looked at. Checking a pickle here walks its opcodes
+(`pickletools`), which runs no code; only Tune's own restore unpickles the sweep directory's
+files.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import pickletools
 from pathlib import Path
 from typing import Any
 
-from sweeper.errors import UserError
 from sweeper.tune.trial_ids import tune_trial_of
 
 STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
@@ -66,23 +61,6 @@ def _suffix(f: Path) -> str:
     return f.name.split("-", 1)[1].rsplit(".", 1)[0]
 
 
-def repair_tune_state(path: Path) -> list[str]:
-    """Make the sweep directory's own snapshot restorable; returns the files rewritten.
-
-    A damaged state file (cut off when a driver died, or overwritten) is fatal, with one line
-    naming it; mixed-but-readable files (this session's experiment state beside a searcher
-    state one snapshot older) are aligned here and left to `reconcile_study`.
-    """
-    for pattern in STATE_PATTERNS:
-        for f in path.glob(pattern):
-            if not _state_file_ok(f):
-                raise UserError(f"{f} is damaged (cut off when a driver died, or overwritten); "
-                                "this sweep cannot be resumed: restore the sweep folder from a "
-                                "backup, or start the sweep again under another --experiment")
-    aligned = _align_search_generator(path)
-    return [aligned] if aligned else []
-
-
 def snapshot_statuses(path: Path) -> dict[str, str]:
     """Tune trial id -> status in the sweep's newest experiment snapshot: what a resume will
     continue. A graceful stop (Ctrl-C, SIGTERM) writes it before stopping the trials, so the
@@ -99,95 +77,6 @@ def snapshot_statuses(path: Path) -> dict[str, str]:
 
 
 ENDED = ("TERMINATED", "ERROR")
-
-
-def _align_search_generator(path: Path) -> str | None:
-    """Make the search generator's trial count and live set those of the experiment state.
-
-    Written one after the other, the two can be a snapshot apart after a crash. A count
-    behind the experiment state makes Tune create more trials than `--num-samples`, one
-    ahead makes it create fewer; a trial missing from the concurrency limiter's live set
-    finishes without Optuna hearing of it. Returns the file name if it was rewritten.
-    """
-    from ray import cloudpickle
-
-    states = sorted(path.glob("experiment_state-*.json"), key=_suffix)
-    if not states:
-        return None
-    gen = path / f"search_gen_state-{_suffix(states[-1])}.json"
-    if not gen.exists():
-        return None
-    trials = [json.loads(t) for t, _ in
-              json.loads(states[-1].read_text(encoding="utf-8"))["trial_data"]]
-    live = {t["trial_id"] for t in trials if t.get("status") != "TERMINATED"}
-    with gen.open("rb") as fh:
-        state = cloudpickle.load(fh)
-    changed = state["counter"] != len(trials)
-    state["counter"] = len(trials)
-    limiter = state.get("name:ConcurrencyLimiter")
-    if limiter is not None and not limiter.get("batch") and limiter["live_trials"] != live:
-        limiter["live_trials"] = live
-        limiter["num_unfinished_live_trials"] = len(live)
-        changed = True
-    if not changed:
-        return None
-    tmp = gen.with_name(f".{gen.name}.tmp")
-    tmp.write_bytes(cloudpickle.dumps(state))
-    os.replace(tmp, gen)
-    return gen.name
-
-
-def _intact(fs, ckpt_dir: str) -> bool:
-    import pyarrow.fs as pafs
-
-    from trainers.members import checkpoint_complete
-
-    infos = fs.get_file_info(pafs.FileSelector(ckpt_dir))
-    return checkpoint_complete([i.base_name for i in infos
-                                if i.type == pafs.FileType.File and i.size > 0])
-
-
-def restore_missing_checkpoints(path: Path) -> list[str]:
-    """Give every unfinished trial the checkpoint its snapshot names.
-
-    Tune keeps one checkpoint per trial: it deletes the old one when a new one registers and
-    writes the snapshot naming the new one a moment later. A driver killed in between leaves
-    a snapshot naming a deleted checkpoint, and Tune then fails that trial on restore. The
-    newer checkpoint is its sibling in the trial folder; it is copied under the old name, so
-    the trial resumes from its real latest state (steps it re-runs were already logged to
-    MLflow and are skipped). With no intact sibling, an empty folder makes the trial start
-    over from step 0 (`run_trial` treats an empty checkpoint so), which gives the same
-    result: training is deterministic given the seed.
-    """
-    import pyarrow.fs as pafs
-    from ray.tune import ExperimentAnalysis
-
-    fixed = []
-    # It warns about trials that never reported (no result file): expected after a crash.
-    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        trials = ExperimentAnalysis(str(path)).trials
-    finally:
-        log.setLevel(level)
-    for trial in trials:
-        ckpt = trial.checkpoint
-        if trial.status == "TERMINATED" or ckpt is None:
-            continue
-        fs = ckpt.filesystem
-        if fs.get_file_info(ckpt.path).type != pafs.FileType.NotFound:
-            continue
-        parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
-        siblings = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(parent))
-                           if i.type == pafs.FileType.Directory
-                           and i.base_name.startswith("checkpoint_")), reverse=True)
-        source = next((s for s in siblings if _intact(fs, s)), None)
-        fs.create_dir(ckpt.path)
-        if source is not None:
-            pafs.copy_files(source, ckpt.path, source_filesystem=fs, destination_filesystem=fs)
-        fixed.append(trial.trial_id)
-    return fixed
 
 
 def find_trial(study, tune_trial_id: str):

@@ -1,4 +1,5 @@
-"""Repair of the Tune state that a driver crash leaves behind (sweeper.tune.recovery).
+"""Whether a resume may restore the sweep folder's Tune state, or must rebuild the sweep
+from the Optuna study and MLflow (sweeper.tune.rebuild), and how a trial reads its checkpoint.
 
 The state files here are built by hand in the formats Tune writes: the experiment state is
 JSON whose trials carry a cloudpickled StorageContext (only the two fields the check reads
@@ -12,11 +13,9 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 from ray import cloudpickle
 
-from sweeper.errors import UserError
-from sweeper.tune.recovery import repair_tune_state
+from sweeper.tune.rebuild import SESSION_FILE, close_session, open_session, tune_state_problem
 
 SESSION = "2026-01-01_00-00-00"
 
@@ -43,14 +42,11 @@ def write_set(d: Path, sweep: Path, trials: dict[str, str], searcher: object, co
     (d / f"experiment_state-{SESSION}.json").write_text(experiment_state(sweep, trials))
     (d / f"searcher-state-{SESSION}.pkl").write_bytes(cloudpickle.dumps(searcher))
     (d / f"search_gen_state-{SESSION}.json").write_bytes(generator_state(counter, live))
+    (d / "tuner.pkl").write_bytes(cloudpickle.dumps({"a": "tuner"}))
 
 
 def staging(tmp_path: Path, sweep: Path) -> Path:
     return tmp_path / "ray" / "session_1" / "artifacts" / "t0" / sweep.name / "driver_artifacts"
-
-
-def load(f: Path):
-    return cloudpickle.loads(f.read_bytes())
 
 
 class _Planted:
@@ -68,10 +64,11 @@ class _Planted:
 def test_a_pickle_in_rays_temp_folder_is_never_read(tmp_path, monkeypatch):
     # Ray's temp folder is shared by every user of the machine: a newer "snapshot" planted
     # there used to be checked by unpickling it, which ran its code. The sweep folder's own
-    # state is all that is read now.
+    # state is all that is read, and nothing is written into it.
     sweep = tmp_path / "sweeps" / "s1"
     trials = {"a": "TERMINATED", "b": "RUNNING"}
     write_set(sweep, sweep, trials, {"knows": ["a", "b"]}, 2, {"b"})
+    before = {f.name: f.read_bytes() for f in sweep.iterdir()}
     marker = tmp_path / "pwned"
     later = "2099-01-01_00-00-00"
     d = staging(tmp_path, sweep)
@@ -80,11 +77,9 @@ def test_a_pickle_in_rays_temp_folder_is_never_read(tmp_path, monkeypatch):
     for name in (f"searcher-state-{later}.pkl", f"search_gen_state-{later}.json"):
         (d / name).write_bytes(cloudpickle.dumps(_Planted(marker)))
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    assert repair_tune_state(sweep) == []
+    assert tune_state_problem(sweep) is None
     assert not marker.exists()
-    assert sorted(f.name for f in sweep.iterdir()) == sorted(
-        [f"experiment_state-{SESSION}.json", f"searcher-state-{SESSION}.pkl",
-         f"search_gen_state-{SESSION}.json"])
+    assert {f.name: f.read_bytes() for f in sweep.iterdir()} == before
 
 
 def test_checking_the_sweeps_own_state_runs_nothing(tmp_path):
@@ -93,48 +88,41 @@ def test_checking_the_sweeps_own_state_runs_nothing(tmp_path):
     write_set(sweep, sweep, {"a": "TERMINATED"}, {"ok": 1}, 1, set())
     marker = tmp_path / "ran"
     (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(cloudpickle.dumps(_Planted(marker)))
-    assert repair_tune_state(sweep) == []
+    assert tune_state_problem(sweep) is None
     assert not marker.exists()
 
 
-def test_a_truncated_state_file_is_one_clear_error(tmp_path):
+def test_a_truncated_state_file_means_a_rebuild(tmp_path):
     sweep = tmp_path / "sweeps" / "s1"
     write_set(sweep, sweep, {"a": "TERMINATED"}, {"ok": 1}, 1, set())
     whole = (sweep / f"searcher-state-{SESSION}.pkl").read_bytes()
     (sweep / f"searcher-state-{SESSION}.pkl").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(UserError, match=f"searcher-state-{SESSION}.pkl is damaged") as e:
-        repair_tune_state(sweep)
-    assert "\n" not in str(e.value)
+    assert tune_state_problem(sweep) == f"searcher-state-{SESSION}.pkl is damaged"
+    (sweep / f"search_gen_state-{SESSION}.json").write_bytes(b"\x80\x04trunc")
+    assert "is damaged" in tune_state_problem(sweep)
 
 
-def test_the_generator_is_aligned_to_the_experiment_state(tmp_path):
-    # A driver killed between writing the two: the generator state is a snapshot behind. Its
-    # trial count must match the experiment state's, or Tune creates one trial too many; its
-    # live set must hold the unfinished trial, or Optuna never hears of it.
+def test_a_driver_that_did_not_stop_cleanly_means_a_rebuild(tmp_path):
+    # A driver killed between writing Tune's files (a generator state a snapshot behind the
+    # experiment state, a snapshot naming a checkpoint Tune already deleted) leaves files
+    # that read fine but disagree. They are not repaired by hand: the session marker it
+    # left says not to trust them, and the sweep is rebuilt from Optuna and MLflow.
     sweep = tmp_path / "sweeps" / "s1"
     write_set(sweep, sweep, {"a": "TERMINATED", "b": "TERMINATED", "c": "PENDING"}, {}, 2,
               {"b"})
-    assert repair_tune_state(sweep) == [f"search_gen_state-{SESSION}.json"]
-    gen = load(sweep / f"search_gen_state-{SESSION}.json")
-    assert gen["counter"] == 3
-    assert gen["name:ConcurrencyLimiter"]["live_trials"] == {"c"}
-    assert gen["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] == 1
-    assert repair_tune_state(sweep) == []
-
-
-def test_no_intact_copy_is_one_clear_error(tmp_path, monkeypatch):
-    sweep = tmp_path / "s2"
-    sweep.mkdir()
-    (sweep / "search_gen_state-x.json").write_bytes(b"\x80\x04trunc")
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    with pytest.raises(UserError, match="cut off when a driver died") as e:
-        repair_tune_state(sweep)
-    assert "\n" not in str(e.value)
+    assert tune_state_problem(sweep) is None
+    open_session(sweep)
+    assert (sweep / SESSION_FILE).exists()
+    assert "stopped without closing Tune's state" in tune_state_problem(sweep)
+    close_session(sweep)
+    assert tune_state_problem(sweep) is None
+    (sweep / "tuner.pkl").unlink()
+    assert tune_state_problem(sweep) == "tuner.pkl is missing"
 
 
 def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_path):
-    # An empty folder is what `restore_missing_checkpoints` leaves for a trial whose
-    # checkpoint and all its siblings are gone: the trial starts over instead of failing.
+    # An empty checkpoint folder (its files lost) makes the trial start over instead of
+    # failing.
     from ray import tune
 
     from sweeper.tune.trial import _restore
@@ -163,7 +151,6 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
 def test_a_population_checkpoint_continues_every_member(tmp_path):
     from ray import tune
 
-    from sweeper.tune.recovery import _intact
     from sweeper.tune.trial import _restore
     from trainers.config import make_config
     from trainers.members import make_members, save_members
@@ -178,11 +165,6 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     save_members(members, tmp_path)
     restored = _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 2, "cpu")[0]
     assert isinstance(restored, Population) and restored.step == 2 and restored.k == 2
-    import pyarrow.fs as pafs
-
-    assert _intact(pafs.LocalFileSystem(), str(tmp_path))
-    (tmp_path / "empty").mkdir()
-    assert not _intact(pafs.LocalFileSystem(), str(tmp_path / "empty"))
 
 
 def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_path, caplog):

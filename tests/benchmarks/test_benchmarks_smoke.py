@@ -166,3 +166,12 @@ def test_eval_cost_smoke_prints_both_tables() -> None:
     assert any(r.startswith("| digits | classifier |") for r in rows)
     assert any(r.startswith("| rgb 32x32 (npy:) | pixels |") for r in rows)
     assert any(r.startswith("| stacked-digits-wgan-gp | 5 | 3,000 | 3 |") for r in rows)
+
+
+def test_fused_sweep_smoke_prints_both_arms_and_the_ratio() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.fused_sweep", "--smoke-test"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "| --fuse 1 | 1 |" in out.stdout and "| --fuse 2 | 2 |" in out.stdout
+    assert "wall(--fuse 1) / wall(--fuse 2) = " in out.stdout
+    assert "Wilson interval" in out.stdout  # both top settings confirmed on fresh seeds

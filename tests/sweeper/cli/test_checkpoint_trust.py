@@ -126,5 +126,5 @@ def test_a_damaged_trial_checkpoint_restarts_the_trial(tmp_path, caplog):
     whole = (tmp_path / POPULATION_FILE).read_bytes()
     (tmp_path / POPULATION_FILE).write_bytes(whole[: len(whole) // 3])
     with caplog.at_level("WARNING"):
-        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), 1, "cpu") is None
+        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 1, "cpu")[0] is None
     assert "starts over from step 0" in caplog.text

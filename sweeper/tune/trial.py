@@ -1,6 +1,9 @@
-"""One Tune trial = one proposed setting, trained with k seeds in lockstep.
+"""One Tune trial = one proposed setting, or with `sweeper run --fuse P` P settings of one
+shape, trained with k seeds each in lockstep.
 
-The seeds train as one batched population where that pays (`trainers.members`).
+The members train as one batched population where that pays (`trainers.members`). A fused
+trial halves its settings at ASHA's rungs (`halving.py`): the cut ones leave the population
+and end like a setting ASHA stops; each setting keeps its own MLflow runs (`trial_ids.py`).
 
 The seeds advance together from one evaluation step to the next, so every Tune report (and so
 every ASHA decision) sees the setting's aggregate over all its seeds at the same step. The
@@ -176,12 +179,13 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
                 cuts = halving.passed(ctx.rungs, step)
                 keep = halving.survivors([s.agg[names.RUNNING_OBJECTIVE] for s in alive],
                                          ctx.reduction_factor)
-                for i, s in enumerate(alive):
-                    if i not in keep:
-                        trained_before += s.agg[names.STEPS_TRAINED]
-                        s.end("stopped_early", step)
-                members = members.keep([i * k + j for i in keep for j in range(k)])
-                alive = [alive[i] for i in keep]
+                if len(keep) < len(alive):  # the last setting standing goes on alone
+                    for i, s in enumerate(alive):
+                        if i not in keep:
+                            trained_before += s.agg[names.STEPS_TRAINED]
+                            s.end("stopped_early", step)
+                    members = members.keep([i * k + j for i in keep for j in range(k)])
+                    alive = [alive[i] for i in keep]
             if done:
                 # Close the runs before the final report: once Tune has the last result it
                 # may end this actor at once (ASHA stops trials that reach max_t).

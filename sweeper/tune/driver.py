@@ -499,7 +499,7 @@ def _optuna_search(opts: SweepOptions, path: Path, fuse: int = 1, settings: int 
     from ray.tune.search.optuna import OptunaSearch
     from ray.tune.utils.util import unflatten_dict
 
-    from sweeper.tune.trial_ids import FUSED, SETTINGS, setting_ids
+    from sweeper.tune.trial_ids import FUSED, SETTINGS, fused_settings, setting_ids
 
     shape_names = [n for n in opts.space.sampled_names() if n in SHARED]
 
@@ -576,8 +576,6 @@ def _optuna_search(opts: SweepOptions, path: Path, fuse: int = 1, settings: int 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             fused = self._fused.get(trial_id) if self.fuse > 1 else None
             if fused is not None:
-                from sweeper.tune.trial_ids import fused_settings
-
                 last = result or {SETTINGS: self._latest.get(trial_id)}
                 ended = {e["id"]: e for e in fused_settings(last) or []}
                 for sid in setting_ids(trial_id, {FUSED: fused}):
@@ -921,7 +919,8 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     statuses = snapshot_statuses(path)
     unfinished = {t for t, s in statuses.items() if s not in ENDED}
     results = list(grid) if grid is not None else []
-    reported = set(trial_outcomes(results))  # setting ids
+    outcomes = trial_outcomes(results)  # setting id -> how it ended
+    reported = set(outcomes)
     before = kept_trial_ids(path) - reported - set(statuses)
     earlier = [table_row(*t) for t in (
         _while_store_works(recorded_trials, opts.tracking_uri, exp_id, sorted(before),
@@ -938,7 +937,6 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     if interrupted:
         _while_store_works(mark_interrupted_runs, opts.tracking_uri, exp_id, unfinished)
     if grid is not None:
-        outcomes = trial_outcomes(results)
         told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
         if told and not spent:  # a budget stop leaves its cut-off trials to be told (pruned)
             print(f"told Optuna the outcome of {told} trial(s) whose completion the "
@@ -1000,14 +998,14 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
     in `unfinished` were cut off by an interruption (a resume continues them)."""
     from sweeper.tune.progress import last_line
     from sweeper.tune.trial import RUN_ID
-    from sweeper.tune.trial_ids import FUSED, fused_settings
+    from sweeper.tune.trial_ids import FUSED
 
     rows = []
     for r in grid:
         m = trial_metrics(r)
         cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
         error = last_line(r.error) if r.error else ""
-        settings = fused_settings(m) or _unreported_settings(r)
+        settings = _settings_of(r, m)
         if settings is not None:  # a fused trial: a row per setting
             for e, params in zip(settings, (r.config or {}).get(FUSED, []), strict=True):
                 sm, how = e.get("metrics", {}), e["status"]
@@ -1026,28 +1024,33 @@ def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
     return rank(rows)
 
 
+def _settings_of(result, metrics: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A fused trial's setting summaries (its last report's, or `_unreported_settings`);
+    None for an unfused trial."""
+    from sweeper.tune.trial_ids import fused_settings
+
+    return fused_settings(metrics) or _unreported_settings(result)
+
+
 def _unreported_settings(result) -> list[dict[str, Any]] | None:
     """Summaries of a fused trial that never reported (it failed first): every setting
     still "running", so the caller says how it ended. None for an unfused trial."""
-    from sweeper.tune.trial_ids import FUSED, setting_ids
+    from sweeper.tune.trial_ids import FUSED, setting_ids, summary
 
     config = result.config or {}
     found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
     if FUSED not in config or found is None:
         return None
-    return [{"id": sid, "status": "running", "step": 0, "metrics": {}, "run_id": None}
-            for sid in setting_ids(found.group(1), config)]
+    return [summary(sid, "running", 0, None, {}) for sid in setting_ids(found.group(1), config)]
 
 
 def trial_outcomes(results) -> dict[str, Any]:
     """Setting id -> how it ended, for `reconcile_study`: its final objective, None (stopped
     early) or "error"; a fused trial's settings each have their own."""
-    from sweeper.tune.trial_ids import fused_settings
-
     out: dict[str, Any] = {}
     for r in results:
         m = trial_metrics(r)
-        settings = fused_settings(m) or _unreported_settings(r)
+        settings = _settings_of(r, m)
         if "trial_id" not in m and settings is None:
             continue
         if settings is None:

@@ -35,7 +35,7 @@ from sweeper.track import store, tags
 from sweeper.track.member_runs import MemberRuns, config_params, step_artifact
 from sweeper.track.metric_keys import metrics_of
 from sweeper.tune import halving
-from sweeper.tune.trial_ids import FUSED, RUN_ID, SETTINGS, setting_ids
+from sweeper.tune.trial_ids import FUSED, RUN_ID, SETTINGS, setting_ids, summary
 from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
@@ -111,13 +111,12 @@ class _Setting:
             self.log.stopped_at(step)
         if self.log is not None:
             self.log.close(self.latest, status=status)
-        self.summary = {"id": self.sid, "status": status, "step": step,
-                        "run_id": self.log.trial_run_id if self.log else None,
-                        "metrics": self.agg}
+        self.summary = self.state(status, step)
 
-    def state(self) -> dict[str, Any]:
-        return {"id": self.sid, "status": "running",
-                "run_id": self.log.trial_run_id if self.log else None, "metrics": self.agg}
+    def state(self, status: str = "running", step: int | None = None) -> dict[str, Any]:
+        """Its entry in the trial's report (`trial_ids.summary`)."""
+        return summary(self.sid, status, int(self.agg.get(names.STEP, 0)) if step is None
+                       else step, self.log.trial_run_id if self.log else None, self.agg)
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -254,9 +253,8 @@ def _finished_result(ctx: TrialContext, ids: list[str], fused: bool) -> dict[str
     if not fused:
         final = finals[0]
         return {**final, RUN_ID: runs[0].info.run_id} if names.OBJECTIVE in final else None
-    summaries = [{"id": sid, "status": r.data.tags[tags.TAG_STATUS],
-                  "step": int(m.get(names.STEP, 0)), "run_id": r.info.run_id, "metrics": m}
-                 for sid, r, m in zip(ids, runs, finals, strict=True)]
+    summaries = [summary(sid, r.data.tags[tags.TAG_STATUS], int(m.get(names.STEP, 0)),
+                         r.info.run_id, m) for sid, r, m in zip(ids, runs, finals, strict=True)]
     done = [e["metrics"] for e in summaries
             if e["status"] == "finished" and names.OBJECTIVE in e["metrics"]]
     if not done:

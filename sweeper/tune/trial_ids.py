@@ -39,3 +39,10 @@ def fused_settings(result: dict[str, Any]) -> list[dict[str, Any]] | None:
     trial's result."""
     text = result.get(SETTINGS)
     return json.loads(text) if isinstance(text, str) else None
+
+
+def summary(setting_id: str, status: str, step: int, run_id: str | None,
+            metrics: dict[str, float]) -> dict[str, Any]:
+    """One setting's entry in a fused trial's SETTINGS: the one shape every reader expects."""
+    return {"id": setting_id, "status": status, "step": int(step), "run_id": run_id,
+            "metrics": metrics}

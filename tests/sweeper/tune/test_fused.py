@@ -179,3 +179,38 @@ def test_a_fused_trial_that_raises_fails_each_of_its_settings(tmp_path):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 4
     assert "4 of 4 settings failed" in p.stderr
     assert len([x for x in p.stdout.splitlines() if x.startswith("| ") and "| error |" in x]) == 4
+
+
+def test_settings_still_training_when_a_fused_trial_stops_get_a_line_each(capsys):
+    # A budget stop or an error ends a fused trial with settings still "running": each gets
+    # its own progress line, with the step it reached (its summary carries one, like the
+    # settings that ended).
+    import json
+    from types import SimpleNamespace
+
+    from sweeper.tune.progress import ProgressCallback
+    from sweeper.tune.trial_ids import SETTINGS, summary
+
+    done = summary("t1.0", "stopped_early", 10, "r0", {names.RUNNING_OBJECTIVE: 2.5})
+    running = summary("t1.1", "running", 20, "r1", {names.RUNNING_OBJECTIVE: 0.4})
+    trial = SimpleNamespace(trial_id="t1", config={"settings": [{"lr_d": 1e-3}, {"lr_d": 2e-3}]},
+                            last_result={SETTINGS: json.dumps([done, running])})
+    ProgressCallback(["lr_d"], 2, 2).on_trial_error(0, [], trial)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "[1/2] t1.0 stopped early (halving) at step 10: objective 2.5000, seeds ok -, HQ -, "
+        "modes -, score - | lr_d=0.001",
+        "[2/2] t1.1 error at step 20: objective 0.4000, seeds ok -, HQ -, modes -, score - | "
+        "lr_d=0.002"]
+
+
+def test_a_setting_still_training_reports_the_same_summary_shape_as_an_ended_one():
+    from sweeper.tune.trial import TrialContext, _Setting
+
+    ctx = TrialContext(sweep="s", sweep_key="s", fixed=SPACE["fixed"], seeds=(0, 1),
+                       tracking_uri="", experiment_id="", parent_run_id="",
+                       cpus_per_trial=1, spool_dir="")
+    s = _Setting(ctx, "t1.0", {"gp_lambda": 1.0, "lr_d": 1e-3}, "cpu")
+    s.agg = {names.STEP: 20.0, names.RUNNING_OBJECTIVE: 0.5}
+    assert s.state() == {"id": "t1.0", "status": "running", "step": 20, "run_id": None,
+                         "metrics": s.agg}

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean browser
+.PHONY: install run test test-all lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -rs
+
+# Also the fault variants that repeat another's code path with the other --fuse value
+# (about 5 minutes more; see tests/conftest.py).
+test-all: $(STAMP) browser
+	$(PY) -m pytest -q -p no:cacheprovider -rs --all-variants
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trainers sweeper tests benchmarks examples

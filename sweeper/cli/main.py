@@ -199,7 +199,7 @@ SMOKE_SWEEP = {"num_samples": 2, "seeds": 2}
 
 def _check_sweep_options(o: dict[str, Any], *, resume: bool) -> None:
     """`sweeper run`'s option values, checked before anything starts (one-line errors)."""
-    from sweeper.tune.driver import SEARCHES
+    from sweeper.tune.search import SEARCHES
 
     for key, low in (("num_samples", 1), ("max_concurrent", 0), ("reduction_factor", 2),
                      ("max_failures", 0), ("tpe_startup", 0), ("budget_steps", 0)):
@@ -261,7 +261,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     import time
     from pathlib import Path
 
-    from sweeper.tune import driver
+    from sweeper.tune import driver, marks, results_table
     from sweeper.tune.spaces import load_space
     from trainers.quality import RULE_FIELDS
 
@@ -306,7 +306,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
         rows = driver.run_sweep(opts, resume=resume)
     except driver.SweepInterrupted as e:
         if e.rows:
-            click.echo(driver.format_table(e.rows, top=TOP_ROWS))
+            click.echo(results_table.format_table(e.rows, top=TOP_ROWS))
         click.echo(f"\nsweep {experiment!r} interrupted ({e.signal_name or 'stop signal'}): "
                    f"{e.finished} of {e.num_samples} trials finished and nothing is lost; "
                    f"continue it with: {_resume_command(experiment, sweep_dir, opts.address)}",
@@ -318,7 +318,7 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
     tie = "median FID" if objective == "fid" else "median seed_score"
     click.echo(f"\nBest settings of sweep {experiment!r} (objective = failed seeds + "
                f"m/(1+m), m = {tie}; lower is better):")
-    click.echo(driver.format_table(rows, top=TOP_ROWS))
+    click.echo(results_table.format_table(rows, top=TOP_ROWS))
     from sweeper.commands import sweeper_cmd
     from sweeper.track import store
 
@@ -341,13 +341,13 @@ def run(space, experiment, sweep_dir, resume, objective, smoke_test, **options) 
                f"{stable}{seed}")
     # The exit code must not say all is well when settings failed or results wait unsent.
     spool = driver.sweep_path(sweep_root, experiment) / "unsent"
-    left = driver.undelivered(spool)
+    left = marks.undelivered(spool)
     if left:
         click.echo(f"error: {left} run record(s) could not reach the tracking store "
                    f"{short(uri)}; they are kept in {spool}, and "
                    f"`{_resume_command(experiment, sweep_dir, opts.address)}` delivers them once "
                    "the store works again", err=True)
-    failed = driver.failed_rows(rows)
+    failed = results_table.failed_rows(rows)
     if failed:
         click.echo(f"error: {failed}", err=True)
     return 1 if left or failed else 0

@@ -1,6 +1,7 @@
 """`sweeper run`: Ray Tune schedules the trials, Optuna (TPE, or random search) proposes them,
-ASHA stops the hopeless ones early, and MLflow records everything. All Ray Tune calls live here
-and in `trial.py`, so an API change in Ray touches two files.
+ASHA stops the hopeless ones early, and MLflow records everything. Ray Tune is called here, in
+`trial.py` (the trainable) and `search.py` (the searcher), so an API change in Ray touches
+three files; `results_table.py` and `marks.py` turn Tune's results into rows and MLflow tags.
 
 Sweep directory layout (default ./sweeps):
     <sweep-dir>/<name>/            Ray Tune's experiment (restored by --resume)
@@ -37,6 +38,13 @@ from sweeper.track import store, tags
 from sweeper.track.metric_keys import history
 from sweeper.track.mlflow_view import write_view
 from sweeper.tune.interrupt import StopSignals
+from sweeper.tune.marks import (
+    deliver_spool,
+    mark_abandoned_runs,
+    mark_interrupted_runs,
+    mark_trial_runs,
+    while_store_works,
+)
 from sweeper.tune.rebuild import (
     SESSION_FILE,
     close_session,
@@ -48,21 +56,15 @@ from sweeper.tune.rebuild import (
     suggested_params,
     tune_state_problem,
 )
-from sweeper.tune.recovery import (
-    ENDED,
-    TUNE_TRIAL_ATTR,
-    find_trial,
-    reconcile_study,
-    snapshot_statuses,
-)
+from sweeper.tune.recovery import ENDED, reconcile_study, snapshot_statuses
+from sweeper.tune.results_table import format_table, rank, result_rows, table_row, trial_outcomes
+from sweeper.tune.search import SEARCHES, optuna_search
 from sweeper.tune.sizes import check_sweep_memory
 from sweeper.tune.spaces import SearchSpace, parse_fuse
-from sweeper.tune.trial_ids import tune_trial_of
 from trainers import names
 from trainers.config import ConfigError
 from trainers.data import dataset_shape
 from trainers.model_check import check_model
-from trainers.population import SHARED
 from trainers.quality import DEFAULT_RULE, LEGACY_RULE, SuccessRule, rule_from_mapping
 from trainers.user_models import is_user_spec, source_digest
 
@@ -149,9 +151,6 @@ class SweepOptions:
 
 # The fields `sweeper run` makes options of, in this order.
 CLI_FIELDS = tuple(f for f in dataclasses.fields(SweepOptions) if "doc" in f.metadata)
-
-
-SEARCHES = ("tpe", "random")
 
 
 # Options that define a sweep; saved at its start and restored by --resume, so a resumed
@@ -493,205 +492,6 @@ def open_parent_run(opts: SweepOptions) -> tuple[str, str, str]:
     return exp_id, run_id, sweep_key
 
 
-def _optuna_search(opts: SweepOptions, path: Path, fuse: int = 1, settings: int = 0):
-    import optuna
-    from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
-    from ray.tune.utils.util import unflatten_dict
-
-    from sweeper.tune.trial_ids import FUSED, SETTINGS, fused_settings, setting_ids
-
-    shape_names = [n for n in opts.space.sampled_names() if n in SHARED]
-
-    class FinalOnlyOptunaSearch(OptunaSearch):
-        """Optuna hears only final objectives. A trial stopped early by ASHA never reports
-        `objective`, so Ray tells Optuna it was PRUNED (not COMPLETE with a truncated value)
-        and TPE fits its model to finished trials only.
-
-        With `fuse` > 1 a Tune trial trains several settings (`sweeper run --fuse`): each is
-        its own Optuna trial, asked here and told its own outcome when the Tune trial ends
-        (PRUNED for one that successive halving stopped). Settings of one trial must share a
-        shape (the sampled params in trainers.population.SHARED, e.g. loss and n_critic), so
-        the first is sampled freely and the others with those params pinned to its values
-        (an enqueued partial trial: TPE samples the rest). Pinning, not grouping free draws
-        by shape: in the default space's 15 shapes free draws would rarely share one."""
-
-        def __init__(self, *args, fuse: int = 1, settings: int = 0, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.fuse, self.settings_left = fuse, settings
-            # Settings asked but of another shape than their trial's (a rebuild re-enqueues
-            # cut-off settings): they open the next trial.
-            self.held: list = []
-            self._fused: dict[str, list] = {}  # Tune trial id -> its settings' params
-            self._latest: dict[str, str] = {}  # Tune trial id -> its latest summaries
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if self.fuse > 1 and SETTINGS in result:  # an error's completion has no result
-                self._latest[trial_id] = result[SETTINGS]
-
-        def suggest(self, trial_id: str):
-            if self.fuse == 1:
-                suggestion = super().suggest(trial_id)
-                if trial_id in self._ot_trials:  # lets a resume find the study trial again
-                    self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
-                return suggestion
-            if trial_id in self._fused:  # asked again after a restore
-                return {FUSED: self._fused[trial_id]}
-            picked = self._pick_settings()
-            if not picked:
-                return Searcher.FINISHED
-            params = [unflatten_dict(p) for _, p in picked]
-            ids = setting_ids(trial_id, {FUSED: params})
-            for sid, (ot_trial, _) in zip(ids, picked, strict=True):
-                self._ot_trials[sid] = ot_trial
-                ot_trial.set_user_attr(TUNE_TRIAL_ATTR, sid)
-            self._fused[trial_id] = params
-            return {FUSED: params}
-
-        def _pick_settings(self) -> list:
-            waiting = optuna.trial.TrialState.WAITING
-            picked = [self.held.pop(0)] if self.held else []
-            while len(picked) < self.fuse:
-                if picked:
-                    same = [h for h in self.held if _shape(h[1]) == _shape(picked[0][1])]
-                    if same:
-                        self.held.remove(same[0])
-                        picked.append(same[0])
-                        continue
-                if self.settings_left <= 0:
-                    break
-                if picked and not self._ot_study.get_trials(deepcopy=False, states=(waiting,)):
-                    self._ot_study.enqueue_trial(
-                        {n: picked[0][1][n] for n in shape_names if n in picked[0][1]},
-                        skip_if_exists=False)
-                ot_trial = self._ot_study.ask()
-                params = self._suggest_from_define_by_run_func(self._space, ot_trial)
-                self.settings_left -= 1
-                if picked and _shape(params) != _shape(picked[0][1]):
-                    self.held.append((ot_trial, params))
-                else:
-                    picked.append((ot_trial, params))
-            return picked
-
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            fused = self._fused.get(trial_id) if self.fuse > 1 else None
-            if fused is not None:
-                last = result or {SETTINGS: self._latest.get(trial_id)}
-                ended = {e["id"]: e for e in fused_settings(last) or []}
-                for sid in setting_ids(trial_id, {FUSED: fused}):
-                    e = ended.get(sid, {})
-                    final = e.get("metrics", {}) if e.get("status") == "finished" else {}
-                    self._tell(sid, final, error and e.get("status") != "stopped_early")
-                return
-            self._tell(trial_id, result, error)
-
-        def _tell(self, trial_id: str, result, error: bool) -> None:
-            # A searcher state one snapshot older than the experiment state (driver killed
-            # mid-copy) does not know a restored trial: find it in the study instead of
-            # crashing the sweep with a KeyError. `reconcile_study` covers the rest.
-            if trial_id not in self._ot_trials:
-                t = find_trial(self._ot_study, trial_id)
-                if t is None or t.state != optuna.trial.TrialState.RUNNING:
-                    return
-                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, t._trial_id)
-            super().on_trial_complete(trial_id, result=result, error=error)
-
-    def _shape(params: dict) -> tuple:
-        return tuple(params.get(n) for n in shape_names)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
-    sampler = make_sampler(opts.search, opts.sampler_seed, startup=opts.tpe_startup,
-                           multivariate=opts.tpe_multivariate, constant_liar=fuse > 1)
-    return FinalOnlyOptunaSearch(space=opts.space, metric=names.OBJECTIVE, mode="min",
-                                 sampler=sampler, study_name=opts.name, storage=storage,
-                                 fuse=fuse, settings=settings)
-
-
-def make_sampler(search: str, seed: int | None, *, startup: int = 10,
-                 multivariate: bool = False, constant_liar: bool = False):
-    """The Optuna sampler behind `--search`. TPE's first `startup` suggestions come from its
-    own RandomSampler(seed), so with equal seeds they are exactly random search's first ones:
-    the two differ only after TPE's start-up. `constant_liar` (fused sweeps, which ask
-    several settings before any ends) makes TPE count the running ones as bad results, so
-    it spreads them instead of proposing the same region P times."""
-    import warnings
-
-    import optuna
-
-    if search == "tpe":
-        with warnings.catch_warnings():  # multivariate and group are "experimental" options
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                              multivariate=multivariate, group=multivariate,
-                                              constant_liar=constant_liar)
-    if search == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
-
-
-def deliver_spool(uri: str, spool_dir: Path) -> None:
-    """Send what trials could not deliver during a tracking outage (see store.py)."""
-    if not spool_dir.is_dir():
-        return
-    sent, _left = store.deliver_spooled(store.client(uri), spool_dir)
-    if sent:  # what is left is named by the command's closing line (`undelivered`)
-        print(f"delivered {sent} run record(s) kept during a tracking outage",
-              file=sys.stderr)
-
-
-def undelivered(spool_dir: Path) -> int:
-    """Run records still waiting in the sweep's spool for the tracking store."""
-    if not spool_dir.is_dir():
-        return 0
-    return sum(1 for f in spool_dir.glob("*.jsonl")
-               for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
-
-
-def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
-    """Tag trial runs (and their seed runs) that Tune no longer knows as `abandoned`.
-
-    A trial that starts after Tune's last experiment snapshot and is cut off by a driver
-    crash is unknown to the restored experiment; Tune asks for a fresh setting in its place.
-    Its partial MLflow run stays for the record, marked so analyses leave it out.
-    `known_trials` holds Tune trial ids and setting ids (a fused trial's settings).
-    """
-    def unknown(t: dict) -> bool:
-        sid = t.get(tags.TAG_TRIAL) or ""
-        return sid not in known_trials and tune_trial_of(sid) not in known_trials
-
-    return _mark_trial_runs(uri, exp_id, unknown, "abandoned", "KILLED")
-
-
-def mark_interrupted_runs(uri: str, exp_id: str, unfinished: set) -> int:
-    """Tag `interrupted` (state KILLED) the runs of the trials a stop signal cut off, and
-    any trial run still marked running (a forced stop may beat Tune's last snapshot); the
-    resume reopens them and logs on from the trial's last checkpoint."""
-    return _mark_trial_runs(uri, exp_id, lambda t: tune_trial_of(t.get(tags.TAG_TRIAL) or "")
-                            in unfinished or t.get(tags.TAG_STATUS) == "running",
-                            "interrupted", "KILLED")
-
-
-def _mark_trial_runs(uri: str, exp_id: str, select, status: str, state: str) -> int:
-    """Give the trial runs whose tags `select` accepts, and their seed runs, this status tag
-    and MLflow state. Trial runs that finished or were abandoned are left alone."""
-    client = store.client(uri)
-    trials = client.search_runs([exp_id], max_results=5000,
-                                filter_string=f"tags.`{tags.TAG_KIND}` = 'trial'")
-    count = 0
-    for r in trials:
-        if (not select(r.data.tags)
-                or r.data.tags.get(tags.TAG_STATUS) in ("finished", "abandoned")):
-            continue
-        children = client.search_runs(
-            [exp_id], filter_string=f"tags.`{tags.PARENT_TAG}` = '{r.info.run_id}'")
-        for rid in [r.info.run_id, *(c.info.run_id for c in children)]:
-            client.set_tag(rid, tags.TAG_STATUS, status)
-            client.set_terminated(rid, state)
-        count += 1
-    return count
-
-
 def _budget(opts: SweepOptions) -> int:
     """The steps a trial trains to: the space's, else the config's own default."""
     from trainers.config import TrialConfig
@@ -745,12 +545,7 @@ def run_sweep(opts: SweepOptions, *, resume: bool) -> list[dict[str, Any]]:
 
 def _run_sweep(opts: SweepOptions, *, resume: bool,
                signals: StopSignals) -> list[dict[str, Any]]:
-    from ray import tune
-
-    from sweeper.tune.budget import BUDGET_FILE, ComputeBudget
-    from sweeper.tune.callbacks import TrialStatusCallback
-    from sweeper.tune.progress import ProgressCallback, quiet_trial_errors
-    from sweeper.tune.trial import TrialContext, run_trial
+    from sweeper.tune.trial import TrialContext
 
     # The scheduler's metric (running_objective) is in every result but the searcher's
     # (objective) only in final ones, by design (see trial.py); Tune's strict check would
@@ -759,33 +554,7 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     # One checkpoint per evaluation is what lets a lost trial resume mid-run; Tune's warning
     # about frequent experiment snapshots is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if opts.search not in SEARCHES:  # before anything is saved or started
-        raise UserError(f"unknown search {opts.search!r}; use one of {', '.join(SEARCHES)}")
-    opts = dataclasses.replace(opts, tracking_uri=store.check_tracking_uri(opts.tracking_uri))
-    path = sweep_path(opts.sweep_dir, opts.name)
-    from ray.tune import Tuner
-
-    never_started = _never_started(path)
-    rebuild = None  # why Tune's state must be rebuilt from our records (rebuild.py), if so
-    if resume and (path / OPTIONS_FILE).exists() and not never_started:
-        # Read-only checks first: unpickling the searcher state opens the study.
-        check_study(path, opts.name)
-        rebuild = tune_state_problem(path)
-    can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
-    if resume and never_started:
-        raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
-                        "there is nothing to resume; run the same command without --resume")
-    if resume and not can_restore and rebuild is None:
-        raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
-                        "it without --resume first")
-    if not resume and not never_started and (can_restore or (path / OPTIONS_FILE).exists()):
-        raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
-                        "it with --resume or pick another --experiment")
-    if resume:
-        opts = restore_options(opts, path)
-    # Before Ray starts: a model that cannot build or train is one line, not a failed trial.
-    if resume:
-        check_model_files(opts.space, path)
+    opts, path, rebuild, never_started = _open_sweep(opts, resume)
     # What cannot fit in memory is refused before the probe builds one member for real.
     check_sweep_memory(opts)
     for cfg in opts.space.model_configs():
@@ -833,55 +602,14 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
                        objective=opts.objective, batch_seeds=opts.batch_seeds,
                        rungs=_rungs(opts) if fuse > 1 else (),
                        reduction_factor=opts.reduction_factor)
-    resources = {"cpu": opts.cpus_per_trial}
-    if opts.gpus_per_trial:
-        resources["gpu"] = opts.gpus_per_trial
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
-    callbacks = [TrialStatusCallback(opts.tracking_uri)]
-    if not opts.verbose:
-        quiet_trial_errors()
-        callbacks.append(ProgressCallback(
-            opts.space.sampled_names(), opts.num_samples, opts.seeds,
-            budget=(opts.budget_steps, path / BUDGET_FILE) if opts.budget_steps else None))
     t0 = time.time()
-    to_run = opts.num_samples
-    if rebuild:
-        ended = _while_store_works(ended_in_mlflow, opts.tracking_uri, exp_id) or {}
-        kept = prepare_rebuild(path, opts.name, ended)
-        for ids, status, state in ((kept.cut, "abandoned", "KILLED"),
-                                   (kept.stopped, "stopped_early", "FINISHED"),
-                                   (kept.failed, "error", "FAILED")):
-            _while_store_works(_mark_trial_runs, opts.tracking_uri, exp_id,
-                               lambda t, ids=ids: t.get(tags.TAG_TRIAL) in ids, status, state)
-        to_run = max(0, opts.num_samples - len(kept.finished))
-        print(f"the Tune state of sweep {opts.name!r} in {path}: {rebuild}; rebuilt from the "
-              f"Optuna study and MLflow (Ray's temp folder is never read): "
-              f"{len(kept.finished)} settings ended and are kept, {len(kept.cut)} cut off "
-              f"train again from step 0, {to_run} to run", file=sys.stderr)
+    to_run = _rebuild_from_records(opts, path, exp_id, rebuild) if rebuild else opts.num_samples
     if resume and not rebuild:
         print(f"resuming sweep {opts.name!r} from {path} with its saved options: space "
               f"{opts.space.name}, {opts.num_samples} settings x {opts.seeds} seeds",
               file=sys.stderr)
-        tuner = Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                              resume_errored=True)
-    else:
-        tuner = Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=_optuna_search(opts, path, fuse, to_run),
-                # A fused trial halves its settings itself (halving.py): no trial-level ASHA.
-                scheduler=_scheduler(opts) if fuse == 1 else None,
-                num_samples=to_run,
-                max_concurrent_trials=at_once,
-                reuse_actors=opts.reuse_actors),
-            run_config=tune.RunConfig(
-                name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
-                stop=ComputeBudget(opts.budget_steps, opts.seeds, path)
-                if opts.budget_steps else None,
-                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1 if opts.verbose else 0),
-        )
+    tuner = _tuner(opts, path, ctx, restore=resume and not rebuild, fuse=fuse,
+                   at_once=at_once, to_run=to_run)
     grid = [] if not to_run else None  # a rebuilt sweep may have nothing left to run
     open_session(path)  # until Tune stops cleanly (see rebuild.py)
     try:
@@ -900,6 +628,104 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     with signals.deferred():
         return _close_books(opts, path, grid, exp_id, parent_id, t0,
                             signals.received or ("SIGINT" if stopped else None))
+
+
+def _open_sweep(opts: SweepOptions, resume: bool
+                ) -> tuple[SweepOptions, Path, str | None, bool]:
+    """Check that the sweep can start (or resume) before Ray does: (the options to run with,
+    a resume's saved ones; the sweep folder; why Tune's state must be rebuilt from our
+    records, or None; whether an earlier start stopped before Tune saved anything)."""
+    from ray.tune import Tuner
+
+    if opts.search not in SEARCHES:  # before anything is saved or started
+        raise UserError(f"unknown search {opts.search!r}; use one of {', '.join(SEARCHES)}")
+    opts = dataclasses.replace(opts, tracking_uri=store.check_tracking_uri(opts.tracking_uri))
+    path = sweep_path(opts.sweep_dir, opts.name)
+    never_started = _never_started(path)
+    rebuild = None  # why Tune's state must be rebuilt from our records (rebuild.py), if so
+    if resume and (path / OPTIONS_FILE).exists() and not never_started:
+        # Read-only checks first: unpickling the searcher state opens the study.
+        check_study(path, opts.name)
+        rebuild = tune_state_problem(path)
+    can_restore = Tuner.can_restore(str(path))  # true once tuner.pkl is written
+    if resume and never_started:
+        raise UserError(f"sweep {opts.name!r} was stopped before Tune saved any state, so "
+                        "there is nothing to resume; run the same command without --resume")
+    if resume and not can_restore and rebuild is None:
+        raise UserError(f"no sweep named {opts.name!r} to resume in {opts.sweep_dir}; run "
+                        "it without --resume first")
+    if not resume and not never_started and (can_restore or (path / OPTIONS_FILE).exists()):
+        raise UserError(f"sweep {opts.name!r} already exists in {opts.sweep_dir}; continue "
+                        "it with --resume or pick another --experiment")
+    if resume:
+        opts = restore_options(opts, path)
+        # Before Ray starts: a model that cannot build or train is one line, not a failed
+        # trial.
+        check_model_files(opts.space, path)
+    return opts, path, rebuild, never_started
+
+
+def _rebuild_from_records(opts: SweepOptions, path: Path, exp_id: str, why: str) -> int:
+    """Prepare a fresh Tune experiment from the Optuna study and MLflow (rebuild.py), mark
+    the MLflow runs of the settings it will not continue, and return how many to run."""
+    ended = while_store_works(ended_in_mlflow, opts.tracking_uri, exp_id) or {}
+    kept = prepare_rebuild(path, opts.name, ended)
+    for ids, status, state in ((kept.cut, "abandoned", "KILLED"),
+                               (kept.stopped, "stopped_early", "FINISHED"),
+                               (kept.failed, "error", "FAILED")):
+        while_store_works(mark_trial_runs, opts.tracking_uri, exp_id,
+                          lambda t, ids=ids: t.get(tags.TAG_TRIAL) in ids, status, state)
+    to_run = max(0, opts.num_samples - len(kept.finished))
+    print(f"the Tune state of sweep {opts.name!r} in {path}: {why}; rebuilt from the "
+          f"Optuna study and MLflow (Ray's temp folder is never read): "
+          f"{len(kept.finished)} settings ended and are kept, {len(kept.cut)} cut off "
+          f"train again from step 0, {to_run} to run", file=sys.stderr)
+    return to_run
+
+
+def _tuner(opts: SweepOptions, path: Path, ctx, *, restore: bool, fuse: int, at_once: int,
+           to_run: int):
+    """Tune's experiment: restored from its own snapshot (a resume after a clean stop), or
+    new (a first run, or a rebuild from our records)."""
+    from ray import tune
+    from ray.tune import Tuner
+
+    from sweeper.tune.budget import BUDGET_FILE, ComputeBudget
+    from sweeper.tune.callbacks import TrialStatusCallback
+    from sweeper.tune.progress import ProgressCallback, quiet_trial_errors
+    from sweeper.tune.trial import run_trial
+
+    resources = {"cpu": opts.cpus_per_trial}
+    if opts.gpus_per_trial:
+        resources["gpu"] = opts.gpus_per_trial
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    if not opts.verbose:
+        quiet_trial_errors()
+    if restore:  # the callbacks come back from Tune's snapshot
+        return Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                             resume_errored=True)
+    callbacks = [TrialStatusCallback(opts.tracking_uri)]
+    if not opts.verbose:
+        callbacks.append(ProgressCallback(
+            opts.space.sampled_names(), opts.num_samples, opts.seeds,
+            budget=(opts.budget_steps, path / BUDGET_FILE) if opts.budget_steps else None))
+    return Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=optuna_search(opts, path, fuse, to_run),
+            # A fused trial halves its settings itself (halving.py): no trial-level ASHA.
+            scheduler=_scheduler(opts) if fuse == 1 else None,
+            num_samples=to_run,
+            max_concurrent_trials=at_once,
+            reuse_actors=opts.reuse_actors),
+        run_config=tune.RunConfig(
+            name=path.name, storage_path=str(opts.sweep_dir), callbacks=callbacks,
+            stop=ComputeBudget(opts.budget_steps, opts.seeds, path)
+            if opts.budget_steps else None,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1 if opts.verbose else 0),
+    )
 
 
 def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: str,
@@ -923,19 +749,19 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
     reported = set(outcomes)
     before = kept_trial_ids(path) - reported - set(statuses)
     earlier = [table_row(*t) for t in (
-        _while_store_works(recorded_trials, opts.tracking_uri, exp_id, sorted(before),
+        while_store_works(recorded_trials, opts.tracking_uri, exp_id, sorted(before),
                            suggested_params(path, opts.name)) or [] if before else [])]
     interrupted = grid is None or bool(unfinished) or (
         signal_name is not None and len(results) + len(earlier) < opts.num_samples)
     if grid is not None:  # a forced stop may have cut the snapshot off: the resume repairs it
-        abandoned = _while_store_works(mark_abandoned_runs, opts.tracking_uri, exp_id,
+        abandoned = while_store_works(mark_abandoned_runs, opts.tracking_uri, exp_id,
                                        reported | set(statuses) | before)
         if abandoned:
             print(f"marked {abandoned} MLflow trial run(s) abandoned: they started after the "
                   "driver's last snapshot before it died, and Tune re-ran their settings as "
                   "new trials", file=sys.stderr)
     if interrupted:
-        _while_store_works(mark_interrupted_runs, opts.tracking_uri, exp_id, unfinished)
+        while_store_works(mark_interrupted_runs, opts.tracking_uri, exp_id, unfinished)
     if grid is not None:
         told, orphans = reconcile_study(path, opts.name, outcomes, unfinished)
         if told and not spent:  # a budget stop leaves its cut-off trials to be told (pruned)
@@ -967,155 +793,6 @@ def _close_books(opts: SweepOptions, path: Path, grid, exp_id: str, parent_id: s
               f"{len(rows)} of {opts.num_samples} trials", file=sys.stderr)
     logger.close("finished" if spent or len(rows) >= opts.num_samples else "incomplete")
     return rows
-
-
-def _while_store_works(mark, *args) -> int:
-    """A bookkeeping pass over MLflow that a failing store skips (0 marked). Its one line
-    was said when the failure was logged (store.quiet_store_errors), and the runs it would
-    have marked are marked by the `--resume` that delivers the spooled results."""
-    try:
-        return mark(*args)
-    except Exception:  # noqa: BLE001 - any tracking failure: the closing line says what to do
-        return 0
-
-
-_TRIAL_DIR = re.compile(r"^run_trial_([0-9a-f]+)_")
-
-
-def trial_metrics(result) -> dict[str, Any]:
-    """A Tune Result's metrics, or {} when they belong to another trial: a trial that never
-    reported, on a reused actor, can carry the last result of the trial before it."""
-    m = result.metrics or {}
-    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
-    if found and m.get("trial_id") not in (None, found.group(1)):
-        return {}
-    return m
-
-
-def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
-                ) -> list[dict[str, Any]]:
-    """One row per trial, best first: finished trials by objective, then the rest. Trials
-    in `unfinished` were cut off by an interruption (a resume continues them)."""
-    from sweeper.tune.progress import last_line
-    from sweeper.tune.trial import RUN_ID
-    from sweeper.tune.trial_ids import FUSED
-
-    rows = []
-    for r in grid:
-        m = trial_metrics(r)
-        cut = "interrupted" if m.get("trial_id") in unfinished else "stopped"
-        error = last_line(r.error) if r.error else ""
-        settings = _settings_of(r, m)
-        if settings is not None:  # a fused trial: a row per setting
-            for e, params in zip(settings, (r.config or {}).get(FUSED, []), strict=True):
-                sm, how = e.get("metrics", {}), e["status"]
-                status = ("finished" if how == "finished" and names.OBJECTIVE in sm
-                          else "error" if r.error and how == "running"
-                          else f"stopped@{e['step']}" if how == "stopped_early"
-                          else f"{cut}@{int(sm.get(names.STEP, 0))}")
-                rows.append(table_row(e["id"], status,
-                                      {k: v for k, v in params.items() if k in sampled}, sm,
-                                      e.get("run_id") or "", error if how == "running" else ""))
-            continue
-        cfg = {k: v for k, v in (r.config or {}).items() if k in sampled}
-        status = ("error" if r.error else "finished" if names.OBJECTIVE in m
-                  else f"{cut}@{int(m.get(names.STEP, 0))}" if m else "not started")
-        rows.append(table_row(m.get("trial_id", ""), status, cfg, m, m.get(RUN_ID, ""), error))
-    return rank(rows)
-
-
-def _settings_of(result, metrics: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """A fused trial's setting summaries (its last report's, or `_unreported_settings`);
-    None for an unfused trial."""
-    from sweeper.tune.trial_ids import fused_settings
-
-    return fused_settings(metrics) or _unreported_settings(result)
-
-
-def _unreported_settings(result) -> list[dict[str, Any]] | None:
-    """Summaries of a fused trial that never reported (it failed first): every setting
-    still "running", so the caller says how it ended. None for an unfused trial."""
-    from sweeper.tune.trial_ids import FUSED, setting_ids, summary
-
-    config = result.config or {}
-    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
-    if FUSED not in config or found is None:
-        return None
-    return [summary(sid, "running", 0, None, {}) for sid in setting_ids(found.group(1), config)]
-
-
-def trial_outcomes(results) -> dict[str, Any]:
-    """Setting id -> how it ended, for `reconcile_study`: its final objective, None (stopped
-    early) or "error"; a fused trial's settings each have their own."""
-    out: dict[str, Any] = {}
-    for r in results:
-        m = trial_metrics(r)
-        settings = _settings_of(r, m)
-        if "trial_id" not in m and settings is None:
-            continue
-        if settings is None:
-            out[m["trial_id"]] = "error" if r.error else m.get(names.OBJECTIVE)
-            continue
-        for e in settings:
-            ended = e["status"] in ("finished", "stopped_early")
-            out[e["id"]] = ("error" if r.error and not ended
-                            else e.get("metrics", {}).get(names.OBJECTIVE)
-                            if e["status"] == "finished" else None)
-    return out
-
-
-def table_row(trial_id: str, status: str, params: dict[str, Any], m: dict[str, Any],
-              run_id: str, error: str = "") -> dict[str, Any]:
-    """One row of the results table, from a trial's aggregate metrics `m` (a Tune result, or
-    its MLflow trial run's metrics: the same names)."""
-    return {"trial_id": trial_id, "status": status, "params": params,
-            "objective": m.get(names.OBJECTIVE), "success_rate": m.get(names.SUCCESS_RATE),
-            "fid_median": m.get(objective.FID_MEDIAN), "score": m.get(objective.SCORE_MEDIAN),
-            "modes": m.get(objective.MODES_HELD_MEAN), "hq": m.get(objective.HQ_FRACTION_MEAN),
-            "coverage": m.get(objective.COVERAGE_MEAN),
-            "precision": m.get(objective.PRECISION_MEAN), "run_id": run_id, "error": error}
-
-
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Finished trials by objective (best first), then the rest."""
-    return sorted(rows, key=lambda r: (r["objective"] is None, r["objective"] or 0.0))
-
-
-def failed_rows(rows: list[dict[str, Any]]) -> str:
-    """One line naming the settings that ended in an error (after their retries), or ""."""
-    failed = [r for r in rows if r["status"] == "error"]
-    if not failed:
-        return ""
-    which = "; ".join(f"trial {r['trial_id']}: {r.get('error') or 'error'}" for r in failed[:5])
-    more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
-    return (f"{len(failed)} of {len(rows)} settings failed after their retries ({which}{more}); "
-            "each one's traceback is error.txt on its MLflow trial run")
-
-
-def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
-    """A markdown table of trials: rank, status, objective, success, HQ, score, FID, params."""
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
-    # Data without labelled modes: precision and coverage take the HQ and modes columns.
-    modes = any(r.get("hq") is not None for r in rows) or \
-        not any(r.get("coverage") is not None for r in rows)
-    hq, held = ("hq", "modes") if modes else ("precision", "coverage")
-    lines = [f"| # | trial | status | objective | success | {'HQ' if modes else 'precision'} "
-             f"| median score | median FID | {'modes held' if modes else 'coverage'} | params "
-             "| MLflow run |", "|---" * 11 + "|"]
-    for i, r in enumerate(rows[:top] if top else rows, 1):
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
-        lines.append(f"| {i} | {r['trial_id']} | {r['status']} | {f(r['objective'], '.4f')} | "
-                     f"{f(r['success_rate'], '.2f')} | {f(r.get(hq), '.2f')} | "
-                     f"{f(r['score'], '.3f')} | {f(r['fid_median'], '.4g')} | "
-                     f"{f(r.get(held), '.1f' if modes else '.2f')} | {params} | "
-                     f"{r['run_id'][:12]} |")
-    return "\n".join(lines)
-
-
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def command_line() -> str:

@@ -177,6 +177,6 @@ def _settings(trial, result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[
     return list(zip(summaries, (trial.config or {}).get(FUSED, []), strict=False))
 
 
-def short_value(v: Any) -> str:  # as sweep.format_table shows params
+def short_value(v: Any) -> str:  # as results_table.format_table shows params
     """A parameter value as tables show it: floats to 3 significant digits."""
     return f"{v:.3g}" if isinstance(v, float) else str(v)

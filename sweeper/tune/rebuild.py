@@ -182,7 +182,7 @@ def recorded_trials(uri: str, exp_id: str, trial_ids: list[str],
                     params: dict[str, dict[str, Any]]) -> list[tuple]:
     """(trial id, status, params, metrics, run id) for trials Tune no longer knows: their
     values from their MLflow trial runs, their params from the study (`params`); the driver
-    makes them rows of its results table (`driver.table_row`)."""
+    makes them rows of its results table (`results_table.table_row`)."""
     from sweeper.track import store, tags
     from sweeper.track.metric_keys import metrics_of
     from trainers import names

@@ -364,7 +364,7 @@ def test_metric_history_of_a_seed_run_as_the_trial_logged_it(sweep):
 
 # ------------------------------------------------------------------------------ states
 def test_abandoned_trials_are_left_out(tmp_path, tmp_path_factory):
-    from sweeper.tune.driver import mark_abandoned_runs
+    from sweeper.tune.marks import mark_abandoned_runs
 
     s = sweep_store(tmp_path, tmp_path_factory)
     kept = add_trial(s, "t1", [final()])

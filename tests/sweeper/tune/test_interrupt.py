@@ -75,13 +75,17 @@ def _lose_tune_state(tmp_path, name) -> None:
             f.unlink()
 
 
-# A plain "ctrl-c" variant would repeat the first half of "ctrl-c-damaged"; the state lost
-# from an unfused sweep is rebuilt in tests/sweeper/track/test_damaged_stores.py. Each
-# variant costs about a minute of CI, so none repeats another.
+# Fused: 4 settings in one trial halved inside it, one alone in another. Variants marked
+# repeat_variant run with `make test-all`, not in CI: a plain "ctrl-c" repeats the first half
+# of "ctrl-c-damaged", and unfused lost state is also rebuilt in test_damaged_stores.py.
+_AGAIN = pytest.mark.repeat_variant
+
+
 @pytest.mark.parametrize("how, fuse", [
-    ("sigterm", 1), ("ctrl-c-twice", 1), ("ctrl-c-damaged", 1),
-    # Fused: 4 settings in one trial halved inside it, one alone in another.
-    ("ctrl-c-damaged", 4), ("ctrl-c-state-lost", 4)])
+    ("sigterm", 1), ("ctrl-c-twice", 1), ("ctrl-c-damaged", 1), ("ctrl-c-damaged", 4),
+    ("ctrl-c-state-lost", 4),
+    pytest.param("ctrl-c", 1, marks=_AGAIN), pytest.param("ctrl-c-state-lost", 1, marks=_AGAIN),
+    pytest.param("sigterm", 4, marks=_AGAIN), pytest.param("ctrl-c-twice", 4, marks=_AGAIN)])
 def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how, fuse):
     name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"
     space = write_space(tmp_path, steps=60)

@@ -235,10 +235,9 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
 
 
 # ------------------------------------------------------------------ 2. worker node lost
-# Fused (two trials of two settings): one trial code path serves P = 1 and P > 1, and the
-# unfused checkpoint restore is covered by the killed-driver test; a P = 1 variant here would
-# add a minute of CI and test nothing new.
-@pytest.mark.parametrize("fuse", [2])
+# 2: two trials of two settings. One trial code path serves P = 1 and P > 1, so CI runs the
+# fused variant only (`make test-all` runs both).
+@pytest.mark.parametrize("fuse", [pytest.param(1, marks=pytest.mark.repeat_variant), 2])
 def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path, fuse):
     name = f"lost-node-{fuse}"
     # A long tail after the first checkpoint (step 40 of 600): the kill must land while the
@@ -282,9 +281,9 @@ def test_lost_worker_node_trial_resumes_from_checkpoint_on_the_head(tmp_path, fu
 
 
 # ------------------------------------------------------------------ 3. MLflow outage
-# Fused (two trials of three settings): the buffered writer is the same for P = 1 (a P = 1
-# variant repeated it at a minute of CI).
-@pytest.mark.parametrize("fuse", [3])
+# 3: two trials of three settings. The buffered writer is the same for P = 1, so CI runs the
+# fused variant only (`make test-all` runs both).
+@pytest.mark.parametrize("fuse", [pytest.param(1, marks=pytest.mark.repeat_variant), 3])
 def test_tracking_server_outage_is_buffered_and_delivered(tmp_path, fuse):
     name, num = "outage", 6
     space = write_space(tmp_path, steps=120)

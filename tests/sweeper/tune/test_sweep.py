@@ -251,10 +251,11 @@ def _options(tmp_path: Path, search: str):
 def test_search_option_picks_the_sampler_and_survives_save_restore(tmp_path, search, sampler):
     import json
 
-    from sweeper.tune.driver import OPTIONS_FILE, _optuna_search, restore_options, save_options
+    from sweeper.tune.driver import OPTIONS_FILE, restore_options, save_options
+    from sweeper.tune.search import optuna_search
 
     opts = _options(tmp_path, search)
-    searcher = _optuna_search(opts, tmp_path)
+    searcher = optuna_search(opts, tmp_path)
     # Ray's OptunaSearch keeps the sampler it was given; the study is built from it.
     assert type(searcher._sampler) is sampler
     save_options(opts, tmp_path)
@@ -268,12 +269,13 @@ def test_tpe_startup_and_multivariate_reach_the_sampler_and_are_saved(tmp_path):
     import dataclasses
     import json
 
-    from sweeper.tune.driver import OPTIONS_FILE, _optuna_search, restore_options, save_options
+    from sweeper.tune.driver import OPTIONS_FILE, restore_options, save_options
+    from sweeper.tune.search import optuna_search
 
     opts = dataclasses.replace(_options(tmp_path, "tpe"), tpe_startup=3, tpe_multivariate=True)
-    sampler = _optuna_search(opts, tmp_path)._sampler
+    sampler = optuna_search(opts, tmp_path)._sampler
     assert sampler._n_startup_trials == 3 and sampler._multivariate and sampler._group
-    default = _optuna_search(_options(tmp_path / "d", "tpe"), tmp_path)._sampler
+    default = optuna_search(_options(tmp_path / "d", "tpe"), tmp_path)._sampler
     assert default._n_startup_trials == 5 and not default._multivariate
     save_options(opts, tmp_path)
     saved = json.loads((tmp_path / OPTIONS_FILE).read_text())
@@ -413,7 +415,7 @@ def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> Non
 
 @pytest.mark.parametrize("multivariate", [False, True])
 def test_tpe_after_its_startup_suggests_valid_settings_in_a_conditional_space(multivariate):
-    from sweeper.tune.driver import make_sampler
+    from sweeper.tune.search import make_sampler
     from sweeper.tune.spaces import load_space
     from trainers.config import make_config
 

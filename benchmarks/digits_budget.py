@@ -40,6 +40,7 @@ from trainers.config import make_config
 from trainers.data import build_dataset
 from trainers.images import ImageDataset, kid
 from trainers.loop import Trainer, set_threads
+from trainers.population import evaluations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,14 +125,16 @@ def budget_section(overrides: dict[str, Any], eval_every: int) -> str:
     setup_cpu = c.cpu
     train_cpu = eval_cpu = 0.0
     rows, first = [], {}
-    while not t.done:
-        c0 = time.process_time()
-        t.train_until(t.next_eval_step())
-        c1 = time.process_time()
-        m = t.evaluate()
-        c2 = time.process_time()
-        train_cpu += c1 - c0
-        eval_cpu += c2 - c1
+    tick = {"start": time.process_time()}  # CPU clock where this interval's phases began
+
+    def trained() -> None:
+        tick["evaluate"] = time.process_time()
+
+    for m in evaluations(t, trained=trained):  # the outer loop every trial runs
+        now = time.process_time()
+        train_cpu += tick["evaluate"] - tick["start"]
+        eval_cpu += now - tick["evaluate"]
+        tick["start"] = now
         rows.append((t.step, train_cpu, c.wall, m))
         hq = m.get(names.HQ_FRACTION, 0) >= 0.5
         full = m.get(names.MODES_COVERED, 0) == m[names.NUM_MODES]

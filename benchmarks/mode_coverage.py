@@ -65,6 +65,7 @@ from trainers.config import ConfigError, load_config_file, make_config
 from trainers.data import build_dataset
 from trainers.loop import set_threads
 from trainers.members import load_members_file, make_members
+from trainers.population import evaluations
 from trainers.quality import DEFAULT_RULE
 from trainers.runtime import resolve_device
 
@@ -163,19 +164,21 @@ def train_seeds(dataset: str, row: Row, seeds: Sequence[int], protocol: dict[str
     members, spent = _resume(checkpoint, cfgs, version) if checkpoint else (None, 0.0)
     if members is None:
         members = make_members(cfgs)
-    while not members.done:
-        until = members.next_eval_step()
-        if checkpoint and every > 0:
-            until = min(until, (members.step // every + 1) * every)
-        members.train_until(until)
-        if checkpoint and every > 0 and not members.done:
-            members.save(checkpoint)
-            meta = {"cpu_seconds": spent + time.process_time() - t0, "trainer": version}
-            checkpoint.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
-            # A long row is otherwise silent for hours: say how far it is, once per save.
-            print(f"  {checkpoint.name}: saved at step {members.step:,} of {cfgs[0].steps:,} "
-                  f"({meta['cpu_seconds']:,.0f} CPU s so far)", file=sys.stderr)
-    finals = members.evaluate()
+
+    def save() -> None:
+        if members.done:
+            return
+        members.save(checkpoint)
+        meta = {"cpu_seconds": spent + time.process_time() - t0, "trainer": version}
+        checkpoint.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+        # A long row is otherwise silent for hours: say how far it is, once per save.
+        print(f"  {checkpoint.name}: saved at step {members.step:,} of {cfgs[0].steps:,} "
+              f"({meta['cpu_seconds']:,.0f} CPU s so far)", file=sys.stderr)
+
+    # The one outer loop; eval_every = steps, so one evaluation, at the end.
+    saving = bool(checkpoint) and every > 0
+    (finals,) = evaluations(members, chunk=every if saving else 0,
+                            trained=save if saving else None)
     share = (spent + time.process_time() - t0) / len(cfgs)
     if inception_n:  # after the CPU count: a metric of the result, not a cost of training
         add_inception(finals, members.sample(), cfgs[0], inception_n)

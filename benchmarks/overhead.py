@@ -56,10 +56,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OVERHEAD_TARGET = 0.10  # "overhead stops mattering" below this fraction of a trial's cost
 SAMPLE_S = 0.25  # memory sampling interval
-# Tune wraps a function trainable in an actor class named ImplicitFunc; its worker process is
-# titled ray::ImplicitFunc (ray::ImplicitFunc.train while training, ray::IDLE before). When
-# only the kernel's 15-character process name is readable, it is ray::ImplicitFu.
-TRIAL_TITLE = "ray::ImplicitFunc"
+# A trial's actor is named after its trainable (sweeper.tune.trial.SweepTrial, known to Tune
+# as run_trial); its worker process is titled ray::run_trial (ray::run_trial.train while
+# training, ray::IDLE before). The kernel's process name keeps its first 15 characters.
+TRIAL_TITLE = "ray::run_trial"
 COMM_LEN = 15
 MIB = 2**20
 
@@ -159,7 +159,7 @@ def _title(p: psutil.Process) -> str:
 
 
 def _is_trial(title: str) -> bool:
-    return title[:COMM_LEN] == TRIAL_TITLE[:COMM_LEN]
+    return title[:COMM_LEN].startswith(TRIAL_TITLE[:COMM_LEN])
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 from tqdm import tqdm
 
 from trainers.members import Members
+from trainers.population import evaluations
 
 PLAIN_EVERY_S = 10.0
 _BAR_FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
@@ -127,12 +128,7 @@ def train_members(members: Members, desc: str, *, chunks: int = 100,
     """
     done, total = _members_progress(members)
     with Progress(total, desc, "steps", initial=done, **kwargs) as bar:
-        latest: list[dict[str, float]] = []
         chunk = max(1, total // max(1, chunks) // max(1, len(getattr(members, "runs", [0]))))
-        while not members.done or not latest:
-            target = members.next_eval_step()
-            while members.step < target and not members.done:
-                members.train_until(min(target, members.step + chunk))
-                bar.update_to(_members_progress(members)[0])
-            latest = members.evaluate()
+        for latest in evaluations(members, chunk=chunk,
+                                  trained=lambda: bar.update_to(_members_progress(members)[0])):
             yield bar, latest

@@ -2,12 +2,12 @@
 
 Every caller that trains several seeds or settings (a sweep trial, `train --seeds`,
 `stable --confirm`, the mode-coverage benchmark) does it through `make_members`: one
-`Population`, or with `--separate-seeds`, `Populations` trained in turn:
+`Population`, or with `--separate-seeds`, `Populations` trained in turn, and trains them
+through the one outer loop, `trainers.population.evaluations`:
 
     members = make_members(configs, rule)
-    while not members.done:
-        members.train_until(members.next_eval_step())
-        per_member = members.evaluate()      # one metrics dict per member, in config order
+    for per_member in evaluations(members):  # one metrics dict per member, in config order
+        ...
     save_members(members, folder)            # exact; load_members(folder, ...) resumes
 
 A member's metrics carry its own `step` (a diverged member stops there) and its share of the

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,7 @@ class Population:
         steps and passing each evaluation to `report(step, metrics)`; the final metrics
         (`evaluate()`'s: per member here, one dict for a `Trainer`)."""
         metrics = None
-        while metrics is None or not self.done:
-            self.train_until(self.next_eval_step())
-            metrics = self.evaluate()
+        for metrics in evaluations(self):
             if report is not None:
                 report(self.step, metrics)
         return metrics
@@ -439,3 +437,24 @@ def batchable(configs: Sequence[TrialConfig]) -> str | None:
     if not configs:
         return "a population needs at least one member"
     return _unshared(configs)
+
+
+def evaluations(members: Any, *, chunk: int = 0,
+                trained: Callable[[], None] | None = None) -> Iterator[Any]:
+    """The outer training loop, shared by every caller (`Population.run`, a sweep trial,
+    `train`, `stable --confirm`): train `members` (a `Population` or
+    `trainers.members.Populations`) to their next evaluation step, evaluate, and yield the
+    metrics; it ends after the evaluation at which every member is done (there is always
+    at least one). With `chunk` > 0 it trains at most that many steps at a time and calls
+    `trained()` after each piece (a progress bar); that changes nothing in the result, since
+    each member draws from its own counter-based generators step by step."""
+    while True:
+        target = members.next_eval_step()
+        while members.step < target and not members.done:
+            members.train_until(min(target, members.step + chunk) if chunk > 0 else target)
+            if trained is not None:
+                trained()
+        yield members.evaluate()
+        if members.done:
+            return
+

@@ -723,7 +723,8 @@ def _tuner(opts: SweepOptions, path: Path, ctx, *, restore: bool, fuse: int, at_
             stop=ComputeBudget(opts.budget_steps, opts.seeds, path)
             if opts.budget_steps else None,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # After every evaluation (a step of the trainable): a lost trial resumes there.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
             verbose=1 if opts.verbose else 0),
     )
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import tempfile
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ray import tune
+from ray.tune.result import DONE
 
 from sweeper.analyse import objective
 from sweeper.analyse.objective import DEFAULT_OBJECTIVE
@@ -40,6 +41,7 @@ from trainers import names
 from trainers.config import ConfigError, make_config
 from trainers.loop import set_threads
 from trainers.members import Members, load_members, make_members, member_done, save_members
+from trainers.population import evaluations
 from trainers.quality import DEFAULT_RULE, SuccessRule
 
 # Sample plots go to MLflow at the first evaluation (so a trial that ASHA stops early still
@@ -119,96 +121,146 @@ class _Setting:
                        else step, self.log.trial_run_id if self.log else None, self.agg)
 
 
-def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
-    """The Tune function trainable: one setting, or with `--fuse` several of one shape,
-    their seeds trained as one population."""
-    store.quiet_http_retries()
-    store.quiet_store_errors(ctx.spool_dir)
-    # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that drowns
-    # the progress table.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    set_threads(max(1, int(ctx.cpus_per_trial)))
-    trial_id = tune.get_context().get_trial_id()
-    fused = FUSED in params
-    # Where the space sets no device: Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
-    # share, and no share means CPU.
-    settings = [_Setting(ctx, sid, p, "cuda" if _ray_gpu_ids() else "cpu") for sid, p in zip(
-        setting_ids(trial_id, params), params[FUSED] if fused else [params], strict=True)]
-    device = settings[0].configs[0].device
-    k = len(ctx.seeds)
-    checkpoint = tune.get_checkpoint()
-    alive = list(settings)  # the settings still training (halving removes some)
-    try:
-        ids = [st.sid for st in settings]
-        members, state = _restore(checkpoint, ids, k, device, ctx.rule)
-        if members is None and checkpoint is not None:
-            final = _finished_result(ctx, ids, fused)
-            if final is not None:
-                tune.report(final)
-                return
-        cuts, trained_before = state.get("cuts", 0), state.get("removed_steps", 0.0)
+class SweepTrial(tune.Trainable):
+    """The Tune trainable: one setting, or with `--fuse` several of one shape, their seeds
+    trained as one population. Each `step` trains to the next evaluation, logs it to MLflow,
+    halves a fused trial's settings at a rung, and returns the report; Tune checkpoints
+    after every step (`save_checkpoint`) and restores a retried or resumed trial through
+    `load_checkpoint`. Whatever fails in a step closes the settings' runs as `error` first."""
+
+    def setup(self, config: dict[str, Any], ctx: TrialContext) -> None:
+        store.quiet_http_retries()
+        store.quiet_store_errors(ctx.spool_dir)
+        # Ray logs a line per checkpoint at INFO; with one checkpoint per evaluation that
+        # drowns the progress table.
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        set_threads(max(1, int(ctx.cpus_per_trial)))
+        self.ctx, self.fused = ctx, FUSED in config
+        # Where the space sets no device: Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
+        # share, and no share means CPU.
+        gpu = "cuda" if _ray_gpu_ids() else "cpu"
+        self.settings = [_Setting(ctx, sid, p, gpu) for sid, p in zip(
+            setting_ids(self.trial_id, config), config[FUSED] if self.fused else [config],
+            strict=True)]
+        self.alive = list(self.settings)  # the settings still training (halving cuts some)
+        self.members: Members | None = None  # built at the first step, unless restored
+        self.restored: dict[str, Any] | None = None  # a checkpoint's settings record
+        self.started = False  # the runs are opened at the first step
+        self.final: dict[str, Any] | None = None  # the logged result of an ended trial
+        self.cuts, self.removed_steps, self.evals = 0, 0.0, 0
+        self.evaluations: Iterator[list[dict[str, float]]] | None = None
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """A reused actor (`--reuse-actors`) takes the next trial as a fresh one. Called on
+        the class `tune.with_parameters` made, whose `setup(config)` adds the context."""
+        self.setup(new_config)  # type: ignore[call-arg]
+        return True
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        ids = [s.sid for s in self.settings]
+        k = len(self.ctx.seeds)
+        self.members, self.restored = _restore(checkpoint, ids, k,
+                                               self.settings[0].configs[0].device,
+                                               self.ctx.rule)
+        if self.members is None:
+            self.final = _finished_result(self.ctx, ids, self.fused)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        if self.members is None:  # an ended trial reported its logged result: nothing to keep
+            return
+        save_members(self.members, checkpoint_dir)
+        if self.fused:
+            _write_json(Path(checkpoint_dir) / _SETTINGS_FILE, {
+                "alive": [s.sid for s in self.alive], "cuts": self.cuts,
+                "removed_steps": self.removed_steps,
+                "ended": [s.summary for s in self.settings if s.summary is not None]})
+
+    def step(self) -> dict[str, Any]:
+        if self.final is not None:
+            return {**self.final, DONE: True}
+        try:
+            if not self.started:
+                self._start()
+            return self._evaluation()
+        except Exception as e:
+            for s in self.alive:
+                if s.summary is None:
+                    s.log = s.log or _TrialLogs(self.ctx, self.trial_id, s.sid, s.params,
+                                                s.configs)
+                    s.log.close(s.latest, status="error", error=e)
+            raise
+
+    def _start(self) -> None:
+        """Open the runs (which marks them running again, so only once the trial really
+        trains) and the population: new, or where the checkpoint left it."""
+        ctx, state = self.ctx, self.restored or {}
+        self.cuts, self.removed_steps = state.get("cuts", 0), state.get("removed_steps", 0.0)
         ended = {e["id"]: e for e in state.get("ended", [])}
-        for s in settings:
+        for s in self.settings:
             s.summary = ended.get(s.sid)
-        alive = [s for s in settings if s.summary is None]
-        # Opening the runs marks them running again, so only once the trial really trains.
-        for s in alive:
-            s.log = _TrialLogs(ctx, trial_id, s.sid, s.params, s.configs)
-        if members is None:
-            members = make_members([c for s in alive for c in s.configs], ctx.rule,
-                                   batched=ctx.batch_seeds)
+        self.alive = [s for s in self.settings if s.summary is None]
+        for s in self.alive:
+            s.log = _TrialLogs(ctx, self.trial_id, s.sid, s.params, s.configs)
+        if self.members is None:
+            self.members = make_members([c for s in self.alive for c in s.configs], ctx.rule,
+                                        batched=ctx.batch_seeds)
         else:  # retried after a failure, or resumed: continue every seed where it stopped
-            for s in alive:
-                s.log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(members.step)})
-        evals = 0
-        while True:
-            members.train_until(members.next_eval_step())
-            per_member = members.evaluate()
-            done, step = members.done, members.step
-            every = PLOT_EVERY_EVALS.get(members.data.kind, 1)
-            plots = done or evals % every == 0
-            evals += 1
-            samples = members.sample().cpu().numpy() if plots else None
-            for i, s in enumerate(alive):
-                moved = s.measured(per_member[i * k:(i + 1) * k], step, ctx.objective, done)
-                s.log.seeds.log_metrics(s.latest, moved)
-                s.log.trial_metrics(step, s.agg, plots=plots, members=members, first=i * k,
-                                    samples=samples, latest=s.latest, moved=moved)
-            if not done and fused and halving.passed(ctx.rungs, step) > cuts:
-                cuts = halving.passed(ctx.rungs, step)
-                keep = halving.survivors([s.agg[names.RUNNING_OBJECTIVE] for s in alive],
-                                         ctx.reduction_factor)
-                if len(keep) < len(alive):  # the last setting standing goes on alone
-                    for i, s in enumerate(alive):
-                        if i not in keep:
-                            trained_before += s.agg[names.STEPS_TRAINED]
-                            s.end("stopped_early", step)
-                    members = members.keep([i * k + j for i in keep for j in range(k)])
-                    alive = [alive[i] for i in keep]
-            if done:
-                # Close the runs before the final report: once Tune has the last result it
-                # may end this actor at once (ASHA stops trials that reach max_t).
-                for s in alive:
-                    s.end("finished", step)
-            report = (_fused_result([st.summary or st.state() for st in settings],
-                                    [st.agg for st in alive], step, trained_before) if fused
-                      else {**settings[0].agg, RUN_ID: settings[0].log.trial_run_id or ""})
-            with tempfile.TemporaryDirectory() as d:
-                save_members(members, d)
-                if fused:
-                    _write_json(Path(d) / _SETTINGS_FILE, {
-                        "alive": [s.sid for s in alive], "cuts": cuts,
-                        "removed_steps": trained_before,
-                        "ended": [s.summary for s in settings if s.summary is not None]})
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
-            if done:
-                return
-    except Exception as e:
-        for s in alive:
-            if s.summary is None:
-                s.log = s.log or _TrialLogs(ctx, trial_id, s.sid, s.params, s.configs)
-                s.log.close(s.latest, status="error", error=e)
-        raise
+            for s in self.alive:
+                s.log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(self.members.step)})
+        self.evaluations = evaluations(self.members)
+        self.started = True
+
+    def _evaluation(self) -> dict[str, Any]:
+        """Train to the next evaluation and log it; the report for Tune."""
+        ctx, members, k = self.ctx, self.members, len(self.ctx.seeds)
+        per_member = next(self.evaluations)
+        done, step = members.done, members.step
+        every = PLOT_EVERY_EVALS.get(members.data.kind, 1)
+        plots = done or self.evals % every == 0
+        self.evals += 1
+        samples = members.sample().cpu().numpy() if plots else None
+        for i, s in enumerate(self.alive):
+            moved = s.measured(per_member[i * k:(i + 1) * k], step, ctx.objective, done)
+            s.log.seeds.log_metrics(s.latest, moved)
+            s.log.trial_metrics(step, s.agg, plots=plots, members=members, first=i * k,
+                                samples=samples, latest=s.latest, moved=moved)
+        if not done and self.fused and halving.passed(ctx.rungs, step) > self.cuts:
+            self._halve(step)
+        if done:
+            # Close the runs before the final report: once Tune has the last result it may
+            # end this actor at once (ASHA stops trials that reach max_t).
+            for s in self.alive:
+                s.end("finished", step)
+        if self.fused:
+            report = _fused_result([s.summary or s.state() for s in self.settings],
+                                   [s.agg for s in self.alive], step, self.removed_steps)
+        else:
+            report = {**self.settings[0].agg, RUN_ID: self.settings[0].log.trial_run_id or ""}
+        return {**report, DONE: done}
+
+    def _halve(self, step: int) -> None:
+        """Successive halving at a rung: the settings below the top 1/eta end as stopped
+        early and leave the population (the last setting standing goes on alone)."""
+        self.cuts = halving.passed(self.ctx.rungs, step)
+        keep = halving.survivors([s.agg[names.RUNNING_OBJECTIVE] for s in self.alive],
+                                 self.ctx.reduction_factor)
+        if len(keep) == len(self.alive):
+            return
+        for i, s in enumerate(self.alive):
+            if i not in keep:
+                self.removed_steps += s.agg[names.STEPS_TRAINED]
+                s.end("stopped_early", step)
+        k = len(self.ctx.seeds)
+        self.members = self.members.keep([i * k + j for i in keep for j in range(k)])
+        self.evaluations = evaluations(self.members)
+        self.alive = [self.alive[i] for i in keep]
+
+
+# Tune names a trial and its folder after the trainable (`run_trial_<id>_...`, which
+# `results_table` and `progress` read) and restores a sweep only with a trainable of the
+# name it saved: sweeps saved while the trial was a function trainable keep resuming.
+SweepTrial.__name__ = "run_trial"
+run_trial = SweepTrial  # the name older pickles and Tune know it by
 
 
 def _fused_result(summaries: list[dict[str, Any]], alive: list[dict[str, float]], step: int,
@@ -270,25 +322,21 @@ def _trial_key(ctx: TrialContext, setting_id: str) -> str:
     return store.safe_key("trial", ctx.sweep_key, setting_id)
 
 
-def _restore(checkpoint, ids: list[str], k: int, device: str,
+def _restore(folder: str | Path, ids: list[str], k: int, device: str,
              rule: SuccessRule = DEFAULT_RULE) -> tuple[Members | None, dict[str, Any]]:
-    """The members (`ids`: the trial's settings, k seeds each) from a Tune checkpoint and,
-    for a fused trial, which settings still train; (None, {}) to start over. An empty
-    checkpoint is how a resume marks a trial whose checkpoint was lost (see recovery.py); a
-    damaged one (cut off, overwritten, not ours) is
-    treated the same, with a warning, instead of failing the trial on every retry: training
-    is deterministic given the seeds, and steps already logged are not logged again."""
-    if checkpoint is None:
+    """The members (`ids`: the trial's settings, k seeds each) from a Tune checkpoint's
+    folder and, for a fused trial, which settings still train; (None, {}) to start over. An
+    empty checkpoint (an ended trial's) gives None; a damaged one (cut off, overwritten, not
+    ours) too, with a warning, instead of failing the trial on every retry: training is
+    deterministic given the seeds, and steps already logged are not logged again."""
+    try:
+        state = _read_settings_state(Path(folder) / _SETTINGS_FILE, ids)
+        alive = len(state["alive"]) if state else len(ids)
+        members = load_members(folder, alive * k, device=device, rule=rule)
+        return members, (state or {}) if members is not None else {}
+    except ConfigError as e:
+        logging.getLogger(__name__).warning("%s; the trial starts over from step 0", e)
         return None, {}
-    with checkpoint.as_directory() as d:
-        try:
-            state = _read_settings_state(Path(d) / _SETTINGS_FILE, ids)
-            alive = len(state["alive"]) if state else len(ids)
-            members = load_members(d, alive * k, device=device, rule=rule)
-            return members, (state or {}) if members is not None else {}
-        except ConfigError as e:
-            logging.getLogger(__name__).warning("%s; the trial starts over from step 0", e)
-            return None, {}
 
 
 def _read_settings_state(path: Path, ids: list[str]) -> dict[str, Any] | None:

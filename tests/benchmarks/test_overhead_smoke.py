@@ -104,7 +104,7 @@ def test_memory_section_reports_driver_and_trial_mib(smoke) -> None:
     for steps in SMOKE_BUDGETS:
         before, driver, trial, seen, services = _nums(_row(sec, f"{steps} steps x 2")[1:])
         assert before > 50 and driver >= before and trial > 50 and seen >= 1 and services > 0
-    assert "`ray::ImplicitFunc" in sec
+    assert "`ray::run_trial" in sec
 
 
 def test_budget_section_has_one_row_per_budget_and_a_crossover_line(smoke) -> None:

@@ -123,7 +123,6 @@ def test_a_driver_that_did_not_stop_cleanly_means_a_rebuild(tmp_path):
 def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_path):
     # An empty checkpoint folder (its files lost) makes the trial start over instead of
     # failing.
-    from ray import tune
 
     from sweeper.tune.trial import _restore
     from trainers.config import make_config
@@ -132,24 +131,23 @@ def test_an_empty_checkpoint_restarts_the_trial_and_a_full_one_continues_it(tmp_
 
     empty = tmp_path / "checkpoint_000003"
     empty.mkdir()
-    assert _restore(tune.Checkpoint.from_directory(str(empty)), ["a"], 1, "cpu")[0] is None
+    assert _restore(str(empty), ["a"], 1, "cpu")[0] is None
     t = Trainer(make_config({"dataset": "ring8", "loss": "wgan-gp", "steps": 4, "hidden": 8,
                              "depth": 1, "batch_size": 8, "eval_every": 2}))
     t.train_until(2)
     full = tmp_path / "checkpoint_000004"
     full.mkdir()
     save_members(t, full)  # a single run is a population of one
-    restored = _restore(tune.Checkpoint.from_directory(str(full)), ["a"], 1, "cpu")[0]
+    restored = _restore(str(full), ["a"], 1, "cpu")[0]
     assert restored.step == 2 and restored.k == 1
     old = tmp_path / "checkpoint_000005"
     old.mkdir()
     (old / "seed0.pt").write_bytes(b"a checkpoint from before population training")
     # An old checkpoint starts over.
-    assert _restore(tune.Checkpoint.from_directory(str(old)), ["a"], 1, "cpu")[0] is None
+    assert _restore(str(old), ["a"], 1, "cpu")[0] is None
 
 
 def test_a_population_checkpoint_continues_every_member(tmp_path):
-    from ray import tune
 
     from sweeper.tune.trial import _restore
     from trainers.config import make_config
@@ -163,13 +161,12 @@ def test_a_population_checkpoint_continues_every_member(tmp_path):
     assert isinstance(members, Population)
     members.train_until(2)
     save_members(members, tmp_path)
-    restored = _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 2, "cpu")[0]
+    restored = _restore(str(tmp_path), ["a"], 2, "cpu")[0]
     assert isinstance(restored, Population) and restored.step == 2 and restored.k == 2
 
 
 def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_path, caplog):
     # Row 8 of reliability round 3: a damaged checkpoint is treated like a missing one.
-    from ray import tune
 
     from sweeper.tune.trial import _restore
     from trainers.config import make_config
@@ -184,7 +181,7 @@ def test_a_cut_off_population_checkpoint_restarts_the_trial_with_a_warning(tmp_p
     f = tmp_path / POPULATION_FILE
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with caplog.at_level("WARNING"):
-        assert _restore(tune.Checkpoint.from_directory(str(tmp_path)), ["a"], 2, "cpu")[0] is None
+        assert _restore(str(tmp_path), ["a"], 2, "cpu")[0] is None
     assert "the trial starts over from step 0" in caplog.text
 
 

@@ -445,13 +445,15 @@ def evaluations(members: Any, *, chunk: int = 0,
     `train`, `stable --confirm`): train `members` (a `Population` or
     `trainers.members.Populations`) to their next evaluation step, evaluate, and yield the
     metrics; it ends after the evaluation at which every member is done (there is always
-    at least one). With `chunk` > 0 it trains at most that many steps at a time and calls
-    `trained()` after each piece (a progress bar); that changes nothing in the result, since
+    at least one). With `chunk` > 0 it stops at every multiple of `chunk` steps too and
+    calls `trained()` after each piece (a progress bar, a checkpoint), or after each
+    interval without; the pieces change nothing in the result, since
     each member draws from its own counter-based generators step by step."""
     while True:
         target = members.next_eval_step()
         while members.step < target and not members.done:
-            members.train_until(min(target, members.step + chunk) if chunk > 0 else target)
+            piece = (members.step // chunk + 1) * chunk if chunk > 0 else target
+            members.train_until(min(target, piece))
             if trained is not None:
                 trained()
         yield members.evaluate()

@@ -1,5 +1,6 @@
 """One Tune trial = one proposed setting, or with `sweeper run --fuse P` P settings of one
-shape, trained with k seeds each in lockstep.
+shape, trained with k seeds each in lockstep: `SweepTrial`, a Ray class trainable whose
+`step` is one evaluation interval.
 
 The members train as one batched population where that pays (`trainers.members`). A fused
 trial halves its settings at ASHA's rungs (`halving.py`): the cut ones leave the population

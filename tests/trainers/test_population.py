@@ -272,3 +272,23 @@ def test_populations_in_turn_keep_their_members():
     kept = apart.keep([0, 2])
     assert [c.seed for c in kept.configs] == [0, 2] and [r.k for r in kept.runs] == [1, 1]
     assert kept.step == 10
+
+
+def test_the_outer_loop_evaluates_on_schedule_and_its_pieces_change_nothing() -> None:
+    # trainers.population.evaluations is every caller's outer loop: an evaluation at each
+    # eval_every and at the end; `chunk` adds stops at its multiples (a checkpoint, a bar)
+    from trainers.population import evaluations
+
+    cfgs = member_configs("wgan-gp", steps=10, eval_every=4)
+    whole, pieces = Population(cfgs), Population(cfgs)
+    want = [(whole.step, m) for m in evaluations(whole)]
+    stops: list[int] = []
+    got = list(evaluations(pieces, chunk=3, trained=lambda: stops.append(pieces.step)))
+    assert [step for step, _ in want] == [4, 8, 10] and len(got) == 3
+    assert stops == [3, 4, 6, 8, 9, 10]
+    timing = ("train_seconds", "eval_seconds")
+    for (_, a), b in zip(want, got, strict=True):
+        assert [{k: v for k, v in m.items() if k not in timing} for m in a] == \
+            [{k: v for k, v in m.items() if k not in timing} for m in b]
+    # a finished population still gives its metrics once
+    assert len(list(evaluations(whole))) == 1

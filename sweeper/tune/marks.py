@@ -46,10 +46,15 @@ def mark_abandoned_runs(uri: str, exp_id: str, known_trials: set) -> int:
 def mark_interrupted_runs(uri: str, exp_id: str, unfinished: set) -> int:
     """Tag `interrupted` (state KILLED) the runs of the trials a stop signal cut off, and
     any trial run still marked running (a forced stop may beat Tune's last snapshot); the
-    resume reopens them and logs on from the trial's last checkpoint."""
-    return mark_trial_runs(uri, exp_id, lambda t: tune_trial_of(t.get(tags.TAG_TRIAL) or "")
-                            in unfinished or t.get(tags.TAG_STATUS) == "running",
-                            "interrupted", "KILLED")
+    resume reopens them and logs on from the trial's last checkpoint. A fused trial's
+    settings that halving already stopped have ended: they keep `stopped_early` (the
+    resume tells Optuna PRUNED for them, from the checkpoint or from MLflow)."""
+    def cut_off(t: dict) -> bool:
+        status = t.get(tags.TAG_STATUS)
+        return status != "stopped_early" and (
+            tune_trial_of(t.get(tags.TAG_TRIAL) or "") in unfinished or status == "running")
+
+    return mark_trial_runs(uri, exp_id, cut_off, "interrupted", "KILLED")
 
 
 def mark_trial_runs(uri: str, exp_id: str, select, status: str, state: str) -> int:

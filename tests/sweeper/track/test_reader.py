@@ -377,6 +377,21 @@ def test_abandoned_trials_are_left_out(tmp_path, tmp_path_factory):
     assert [x.key for x in reader.settings(rec)] == [kept]
 
 
+def test_a_stop_signal_marks_cut_off_settings_but_not_those_halving_stopped(
+        tmp_path, tmp_path_factory):
+    # A fused Tune trial "abc" cut off by Ctrl-C: its setting still training is interrupted
+    # (the resume reopens it); the one halving already stopped has ended and stays so.
+    from sweeper.tune.marks import mark_interrupted_runs
+
+    s = sweep_store(tmp_path, tmp_path_factory)
+    running = add_trial(s, "abc.0", [final(step=2)], status="running")
+    halved = add_trial(s, "abc.1", [final(step=2)], status="stopped_early")
+    done = add_trial(s, "xyz", [final()])
+    assert mark_interrupted_runs(s.uri, s.exp_id, {"abc"}) == 1
+    status = {r: s.client.get_run(r).data.tags[tags.TAG_STATUS] for r in (running, halved, done)}
+    assert status == {running: "interrupted", halved: "stopped_early", done: "finished"}
+
+
 def test_require_finished_names_the_statuses_in_one_line(tmp_path, tmp_path_factory):
     s = sweep_store(tmp_path, tmp_path_factory)
     add_trial(s, "t1", [final(step=2)], status="stopped_early")

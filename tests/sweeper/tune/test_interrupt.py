@@ -77,14 +77,16 @@ def _lose_tune_state(tmp_path, name) -> None:
 
 # Fused: 4 settings in one trial halved inside it, one alone in another. Variants marked
 # repeat_variant run with `make test-all`, not in CI: a plain "ctrl-c" repeats the first half
-# of "ctrl-c-damaged", and unfused lost state is also rebuilt in test_damaged_stores.py.
+# of "ctrl-c-damaged"; unfused lost state is also rebuilt in test_damaged_stores.py; an
+# unfused damaged checkpoint goes through the same `_restore` (test_sweep_state.py); and
+# each signal is sent to an unfused sweep once.
 _AGAIN = pytest.mark.repeat_variant
 
 
 @pytest.mark.parametrize("how, fuse", [
-    ("sigterm", 1), ("ctrl-c-twice", 1), ("ctrl-c-damaged", 1), ("ctrl-c-damaged", 4),
-    ("ctrl-c-state-lost", 4),
-    pytest.param("ctrl-c", 1, marks=_AGAIN), pytest.param("ctrl-c-state-lost", 1, marks=_AGAIN),
+    ("sigterm", 1), ("ctrl-c-twice", 1), ("ctrl-c-damaged", 4), ("ctrl-c-state-lost", 4),
+    pytest.param("ctrl-c", 1, marks=_AGAIN), pytest.param("ctrl-c-damaged", 1, marks=_AGAIN),
+    pytest.param("ctrl-c-state-lost", 1, marks=_AGAIN),
     pytest.param("sigterm", 4, marks=_AGAIN), pytest.param("ctrl-c-twice", 4, marks=_AGAIN)])
 def test_a_stopped_sweep_says_so_and_resumes_with_every_store_in_step(tmp_path, how, fuse):
     name, uri = f"stop-{how}", f"sqlite:///{tmp_path}/mlflow.db"

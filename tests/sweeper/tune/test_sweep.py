@@ -186,7 +186,10 @@ def test_final_table_ranks_finished_trials_first(sweep):
 
 
 def test_resume_of_a_finished_sweep_adds_nothing(sweep):
-    before = {k: len(v) for k, v in runs_of(sweep)[1].items()}
+    client, kinds = runs_of(sweep)
+    before = {k: len(v) for k, v in kinds.items()}
+    (parent,) = kinds["sweep"]
+    points = sorted(m.step for m in history(client, parent.info.run_id, "wall_seconds"))
     # No --experiment and other options: --resume picks the latest sweep and its saved options.
     p = sweeper("run", "--resume", "--seeds", "5", "--objective", "fid", "--min-hq-ratio", "0.9",
                 cwd=sweep["root"])
@@ -196,6 +199,10 @@ def test_resume_of_a_finished_sweep_adds_nothing(sweep):
     after = {k: len(v) for k, v in runs_of(sweep)[1].items()}
     assert after == before
     assert len(study_of(sweep).trials) == NUM
+    # Each driver session adds one wall-time point to the sweep's run, not a second value
+    # at the same step.
+    again = sorted(m.step for m in history(client, parent.info.run_id, "wall_seconds"))
+    assert again == [*points, len(points)], (points, again)
 
 
 def test_rerun_without_resume_is_refused(sweep):

@@ -445,10 +445,10 @@ def evaluations(members: Any, *, chunk: int = 0,
     `train`, `stable --confirm`): train `members` (a `Population` or
     `trainers.members.Populations`) to their next evaluation step, evaluate, and yield the
     metrics; it ends after the evaluation at which every member is done (there is always
-    at least one). With `chunk` > 0 it stops at every multiple of `chunk` steps too and
-    calls `trained()` after each piece (a progress bar, a checkpoint), or after each
-    interval without; the pieces change nothing in the result, since
-    each member draws from its own counter-based generators step by step."""
+    at least one). `trained()` is called after each stretch of training: each interval, or
+    with `chunk` > 0 each piece up to the next multiple of `chunk` (a progress bar, a
+    checkpoint). Pieces change nothing in the result: each member draws from its own
+    counter-based generators step by step."""
     while True:
         target = members.next_eval_step()
         while members.step < target and not members.done:
@@ -459,4 +459,3 @@ def evaluations(members: Any, *, chunk: int = 0,
         yield members.evaluate()
         if members.done:
             return
-

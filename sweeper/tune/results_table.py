@@ -17,10 +17,16 @@ def trial_metrics(result) -> dict[str, Any]:
     """A Tune Result's metrics, or {} when they belong to another trial: a trial that never
     reported, on a reused actor, can carry the last result of the trial before it."""
     m = result.metrics or {}
-    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
-    if found and m.get("trial_id") not in (None, found.group(1)):
+    folder_id = _folder_trial_id(result)
+    if folder_id and m.get("trial_id") not in (None, folder_id):
         return {}
     return m
+
+
+def _folder_trial_id(result) -> str | None:
+    """The Tune trial id in a result's folder name (`run_trial_<id>_...`), or None."""
+    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
+    return found.group(1) if found else None
 
 
 def result_rows(grid, sampled: list[str], unfinished: set[str] = frozenset()
@@ -68,11 +74,10 @@ def _unreported_settings(result) -> list[dict[str, Any]] | None:
     still "running", so the caller says how it ended. None for an unfused trial."""
     from sweeper.tune.trial_ids import FUSED, setting_ids, summary
 
-    config = result.config or {}
-    found = _TRIAL_DIR.match(Path(result.path).name) if result.path else None
-    if FUSED not in config or found is None:
+    config, folder_id = result.config or {}, _folder_trial_id(result)
+    if FUSED not in config or folder_id is None:
         return None
-    return [summary(sid, "running", 0, None, {}) for sid in setting_ids(found.group(1), config)]
+    return [summary(sid, "running", 0, None, {}) for sid in setting_ids(folder_id, config)]
 
 
 def trial_outcomes(results) -> dict[str, Any]:

@@ -146,9 +146,9 @@ class SweepTrial(tune.Trainable):
         self.alive = list(self.settings)  # the settings still training (halving cuts some)
         self.members: Members | None = None  # built at the first step, unless restored
         self.restored: dict[str, Any] | None = None  # a checkpoint's settings record
-        self.started = False  # the runs are opened at the first step
         self.final: dict[str, Any] | None = None  # the logged result of an ended trial
         self.cuts, self.removed_steps, self.evals = 0, 0.0, 0
+        # The outer loop over the population; None until the first step opens the runs.
         self.evaluations: Iterator[list[dict[str, float]]] | None = None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
@@ -180,7 +180,7 @@ class SweepTrial(tune.Trainable):
         if self.final is not None:
             return {**self.final, DONE: True}
         try:
-            if not self.started:
+            if self.evaluations is None:
                 self._start()
             return self._evaluation()
         except Exception as e:
@@ -209,7 +209,6 @@ class SweepTrial(tune.Trainable):
             for s in self.alive:
                 s.log.trial_logger.set_tags({tags.TAG_RESTORED_FROM: str(self.members.step)})
         self.evaluations = evaluations(self.members)
-        self.started = True
 
     def _evaluation(self) -> dict[str, Any]:
         """Train to the next evaluation and log it; the report for Tune."""

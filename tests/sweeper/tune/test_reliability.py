@@ -79,11 +79,14 @@ def assert_no_duplicates(uri: str, name: str, trials: int, seeds: int) -> None:
 
 
 # ------------------------------------------------------------------ 1. driver killed
-# 4: five settings as trials of 4 and 1. The unfused driver is killed (and resumed) in the
-# worst-moment test below, so CI runs the fused variant only (`make test-all` runs both).
+# 4: nine settings as trials of 4, 4 and 1. With five (4 and 1) the kill, which lands a
+# poll after the first trial finishes, once came after the 1-setting trial had finished too
+# (CI, 2026-12-07); a second 4-setting trial leaves the kill seconds of work to land in.
+# The unfused driver is killed (and resumed) in the worst-moment test below, so CI runs the
+# fused variant only (`make test-all` runs both).
 @pytest.mark.parametrize("fuse", [pytest.param(1, marks=pytest.mark.repeat_variant), 4])
 def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path, fuse):
-    name, num = "killed-driver", 5
+    name, num = "killed-driver", 5 if fuse == 1 else 9
     space = write_space(tmp_path, steps=60)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--space", space, "--experiment", name, "--num-samples", str(num), "--seeds", "1",
@@ -130,14 +133,17 @@ def test_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path, fuse):
             assert t.system_attrs.get("gan_sweeper_orphaned") is True
 
 
-def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
+# 2: six settings as three trials of two. The fused resume goes through the same rebuild as
+# the killed-driver test's fused variant, so CI runs the unfused one only.
+@pytest.mark.parametrize("fuse", [1, pytest.param(2, marks=pytest.mark.repeat_variant)])
+def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path, fuse):
     """The killed-driver race, made deterministic. A SIGKILL can leave (a) the snapshot naming
     a checkpoint Tune already replaced and deleted, and (b) searcher and search-generator
     states a snapshot older than the experiment state (the copy into the sweep dir was cut
     off), with (c) no staging copy to repair from if the driver's machine is gone. Before
     issue 37 these were repaired by editing Tune's files; now the driver's open session
     marker makes the resume rebuild from Optuna and MLflow, and nothing may be lost."""
-    name, num = "worst-kill", 5
+    name, num = "worst-kill", 5 if fuse == 1 else 6
     # Long enough that Tune snapshots a live checkpoint of trial 3, 4 or 5 before the sweep
     # ends: at 120 steps the sweep once ended first (row 11's repeated runs, 2026-12-07).
     space = write_space(tmp_path, steps=360)
@@ -145,7 +151,8 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
     sweep = sweep_path(tmp_path / "sweeps", name)
     stash = tmp_path / "stash"
     args = ["--space", space, "--experiment", name, "--num-samples", str(num), "--seeds", "1",
-            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1"]
+            "--max-concurrent", "1", "--no-early-stop", "--sampler-seed", "1", "--fuse",
+            str(fuse)]
     proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -164,7 +171,7 @@ def test_driver_killed_at_the_worst_moment_resumes_cleanly(tmp_path):
         return True
 
     def mid_trial_checkpointed() -> bool:
-        return finished() >= 2 and any(
+        return finished() >= 2 * fuse and any(  # two Tune trials done, the third running
             r.data.tags.get(tags.TAG_STATUS) == "running"
             and int(r.data.tags.get(tags.TAG_LAST_STEP, -1)) >= 40
             for r in runs(uri, name, "seed"))

@@ -369,38 +369,45 @@ def test_random_search_sweep_end_to_end(tmp_path):
     assert parent.data.params["sampler_seed"] == "7"
 
 
+# fuse 2 holds the shape fixed (one loss) so that settings pair up: trials of 2 settings.
+@pytest.mark.parametrize("fuse", [1, 2])
 def test_budget_steps_stops_the_sweep_when_its_compute_is_spent_and_resume_adds_nothing(
-        tmp_path):
+        tmp_path, fuse):
     """--budget-steps 200 with trials of 60 steps x 2 seeds: the first trial spends 120, the
     second is cut at step 40 (120 + 2 x 40 = 200), the other four never start. The sweep is
     finished, not incomplete, the cut trial reaches Optuna as pruned, and a resume (which
-    restores the stopper) starts nothing."""
+    restores the stopper) starts nothing. Fused two settings per trial, every count doubles:
+    a budget of 400 stops the second trial, both its settings, at step 40."""
     from sweeper.tune.driver import sweep_path
 
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    space = SPACE if fuse == 1 else {**SPACE, "fixed": {**SPACE["fixed"], "loss": "wgan-gp"},
+                                     "params": {"lr_d": SPACE["params"]["lr_d"]}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    budget = 200 * fuse
     args = ["--space", "space.yaml", "--experiment", "bud", "--num-samples", "6", "--seeds",
-            "2", "--max-concurrent", "1", "--no-early-stop", "--budget-steps", "200",
-            "--sampler-seed", "3"]
+            "2", "--max-concurrent", "1", "--no-early-stop", "--budget-steps", str(budget),
+            "--sampler-seed", "3", "--fuse", str(fuse)]
     for extra in ([], ["--resume"]):
         p = sweeper("run", *args, *extra, cwd=tmp_path)
         assert p.returncode == 0, p.stderr[-3000:]
-        assert "compute budget of 200 generator steps spent after 2 of 6 trials" in p.stderr
+        assert (f"compute budget of {budget} generator steps spent after {2 * fuse} of 6 "
+                "trials") in p.stderr
         assert "finished at step 60" in p.stdout or extra  # the resume trains nothing
-        assert "| stopped@40 |" in p.stdout
+        assert p.stdout.count("| stopped@40 |") == fuse
     path = sweep_path(tmp_path / "sweeps", "bud")
     assert len(list(path.glob("run_trial_*"))) == 2
     study = optuna.load_study(study_name="bud", storage=f"sqlite:///{path / 'optuna.db'}")
     assert [t.state for t in sorted(study.trials, key=lambda t: t.number)] == [
-        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+        optuna.trial.TrialState.COMPLETE] * fuse + [optuna.trial.TrialState.PRUNED] * fuse
     c = store.client(f"sqlite:///{tmp_path}/mlflow.db")
     exp = c.get_experiment_by_name("bud")
     (parent,) = c.search_runs([exp.experiment_id],
                               filter_string=f"tags.`{tags.TAG_KIND}` = 'sweep'")
     assert parent.data.tags[tags.TAG_STATUS] == "finished"
-    assert parent.data.params["budget_steps"] == "200"
+    assert parent.data.params["budget_steps"] == str(budget)
     seed_runs = c.search_runs([exp.experiment_id],
                               filter_string=f"tags.`{tags.TAG_KIND}` = 'seed'")
-    assert len(seed_runs) == 4  # 2 trials x 2 seeds, none twice after the resume
+    assert len(seed_runs) == 4 * fuse  # 2 trials x fuse settings x 2 seeds, none twice
 
 
 def test_run_options_come_from_sweep_options_with_its_defaults_and_docs() -> None:

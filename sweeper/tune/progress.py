@@ -149,9 +149,13 @@ class ProgressCallback(Callback):
                    f"{len(self._ended)} ended, {to_go} to go{spent}")
         for t in running:
             r = t.last_result or {}
-            at = f"step {int(r[names.STEP])}" if names.STEP in r else "starting"
+            at = f"step {int(r[names.STEP])}" if names.STEP in r else "training"
             fused = _settings(t, r)
-            if not fused:
+            batch = (t.config or {}).get(FUSED)
+            if batch and not fused:  # before its first evaluation: what it trains
+                self._line(f"   {t.trial_id} {at}: {len(batch)} settings, no evaluation yet"
+                           f" | {self._params(shared(batch))}")
+            elif not fused:
                 self._line(f"   {t.trial_id} {at}: {describe(r, self.seeds) if r else '-'} | "
                            f"{self._params(t.config or {})}")
             for e, params in fused:
@@ -175,6 +179,12 @@ def _settings(trial, result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[
     if summaries is None:
         return []
     return list(zip(summaries, (trial.config or {}).get(FUSED, []), strict=False))
+
+
+def shared(settings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The params every one of a fused trial's settings has with the same value (its shape)."""
+    first, *rest = settings
+    return {k: v for k, v in first.items() if all(s.get(k) == v for s in rest)}
 
 
 def short_value(v: Any) -> str:  # as results_table.format_table shows params

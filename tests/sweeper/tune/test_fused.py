@@ -204,6 +204,22 @@ def test_settings_still_training_when_a_fused_trial_stops_get_a_line_each(capsys
         "lr_d=0.002"]
 
 
+def test_a_fused_trial_before_its_first_evaluation_shows_what_it_trains(capsys):
+    # Half a trial's time can pass before its first evaluation; the running table said
+    # "starting" with no params for all of it.
+    from types import SimpleNamespace
+
+    from sweeper.tune.progress import ProgressCallback
+
+    batch = [{"loss": "wgan-gp", "n_critic": 2, "lr_d": 1e-3},
+             {"loss": "wgan-gp", "n_critic": 2, "lr_d": 2e-3}]
+    trial = SimpleNamespace(trial_id="t1", status="RUNNING", config={"settings": batch},
+                            last_result={})
+    ProgressCallback(["loss", "n_critic", "lr_d"], 4, 2, every_s=0).on_step_end(1, [trial])
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "   t1 training: 2 settings, no evaluation yet | loss=wgan-gp, n_critic=2")
+
+
 def test_a_setting_still_training_reports_the_same_summary_shape_as_an_ended_one():
     from sweeper.tune.trial import TrialContext, _Setting
 

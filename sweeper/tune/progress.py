@@ -153,8 +153,9 @@ class ProgressCallback(Callback):
             fused = _settings(t, r)
             batch = (t.config or {}).get(FUSED)
             if batch and not fused:  # before its first evaluation: what it trains
-                self._line(f"   {t.trial_id} {at}: {len(batch)} settings, no evaluation yet"
-                           f" | {self._params(shared(batch))}")
+                many = f"{len(batch)} settings" if len(batch) > 1 else "1 setting"
+                self._line(f"   {t.trial_id} {at}: {many}, no evaluation yet | "
+                           f"{self._params(shared(batch))}")
             elif not fused:
                 self._line(f"   {t.trial_id} {at}: {describe(r, self.seeds) if r else '-'} | "
                            f"{self._params(t.config or {})}")

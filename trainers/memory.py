@@ -6,7 +6,9 @@ Such a run used to allocate until the machine killed it. Here the networks are b
 PyTorch's meta device (shapes only, no storage, milliseconds even for billions of weights),
 one probe forward counts the activations per sample, and the total is compared with what the
 device has: one line naming the estimate, the limit and what to lower, before any weight
-exists.
+exists. (A model of at most `_REAL_PROBE_PARAMS` weights is probed on the CPU instead: its
+weights cost little, and the first meta forward imports torch._dynamo, about a second of
+every sweep's start-up.)
 
 The estimate, per member, in float32:
     weights, gradients and optimiser slots     4 x params x (2 + slots: Adam 2, RMSprop 1)
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from trainers.config import TrialConfig
 
 _FLOAT = 4  # bytes; the population trains in float32
+_REAL_PROBE_PARAMS = 4_000_000  # 16 MB of weights
 _SLOTS = {"adam": 2, "rmsprop": 1}
 # What one trial process needs besides its population: torch, the data, MLflow, Ray's worker
 # (a ring8 trial process peaks at about 820 MiB RSS: docs/results.md section 4, "Memory").
@@ -80,18 +83,24 @@ def estimate(cfg: TrialConfig, shape: tuple[int, ...],
              members: int = 1) -> MemoryEstimate | None:
     """The memory `members` members of `cfg` need (see the module's doc); None when the
     networks cannot be built on the meta device (the real probe, `trainers.model_check`,
-    then names what is wrong). A model whose forward needs real numbers (a user's code
-    calling `.item()`) is estimated from its weights alone."""
+    then names what is wrong). A model too large for the CPU probe whose forward needs real
+    numbers (a user's code calling `.item()`) is estimated from its weights alone."""
     from trainers.models import build_models
 
-    n = 2  # samples in the meta probe; activations scale linearly with it
+    n = 2  # samples in the probe; activations scale linearly with it
     with torch.device("meta"):
         try:
             g, d = build_models(cfg, tuple(shape))
         except Exception:  # noqa: BLE001 - a model that cannot build fails the real probe
             return None
-        params = sum(p.numel() for p in (*g.parameters(), *d.parameters()))
+    params = sum(p.numel() for p in (*g.parameters(), *d.parameters()))
+    where = "cpu" if params <= _REAL_PROBE_PARAMS else "meta"
+    # The CPU build draws its initial weights: from a forked generator, so a caller's
+    # draws do not depend on whether it checked the size first.
+    with torch.random.fork_rng(devices=[]), torch.device(where):
         try:
+            if where == "cpu":
+                g, d = build_models(cfg, tuple(shape))
             with torch.no_grad():
                 g_sum, g_max = _leaf_outputs(g, torch.zeros(n, cfg.z_dim))
                 c_sum, _ = _leaf_outputs(d, torch.zeros(n, *shape))

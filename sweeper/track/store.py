@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -248,6 +249,20 @@ def client(uri: str):
         except Exception:  # noqa: BLE001 - a broken store surfaces at the caller's first call
             pass
     return c
+
+
+def prepare(uri: str) -> threading.Thread | None:
+    """Build a new SQLite store's schema in a thread (what `client` does first, ~2 s of
+    Alembic migrations) while the caller starts Ray; join the thread before the first real
+    use. Other stores have nothing to prepare: None. A failure is left for that first use
+    to name."""
+    if not uri.startswith("sqlite:///") or uri in _SCHEMA_READY:
+        return None
+    import mlflow.tracking  # noqa: F401 - imported here, not by two threads at once
+
+    t = threading.Thread(target=client, args=(uri,), name="mlflow-schema", daemon=False)
+    t.start()
+    return t
 
 
 @contextmanager

@@ -559,6 +559,9 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     check_sweep_memory(opts)
     for cfg in opts.space.model_configs():
         check_model(cfg, dataset_shape(cfg))
+    # A new SQLite store's schema is built while Ray starts: two seconds of each waited on
+    # one after the other made most of a short sweep's start-up.
+    schema = store.prepare(opts.tracking_uri)
     # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
     # GPU share without GPUs, trials that cannot fit in memory) leaves no folder behind, so
     # its name stays free.
@@ -590,6 +593,8 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
     store.quiet_store_errors(path / "unsent", fresh=True)
+    if schema is not None:
+        schema.join()
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     if resume:
         deliver_spool(opts.tracking_uri, path / "unsent")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -175,3 +177,18 @@ def test_fused_sweep_smoke_prints_both_arms_and_the_ratio() -> None:
     assert "| --fuse 1 | 1 |" in out.stdout and "| --fuse 2 | 2 |" in out.stdout
     assert "wall(--fuse 1) / wall(--fuse 2) = " in out.stdout
     assert "Wilson interval" in out.stdout  # both top settings confirmed on fresh seeds
+
+
+def test_startup_smoke_times_both_arms_and_refuses_a_baseline_that_is_not_a_checkout(
+        tmp_path) -> None:
+    out = _run("startup", "--baseline", str(ROOT))  # this checkout as its own baseline
+    for arm in ("baseline", "this checkout"):
+        (row,) = [x for x in out.splitlines() if x.startswith(f"| {arm} | 1 |")]
+        first, last, end, teardown = (float(c) for c in row.strip(" |").split("|")[2:])
+        assert 0 < first <= last <= end and teardown == pytest.approx(end - last, abs=0.02)
+    assert re.search(r"^exit: baseline / this checkout = [\d.]+x", out, re.M)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--smoke-test",
+                          "--baseline", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "is not a gan-sweeper checkout" in bad.stderr

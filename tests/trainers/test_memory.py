@@ -1,4 +1,5 @@
-"""The memory estimate against closed-form counts, built on the meta device (no storage)."""
+"""The memory estimate against closed-form counts, built on the meta device (no storage), or
+for a small model probed on the CPU."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import pytest
 import torch
 
+from trainers import memory
 from trainers.config import ConfigError, make_config
 from trainers.memory import check_fits, estimate
 from trainers.models import build_models
@@ -63,3 +65,39 @@ def test_meta_forward_leaves_no_real_tensors():
     before = torch.zeros(1).device
     estimate(cfg, (2,))
     assert torch.zeros(1).device == before  # the meta device context did not leak
+
+
+@pytest.mark.parametrize("dataset, shape", [("ring8", (2,)), ("stacked-digits", (3, 28, 28))])
+def test_the_cpu_probe_of_a_small_model_counts_what_the_meta_probe_counts(monkeypatch, dataset,
+                                                                          shape):
+    cfg = make_config({"dataset": dataset, "hidden": 16, "depth": 2, "batch_size": 8})
+    on_cpu = estimate(cfg, shape, members=2)
+    monkeypatch.setattr(memory, "_REAL_PROBE_PARAMS", 0)  # every model probed on meta
+    assert estimate(cfg, shape, members=2) == on_cpu
+
+
+def test_the_cpu_probe_leaves_the_global_generator_where_it_was():
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    estimate(make_config({"hidden": 64, "depth": 3}), (2,))
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_a_small_forward_that_needs_real_numbers_is_still_counted(tmp_path):
+    f = tmp_path / "nets.py"
+    f.write_text("import torch\n"
+                 "class G(torch.nn.Module):\n"
+                 "    def __init__(self):\n"
+                 "        super().__init__()\n"
+                 "        self.a = torch.nn.Linear(16, 8)\n"
+                 "        self.b = torch.nn.Linear(8, 2)\n"
+                 "    def forward(self, z):\n"
+                 "        h = self.a(z)\n"
+                 "        assert h.abs().max().item() >= 0  # real numbers: fails on meta\n"
+                 "        return self.b(h)\n"
+                 "def build(cfg, shape):\n"
+                 "    d = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))\n"
+                 "    return G(), d\n")
+    est = estimate(make_config({"model": f"{f}:build", "batch_size": 4}), (2,))
+    assert est.step_bytes == 4 * 4 * ((8 + 2) + 3 * (4 + 1)) * 2

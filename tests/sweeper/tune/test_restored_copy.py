@@ -37,11 +37,12 @@ NUM = 4
 def test_copies_put_back_after_a_finished_resume_are_what_resumes(tmp_path):
     name, db = "copied", tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    # Long enough that the other trials still train when the first one finishes and the
-    # Ctrl-C comes (at 90 steps the whole sweep sometimes ended first).
-    space = write_space(tmp_path, steps=400)
+    # One trial at a time, so when the first has finished and the Ctrl-C comes, three are
+    # still to train (two at once at 400 steps: in CI the other three once all ended, pruned
+    # at their first rung, within the poll that saw the first finish).
+    space = write_space(tmp_path, steps=180)
     args = ["--space", space, "--experiment", name, "--num-samples", str(NUM), "--seeds", "1",
-            "--max-concurrent", "2", "--sampler-seed", "2", "--tracking-uri", uri]
+            "--max-concurrent", "1", "--sampler-seed", "2", "--tracking-uri", uri]
     proc = subprocess.Popen([SWEEPER, "run", *args], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

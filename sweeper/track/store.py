@@ -251,18 +251,24 @@ def client(uri: str):
     return c
 
 
-def prepare(uri: str) -> threading.Thread | None:
-    """Build a new SQLite store's schema in a thread (what `client` does first, ~2 s of
-    Alembic migrations) while the caller starts Ray; join the thread before the first real
-    use. Other stores have nothing to prepare: None. A failure is left for that first use
+@contextmanager
+def schema_meanwhile(uri: str | None):
+    """Build a new SQLite store's schema (what `client` does first: ~2 s of Alembic
+    migrations) in a thread while the block runs, e.g. while Ray starts. Joined when the
+    block ends, however it ends, so MLflow's lines come before an error the block raises.
+    Other stores (or None) have nothing to build. A failure is left for the first real use
     to name."""
-    if not uri.startswith("sqlite:///") or uri in _SCHEMA_READY:
-        return None
-    import mlflow.tracking  # noqa: F401 - imported here, not by two threads at once
+    t = None
+    if uri is not None and uri.startswith("sqlite:///") and uri not in _SCHEMA_READY:
+        import mlflow.tracking  # noqa: F401 - imported here, not by two threads at once
 
-    t = threading.Thread(target=client, args=(uri,), name="mlflow-schema", daemon=False)
-    t.start()
-    return t
+        t = threading.Thread(target=client, args=(uri,), name="mlflow-schema")
+        t.start()
+    try:
+        yield
+    finally:
+        if t is not None:
+            t.join()
 
 
 @contextmanager

@@ -559,30 +559,12 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     check_sweep_memory(opts)
     for cfg in opts.space.model_configs():
         check_model(cfg, dataset_shape(cfg))
-    # A new SQLite store's schema is built while Ray starts: two seconds of each waited on
-    # one after the other made most of a short sweep's start-up.
-    schema = store.prepare(opts.tracking_uri)
-    # Before anything is saved: a sweep the cluster cannot run (too many CPUs per trial, a
-    # GPU share without GPUs, trials that cannot fit in memory) leaves no folder behind, so
-    # its name stays free.
-    fit = connect_ray(opts.address, opts)
-    # A resume keeps the limit its saved searcher state holds: nothing to say about it.
-    at_once = concurrency(opts, fit, say=not resume)
-    fuse = fuse_size(opts, at_once)
-    opts = dataclasses.replace(opts, fuse=str(fuse))  # saved: a resume fuses the same way
-    if fuse > 1 and not resume:
-        cuts = _rungs(opts)
-        print(f"{fuse} settings per trial, each trial one population of {fuse} x {opts.seeds} "
-              "members" + (f", halved at ASHA's rungs (steps {', '.join(map(str, cuts))}; each "
-                           "at the first evaluation past it)" if cuts else ""),
-              file=sys.stderr)
-    try:
-        check_sweep_memory(opts, at_once, local=opts.address in (None, "local"), fuse=fuse)
-    except ConfigError:
-        import ray
-
-        ray.shutdown()
-        raise
+    # A new SQLite store's schema is built while a private Ray starts: two seconds of each,
+    # waited on one after the other, made most of a short sweep's start-up. (Joining a
+    # cluster is quick, and a wrong address is refused with no store made.)
+    local = opts.address in (None, "local")
+    with store.schema_meanwhile(opts.tracking_uri if local else None):
+        opts, at_once, fuse = _start_ray(opts, resume=resume, local=local)
     signals.install()  # ray.init put its own SIGTERM handler in
     if never_started:
         # A start stopped before Tune's first snapshot: nothing trained that a resume could
@@ -593,8 +575,6 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
         path.mkdir(parents=True, exist_ok=True)
         save_options(opts, path)
     store.quiet_store_errors(path / "unsent", fresh=True)
-    if schema is not None:
-        schema.join()
     exp_id, parent_id, sweep_key = open_parent_run(opts)
     if resume:
         deliver_spool(opts.tracking_uri, path / "unsent")
@@ -633,6 +613,33 @@ def _run_sweep(opts: SweepOptions, *, resume: bool,
     with signals.deferred():
         return _close_books(opts, path, grid, exp_id, parent_id, t0,
                             signals.received or ("SIGINT" if stopped else None))
+
+
+def _start_ray(opts: SweepOptions, *, resume: bool, local: bool
+               ) -> tuple[SweepOptions, int, int]:
+    """Start or join Ray and size the sweep to it: (the options, with the fuse size it
+    saves; trials at once; settings per trial). Before anything is saved: a sweep the
+    cluster cannot run (too many CPUs per trial, a GPU share without GPUs, trials that
+    cannot fit in memory) leaves no folder behind, so its name stays free."""
+    fit = connect_ray(opts.address, opts)
+    # A resume keeps the limit its saved searcher state holds: nothing to say about it.
+    at_once = concurrency(opts, fit, say=not resume)
+    fuse = fuse_size(opts, at_once)
+    opts = dataclasses.replace(opts, fuse=str(fuse))  # saved: a resume fuses the same way
+    if fuse > 1 and not resume:
+        cuts = _rungs(opts)
+        print(f"{fuse} settings per trial, each trial one population of {fuse} x {opts.seeds} "
+              "members" + (f", halved at ASHA's rungs (steps {', '.join(map(str, cuts))}; each "
+                           "at the first evaluation past it)" if cuts else ""),
+              file=sys.stderr)
+    try:
+        check_sweep_memory(opts, at_once, local=local, fuse=fuse)
+    except ConfigError:
+        import ray
+
+        ray.shutdown()
+        raise
+    return opts, at_once, fuse
 
 
 def _open_sweep(opts: SweepOptions, resume: bool

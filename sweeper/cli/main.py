@@ -583,7 +583,10 @@ def console() -> NoReturn:
 
     # What Py_Finalize does first: the thread pools' exit hooks, then joining the threads
     # that are not daemons (a plain join of them all would wait on idle pool workers).
-    threading._shutdown()
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:  # not CPython: the ordinary exit
+        sys.exit(code)
+    shutdown()
     atexit._run_exitfuncs()
     if code is not None and not isinstance(code, int):  # sys.exit("message")
         print(code, file=sys.stderr)

@@ -35,7 +35,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -rs
 
 # Also the fault variants that repeat another's code path with the other --fuse value
-# (about 8 minutes more; see tests/conftest.py).
+# (about 7 minutes more; see tests/conftest.py).
 test-all: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -rs --all-variants
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import yaml
@@ -55,10 +56,10 @@ def time_run(code_dir: Path, work: Path, trials: int) -> dict[str, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail = []
+    tail: deque[str] = deque(maxlen=20)
     for line in proc.stdout:
         now = time.perf_counter() - t0
-        tail = (tail + [line])[-20:]
+        tail.append(line)
         if line.startswith("[1/") and "first trial" not in seen:
             seen["first trial"] = now
         seen["last line"] = now
